@@ -1,0 +1,118 @@
+"""All of imageq's settings, in nested groups, from `IMAGEQ_<GROUP>__<NAME>` variables.
+
+Nothing else in imageq reads the environment: code takes a `Settings` (or one group of it)
+as an argument, and entry points get theirs from `get_settings()`.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import Literal
+
+from pydantic import BaseModel, Field, SecretStr, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class ApiSettings(BaseModel):
+    """Where and how to reach the aireiter API."""
+
+    base_url: str = "https://aireiter.com"
+    key: SecretStr | None = None
+    model: str = "gpt_image_2_official"
+    connect_timeout_s: float = Field(5.0, gt=0)
+    read_timeout_s: float = Field(30.0, gt=0)
+    user_agent: str = "imageq/0.1"
+    # The model page does not name the field for reference images; peers use `image_urls`.
+    reference_images_field: str = "image_urls"
+
+
+class RedisSettings(BaseModel):
+    """The Celery broker and the job store (may be the same server, different databases)."""
+
+    broker_url: str = "redis://127.0.0.1:6379/0"
+    store_url: str = "redis://127.0.0.1:6379/1"
+    key_prefix: str = "imageq"
+    record_ttl_s: int = Field(7 * 24 * 3600, gt=0)
+    max_connections: int = Field(64, ge=4)
+
+
+class PollingSettings(BaseModel):
+    """When to ask the API about a submitted job, and when to give up on it."""
+
+    first_delay_s: float = Field(15.0, ge=0)
+    interval_s: float = Field(4.0, gt=0)
+    jitter_s: float = Field(1.0, ge=0)
+    deadline_s: float = Field(180.0, gt=0)
+
+    @model_validator(mode="after")
+    def _jitter_below_delays(self) -> PollingSettings:
+        if self.jitter_s >= self.interval_s:
+            raise ValueError("polling.jitter_s must be smaller than polling.interval_s")
+        return self
+
+    @property
+    def longest_countdown_s(self) -> float:
+        return max(self.first_delay_s, self.interval_s) + self.jitter_s
+
+
+class RetrySettings(BaseModel):
+    """Backoff for transient API errors (5xx, 429, timeouts); never for final ones."""
+
+    max_attempts: int = Field(6, ge=1)
+    base_delay_s: float = Field(1.0, gt=0)
+    max_delay_s: float = Field(30.0, gt=0)
+
+
+class WebhookSettings(BaseModel):
+    """Signing and sending of completion webhooks (Standard Webhooks)."""
+
+    secret: SecretStr | None = None
+    timeout_s: float = Field(10.0, gt=0)
+    max_attempts: int = Field(5, ge=1)
+
+
+class WorkerSettings(BaseModel):
+    """The Celery worker and its queues."""
+
+    pool: Literal["threads", "prefork", "solo", "gevent"] = "threads"
+    concurrency: int = Field(16, ge=1)
+    submit_queue: str = "imageq.submit"
+    poll_queue: str = "imageq.poll"
+    notify_queue: str = "imageq.notify"
+    # A message fetched longer ago than this is handed out again, so it must stay well above
+    # the longest countdown (countdown tasks are fetched at once and held until due).
+    visibility_timeout_s: int = Field(600, gt=0)
+
+
+class Settings(BaseSettings):
+    """The root of all settings. `IMAGEQ_API__KEY=...` sets `api.key`, and so on."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="IMAGEQ_",
+        env_nested_delimiter="__",
+        env_file=".env",
+        extra="ignore",
+    )
+
+    api: ApiSettings = ApiSettings()
+    redis: RedisSettings = RedisSettings()
+    polling: PollingSettings = PollingSettings()
+    retry: RetrySettings = RetrySettings()
+    webhook: WebhookSettings = WebhookSettings()
+    worker: WorkerSettings = WorkerSettings()
+
+    @model_validator(mode="after")
+    def _visibility_above_countdowns(self) -> Settings:
+        longest = max(self.polling.longest_countdown_s, self.retry.max_delay_s)
+        if self.worker.visibility_timeout_s < 2 * longest:
+            raise ValueError(
+                f"worker.visibility_timeout_s ({self.worker.visibility_timeout_s}) must be at least"
+                f" twice the longest countdown ({longest:g} s), or held messages run twice"
+            )
+        return self
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process's settings, read once."""
+    return Settings()

@@ -1,0 +1,170 @@
+"""`ImageQueue`: the way in for Python producers, and module-level shortcuts over a default one.
+
+Everything is checked before anything is stored or queued; a refused job leaves no trace.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import threading
+import time
+import uuid
+from collections.abc import Mapping, Sequence
+from typing import Any, Final
+from urllib.parse import urlsplit
+
+from celery import Celery
+
+from config import Settings, get_settings
+from worker.app import SUBMIT_TASK, create_app
+from worker.errors import InvalidParams, WaitTimeout
+from worker.job import Job
+from worker.params import DEFAULT_QUALITY, validate_params
+from worker.runtime import connect_store
+from worker.store import JobStore
+
+_JOB_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}")
+MAX_METADATA_BYTES: Final = 16 * 1024
+
+
+class ImageQueue:
+    """Enqueue generation jobs and read their records."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        app: Celery | None = None,
+        store: JobStore | None = None,
+    ) -> None:
+        self._settings = settings
+        self._app = app or create_app(settings)
+        self._store = store or connect_store(settings)
+
+    def __repr__(self) -> str:
+        return f"ImageQueue(store={self._store!r})"
+
+    def enqueue(
+        self,
+        prompt: str,
+        *,
+        aspect_ratio: str,
+        resolution: str,
+        quality: str = DEFAULT_QUALITY,
+        reference_images: Sequence[str] = (),
+        extra_params: Mapping[str, Any] | None = None,
+        job_id: str | None = None,
+        webhook_url: str | None = None,
+        callback: Mapping[str, Any] | None = None,
+        metadata: Mapping[str, Any] | None = None,
+    ) -> str:
+        """Validate and queue a job; return its id. An id already in use is returned as it is,
+        and nothing is submitted again. `callback` is a Celery signature, called with the
+        result payload as its first argument.
+        """
+        params = validate_params(
+            prompt,
+            aspect_ratio=aspect_ratio,
+            resolution=resolution,
+            quality=quality,
+            reference_images=reference_images,
+            extra=extra_params,
+        )
+        job_id = _job_id(job_id)
+        now = time.time()
+        job = Job(
+            job_id=job_id,
+            params=params.to_record(),
+            created_at=now,
+            updated_at=now,
+            metadata=_plain_json("metadata", metadata or {}, limit=MAX_METADATA_BYTES),
+            webhook_url=self._webhook_url(webhook_url),
+            callback=_plain_json("callback", callback, limit=None) if callback else None,
+        )
+        if not self._store.create(job):
+            return job_id
+        try:
+            self._app.send_task(SUBMIT_TASK, args=[job_id])
+        except BaseException:
+            # Not queued, so not kept: the producer can enqueue the same id again.
+            self._store.delete(job_id)
+            raise
+        return job_id
+
+    def get(self, job_id: str) -> Job:
+        """The job's record; raises `JobNotFound` if there is none."""
+        return self._store.get(job_id)
+
+    def wait(self, job_id: str, timeout_s: float, *, check_every_s: float = 0.25) -> Job:
+        """Block until the job is terminal and return it; raise `WaitTimeout` after timeout_s."""
+        give_up = time.monotonic() + timeout_s
+        while True:
+            job = self._store.get(job_id)
+            if job.is_terminal:
+                return job
+            left = give_up - time.monotonic()
+            if left <= 0:
+                raise WaitTimeout(f"job {job_id} is still {job.status} after {timeout_s:g} s")
+            time.sleep(min(check_every_s, left))
+
+    def _webhook_url(self, url: str | None) -> str | None:
+        if url is None:
+            return None
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise InvalidParams("webhook_url", f"{url!r} is not an http(s) URL")
+        if self._settings.webhook.secret is None:
+            raise InvalidParams(
+                "webhook_url", "webhooks are signed: set webhook.secret (IMAGEQ_WEBHOOK__SECRET)"
+            )
+        return url
+
+
+def _job_id(job_id: str | None) -> str:
+    if job_id is None:
+        return f"iq_{uuid.uuid4().hex}"
+    if not isinstance(job_id, str) or not _JOB_ID.fullmatch(job_id):
+        raise InvalidParams(
+            "job_id", "1 to 128 characters: letters, digits and _ . : - (starting alphanumeric)"
+        )
+    return job_id
+
+
+def _plain_json(field: str, value: Any, *, limit: int | None) -> Any:
+    try:
+        text = json.dumps(value)
+    except (TypeError, ValueError) as error:
+        raise InvalidParams(field, f"must be plain JSON ({error})") from None
+    if limit is not None and len(text.encode()) > limit:
+        raise InvalidParams(field, f"{len(text.encode()):,} bytes; at most {limit:,} are allowed")
+    return json.loads(text)
+
+
+_default: ImageQueue | None = None
+_default_lock = threading.Lock()
+
+
+def default_queue() -> ImageQueue:
+    """The process's `ImageQueue`, built from `get_settings()` on first use."""
+    global _default
+    if _default is None:
+        with _default_lock:
+            if _default is None:
+                _default = ImageQueue(get_settings())
+    return _default
+
+
+def enqueue(prompt: str, **options: Any) -> str:
+    """`ImageQueue.enqueue` on the default queue."""
+    return default_queue().enqueue(prompt, **options)
+
+
+def get(job_id: str) -> Job:
+    """`ImageQueue.get` on the default queue."""
+    return default_queue().get(job_id)
+
+
+def wait(job_id: str, timeout_s: float) -> Job:
+    """`ImageQueue.wait` on the default queue."""
+    return default_queue().wait(job_id, timeout_s)

@@ -1,0 +1,75 @@
+"""The Celery application: JSON only, late acks, prefetch 1, one queue per kind of task.
+
+`celery -A worker.app worker` runs a worker with these settings; producers publish by task
+name through the same app, so they never import the tasks module.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from celery import Celery
+from celery.signals import worker_process_init
+from kombu.entity import Queue
+
+from config import Settings, get_settings
+
+SUBMIT_TASK = "imageq.submit"
+POLL_TASK = "imageq.poll"
+NOTIFY_TASK = "imageq.notify"
+
+
+def celery_config(settings: Settings) -> dict[str, Any]:
+    """Celery settings derived from imageq's, as a plain mapping (tested on its own)."""
+    worker = settings.worker
+    return {
+        "broker_url": settings.redis.broker_url,
+        "broker_connection_retry_on_startup": True,
+        "broker_transport_options": {
+            "visibility_timeout": worker.visibility_timeout_s,
+            # kombu's default of 10 connections per channel loses acks under load
+            # (MaxConnectionsError); keep the pool above the concurrency.
+            "max_connections": max(worker.concurrency * 2, 20),
+        },
+        "task_serializer": "json",
+        "result_serializer": "json",
+        "event_serializer": "json",
+        "accept_content": ["json"],
+        "result_accept_content": ["json"],
+        # Results live in the job store; Celery's own result backend is not used.
+        "task_ignore_result": True,
+        "task_acks_late": True,
+        "task_reject_on_worker_lost": True,
+        "worker_prefetch_multiplier": 1,
+        "worker_pool": worker.pool,
+        "worker_concurrency": worker.concurrency,
+        "worker_hijack_root_logger": False,
+        "task_queues": [
+            Queue(worker.submit_queue),
+            Queue(worker.poll_queue),
+            Queue(worker.notify_queue),
+        ],
+        "task_default_queue": worker.submit_queue,
+        "task_routes": {
+            SUBMIT_TASK: {"queue": worker.submit_queue},
+            POLL_TASK: {"queue": worker.poll_queue},
+            NOTIFY_TASK: {"queue": worker.notify_queue},
+        },
+    }
+
+
+def create_app(settings: Settings) -> Celery:
+    app = Celery("imageq", include=["worker.tasks"], set_as_current=False)
+    app.conf.update(celery_config(settings))
+    return app
+
+
+app = create_app(get_settings())
+
+
+@worker_process_init.connect
+def _fresh_runtime_after_fork(**_: Any) -> None:
+    # A prefork child must not share its parent's Redis or HTTP connections.
+    from worker.runtime import reset_runtime
+
+    reset_runtime()

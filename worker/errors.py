@@ -1,0 +1,101 @@
+"""The one exception tree of imageq.
+
+Every error imageq raises on purpose is an `ImageqError`. API errors say whether a retry can
+help (`retryable`) and carry what the API said; none of them ever holds the API key.
+"""
+
+from __future__ import annotations
+
+
+class ImageqError(Exception):
+    """Base of every error imageq raises on purpose."""
+
+
+class InvalidParams(ImageqError, ValueError):
+    """A job's parameters were refused before anything was queued."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(f"{field}: {message}")
+        self.field = field
+        self.message = message
+
+
+class JobNotFound(ImageqError, LookupError):
+    """No job record with this id (never created, or expired by its TTL)."""
+
+    def __init__(self, job_id: str) -> None:
+        super().__init__(f"no job {job_id!r}")
+        self.job_id = job_id
+
+
+class WaitTimeout(ImageqError, TimeoutError):
+    """A producer waited for a job longer than it allowed."""
+
+
+class ApiError(ImageqError):
+    """The aireiter API answered with an error, or could not be reached.
+
+    `http_status` is None when no HTTP answer arrived; `code` is the body's own code, if any.
+    """
+
+    retryable: bool = False
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        http_status: int | None = None,
+        code: int | None = None,
+        retry_after_s: float | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.http_status = http_status
+        self.code = code
+        self.retry_after_s = retry_after_s
+
+    def __repr__(self) -> str:
+        return (
+            f"{type(self).__name__}({self.message!r}, http_status={self.http_status}, "
+            f"code={self.code}, retryable={self.retryable})"
+        )
+
+    def to_record(self) -> dict[str, object]:
+        """The error as plain JSON for the job record and the completion payload."""
+        return {
+            "type": type(self).__name__,
+            "message": self.message,
+            "http_status": self.http_status,
+            "code": self.code,
+            "retryable": self.retryable,
+        }
+
+
+class ApiUnavailable(ApiError):
+    """Transient: connection error, timeout, 5xx, or a body that is not the documented JSON.
+
+    After a submit fails this way the API may still have created the task: look it up by
+    `out_task_id` before submitting again.
+    """
+
+    retryable = True
+
+
+class RateLimited(ApiUnavailable):
+    """HTTP 429; `retry_after_s` holds the server's `Retry-After` when it sent one."""
+
+
+class ApiRejected(ApiError):
+    """Final: the API refused the request (4xx, or a non-200 code in an HTTP 200 body)."""
+
+
+class AuthenticationFailed(ApiRejected):
+    """HTTP 401/403: the API key is missing, wrong or lacks access."""
+
+
+class SafetyRejected(ApiRejected):
+    """The platform's safety review refused the prompt."""
+
+
+class TaskNotFound(ApiRejected):
+    """The API has no task with this id (or this `out_task_id`)."""

@@ -1,0 +1,97 @@
+"""What to do after a poll, and how long to back off: pure functions of their inputs.
+
+The poll task carries out what `next_step` decides; the deadline is absolute (epoch seconds)
+and lives in the job record, so redeliveries and retries cannot stretch it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from config import PollingSettings, RetrySettings
+from worker.errors import ApiError
+from worker.responses import RemoteTask
+from worker.status import JobStatus, RemoteStatus
+
+Random = Callable[[], float]
+"""A source of uniform floats in [0, 1), such as `random.random`."""
+
+
+@dataclass(frozen=True)
+class PollAgain:
+    """Not finished: poll again after `delay_s` seconds."""
+
+    delay_s: float
+
+
+@dataclass(frozen=True)
+class Finish:
+    """The job is over, with this status, these output URLs and this error (if any)."""
+
+    status: JobStatus
+    output_urls: tuple[str, ...] = ()
+    error: dict[str, Any] | None = field(default=None)
+
+
+Step = PollAgain | Finish
+
+
+def first_poll_delay_s(timing: PollingSettings, rand: Random) -> float:
+    """Delay from submit to the first poll: `first_delay_s` +/- jitter, never negative."""
+    return max(0.0, timing.first_delay_s + _jitter(timing.jitter_s, rand))
+
+
+def next_step(
+    *,
+    remote: RemoteTask | None,
+    error: ApiError | None,
+    now: float,
+    deadline: float,
+    timing: PollingSettings,
+    rand: Random,
+) -> Step:
+    """Decide after one poll, which returned `remote` or raised `error` (exactly one is set).
+
+    A finished remote task ends the job; a final error fails it; otherwise polling goes on
+    every `interval_s` +/- jitter (longer if the API asked via Retry-After), with one last
+    check at the deadline itself, after which the job times out.
+    """
+    if remote is not None and remote.status is RemoteStatus.SUCCEEDED:
+        if remote.output_urls:
+            return Finish(JobStatus.SUCCEEDED, output_urls=remote.output_urls)
+        return Finish(JobStatus.FAILED, error=_error("finished without any output URL"))
+    if remote is not None and remote.status in (
+        RemoteStatus.FAILED,
+        RemoteStatus.CANCELLED,
+        RemoteStatus.TIMED_OUT,
+    ):
+        reason = remote.error or f"the remote task ended as {remote.status_word!r}"
+        return Finish(JobStatus.FAILED, error=_error(reason, remote_status=remote.status_word))
+    if error is not None and not error.retryable:
+        return Finish(JobStatus.FAILED, error=error.to_record())
+    if now >= deadline:
+        return Finish(JobStatus.TIMED_OUT, error=_error("no result before the deadline"))
+    delay = timing.interval_s + _jitter(timing.jitter_s, rand)
+    if error is not None and error.retry_after_s is not None:
+        delay = max(delay, error.retry_after_s)
+    return PollAgain(delay_s=max(0.0, min(delay, deadline - now)))
+
+
+def backoff_delay_s(attempt: int, retry: RetrySettings, rand: Random) -> float:
+    """Delay before retry number `attempt` (1-based): capped exponential, with equal jitter.
+
+    The un-jittered delay is base * 2**(attempt-1), capped at max_delay_s; the result lies in
+    [half of it, all of it), so concurrent retries spread out but never retry at once.
+    """
+    ceiling = min(retry.max_delay_s, retry.base_delay_s * 2 ** max(0, attempt - 1))
+    return float(ceiling / 2 + rand() * ceiling / 2)
+
+
+def _jitter(jitter_s: float, rand: Random) -> float:
+    return (2 * rand() - 1) * jitter_s
+
+
+def _error(message: str, **extra: Any) -> dict[str, Any]:
+    return {"type": "JobError", "message": message, "retryable": False, **extra}

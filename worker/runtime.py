@@ -1,0 +1,71 @@
+"""The resources one worker process shares among its tasks, built once on first use."""
+
+from __future__ import annotations
+
+import random
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import redis
+
+from config import Settings, get_settings
+from worker.client import ApiClient
+from worker.store import JobStore
+from worker.webhooks import WebhookSender
+
+
+@dataclass(frozen=True)
+class Runtime:
+    """Settings, the API client, the job store and the webhook sender, plus clock and dice."""
+
+    settings: Settings
+    client: ApiClient
+    store: JobStore
+    webhooks: WebhookSender
+    clock: Callable[[], float] = time.time
+    rand: Callable[[], float] = random.random
+
+
+def connect_store(settings: Settings) -> JobStore:
+    """A job store on its own connection pool, sized for the worker's concurrency."""
+    client = redis.Redis.from_url(
+        settings.redis.store_url,
+        max_connections=max(settings.redis.max_connections, settings.worker.concurrency + 4),
+        socket_timeout=10,
+        socket_connect_timeout=5,
+        health_check_interval=30,
+    )
+    return JobStore(client, prefix=settings.redis.key_prefix, ttl_s=settings.redis.record_ttl_s)
+
+
+def build_runtime(settings: Settings) -> Runtime:
+    return Runtime(
+        settings=settings,
+        client=ApiClient(settings.api),
+        store=connect_store(settings),
+        webhooks=WebhookSender(
+            timeout_s=settings.webhook.timeout_s, user_agent=settings.api.user_agent
+        ),
+    )
+
+
+_runtime: Runtime | None = None
+_lock = threading.Lock()
+
+
+def runtime() -> Runtime:
+    """This process's runtime (prefork children each build their own after the fork)."""
+    global _runtime
+    if _runtime is None:
+        with _lock:
+            if _runtime is None:
+                _runtime = build_runtime(get_settings())
+    return _runtime
+
+
+def reset_runtime() -> None:
+    """Forget the runtime, so the next `runtime()` builds a fresh one (after a fork)."""
+    global _runtime
+    _runtime = None
