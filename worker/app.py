@@ -43,7 +43,6 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "worker_prefetch_multiplier": 1,
         "worker_pool": worker.pool,
         "worker_concurrency": worker.concurrency,
-        "worker_hijack_root_logger": False,
         "task_queues": [
             Queue(worker.submit_queue),
             Queue(worker.poll_queue),

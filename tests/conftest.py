@@ -1,0 +1,130 @@
+"""Shared real parts for integration tests: a Redis of their own, the simulator, a worker.
+
+Every process started here is stopped here. Delays are shortened through settings, so the
+end-to-end tests take seconds, and every wait is on a condition with a bounded timeout.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+
+from config import Settings
+from devenv.redis_server import RedisServer
+from devenv.webhook_receiver import WebhookReceiver
+from devenv.worker_process import WorkerProcess, settings_env
+from producers import ImageQueue
+from simulator.config import SimConfig
+from simulator.server import SimulatorServer
+
+API_KEY = "sk-test-9f8e7d6c5b4a-never-log-me"
+WEBHOOK_SECRET = "whsec_dGVzdC13ZWJob29rLXNlY3JldC0xMjM0NTY3OA=="
+CALLBACK_QUEUE = "imageq.test-callbacks"
+DEADLINE_S = 4.0
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> Iterator[RedisServer]:
+    with RedisServer() as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def simulator() -> Iterator[SimulatorServer]:
+    with SimulatorServer(SimConfig(api_key=API_KEY, latency="fixed:0.6", seed=7)) as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def settings_values(redis_server: RedisServer, simulator: SimulatorServer) -> dict[str, Any]:
+    """The settings every end-to-end part shares, with delays shortened for tests."""
+    return {
+        "api": {
+            "base_url": simulator.base_url,
+            "key": API_KEY,
+            "connect_timeout_s": 2,
+            "read_timeout_s": 2,
+        },
+        "redis": {"broker_url": redis_server.url(0), "store_url": redis_server.url(1)},
+        "polling": {
+            "first_delay_s": 0.2,
+            "interval_s": 0.25,
+            "jitter_s": 0.05,
+            "deadline_s": DEADLINE_S,
+        },
+        "retry": {"base_delay_s": 0.1, "max_delay_s": 0.5},
+        "webhook": {"secret": WEBHOOK_SECRET, "timeout_s": 2, "max_attempts": 4},
+        "worker": {"concurrency": 8},
+    }
+
+
+@pytest.fixture(scope="session")
+def settings(settings_values: dict[str, Any]) -> Settings:
+    return Settings(_env_file=None, **settings_values)  # type: ignore[call-arg]
+
+
+@pytest.fixture(scope="session")
+def worker(
+    settings_values: dict[str, Any], tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[WorkerProcess]:
+    log_path = tmp_path_factory.mktemp("worker") / "worker.log"
+    with WorkerProcess(settings_env(settings_values), log_path) as process:
+        yield process
+
+
+@pytest.fixture(scope="session")
+def queue(settings: Settings) -> ImageQueue:
+    return ImageQueue(settings)
+
+
+@pytest.fixture(scope="session")
+def broker(redis_server: RedisServer) -> redis.Redis:
+    return redis.Redis.from_url(redis_server.url(0))
+
+
+@pytest.fixture(scope="session")
+def store_redis(redis_server: RedisServer) -> redis.Redis:
+    return redis.Redis.from_url(redis_server.url(1))
+
+
+@pytest.fixture(scope="session")
+def receiver() -> Iterator[WebhookReceiver]:
+    with WebhookReceiver() as server:
+        yield server
+
+
+def callback_payloads(broker: redis.Redis, job_id: str) -> list[dict[str, Any]]:
+    """Callback messages published for a job, read straight from the broker's list."""
+    payloads = []
+    for raw in broker.lrange(CALLBACK_QUEUE, 0, -1):
+        message = json.loads(raw)
+        args, _kwargs, _embed = json.loads(base64.b64decode(message["body"]))
+        if args and args[0].get("job_id") == job_id:
+            payloads.append(args[0])
+    return payloads
+
+
+def wait_for(condition: Callable[[], Any], *, timeout_s: float, what: str) -> Any:
+    """Poll `condition` until it returns something truthy; fail the test after `timeout_s`."""
+    give_up = time.monotonic() + timeout_s
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > give_up:
+            pytest.fail(f"timed out after {timeout_s} s waiting for {what}")
+        time.sleep(0.05)
+
+
+@pytest.fixture
+def job_path(request: pytest.FixtureRequest) -> Path:
+    """A webhook path unique to the test."""
+    return Path("/hooks") / re.sub(r"[^A-Za-z0-9_-]+", "-", request.node.name)
