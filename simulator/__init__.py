@@ -1,0 +1,10 @@
+"""A loopback HTTP server that speaks the aireiter API contract, with injectable faults.
+
+Tests use `SimulatorServer` (a background thread) or `start_simulator_process` (a child process).
+"""
+
+from simulator.app import create_app
+from simulator.config import SimConfig
+from simulator.server import SimulatorServer, start_simulator_process
+
+__all__ = ["SimConfig", "SimulatorServer", "create_app", "start_simulator_process"]

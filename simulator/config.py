@@ -1,0 +1,66 @@
+"""`SimConfig`: every knob of the simulator, validated once at construction."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from simulator.latency import Distribution, parse_distribution
+
+Envelope = Literal["gpt_image_2_official", "platform"]
+StatusWordsMode = Literal["canonical", "varied"]
+
+
+@dataclass(frozen=True, kw_only=True)
+class SimConfig:
+    """Settings of one simulator instance; invalid values raise ValueError when built.
+
+    `latency` and `request_delay` are spec strings (see `simulator.latency`). Fault rates are
+    probabilities per request: 429 and 503 hit submits and queries, drops hit queries only
+    (a random ambiguous submit would make load tests measure the wrong thing).
+    """
+
+    api_key: str
+    host: str = "127.0.0.1"
+    port: int = 0
+    latency: str = "realistic"
+    request_delay: str = "fixed:0"
+    envelope: Envelope = "gpt_image_2_official"
+    v1_tasks: bool = True
+    status_words: StatusWordsMode = "canonical"
+    images_per_task: int = 1
+    fault_rate_429: float = 0.0
+    fault_rate_503: float = 0.0
+    fault_rate_drop: float = 0.0
+    seed: int | None = None
+
+    def __post_init__(self) -> None:
+        if not self.api_key:
+            raise ValueError("api_key must not be empty")
+        if not 0 <= self.port <= 65535:
+            raise ValueError(f"port out of range: {self.port}")
+        self.latency_distribution()
+        self.request_delay_distribution()
+        if self.envelope not in ("gpt_image_2_official", "platform"):
+            raise ValueError(f"unknown envelope {self.envelope!r}")
+        if self.status_words not in ("canonical", "varied"):
+            raise ValueError(f"unknown status_words {self.status_words!r}")
+        if self.images_per_task < 1:
+            raise ValueError(f"images_per_task must be >= 1, got {self.images_per_task}")
+        for name in ("fault_rate_429", "fault_rate_503", "fault_rate_drop"):
+            rate = getattr(self, name)
+            if not 0.0 <= rate <= 1.0:
+                raise ValueError(f"{name} must be within [0, 1], got {rate}")
+
+    def latency_distribution(self) -> Distribution:
+        """The parsed completion latency (time from submit to a finished task)."""
+        return parse_distribution(self.latency)
+
+    def request_delay_distribution(self) -> Distribution:
+        """The parsed delay before every API answer; `realistic` has no meaning here."""
+        return parse_distribution(self.request_delay, allow_realistic=False)
+
+    def __repr__(self) -> str:
+        # The dataclass repr would print the API key into logs and tracebacks.
+        shown = {k: v for k, v in vars(self).items() if k != "api_key"}
+        return f"SimConfig(api_key='***', {', '.join(f'{k}={v!r}' for k, v in shown.items())})"

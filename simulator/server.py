@@ -1,0 +1,171 @@
+"""Running the simulator: on a socket, in a background thread, or as a child process."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import selectors
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Sequence
+from types import TracebackType
+from typing import Any, Final, Self, TypeVar
+
+from aiohttp import web
+
+from simulator.app import SIM, create_app
+from simulator.config import SimConfig
+
+_T = TypeVar("_T")
+READY_LINE: Final = re.compile(rb"simulator listening on (http://\S+)\r?\n")
+# Requests still running at shutdown (e.g. sleeping a request_delay) get this long to finish.
+_SHUTDOWN_TIMEOUT_S: Final = 1.0
+
+
+def bind(host: str, port: int) -> socket.socket:
+    """A listening TCP socket; port 0 picks a free port."""
+    sock = socket.create_server((host, port), backlog=1024)
+    sock.setblocking(False)
+    return sock
+
+
+def base_url_of(sock: socket.socket) -> str:
+    """`http://host:port` of a bound socket, with the port actually given by the OS."""
+    host, port = sock.getsockname()[:2]
+    return f"http://{f'[{host}]' if ':' in host else host}:{port}"
+
+
+async def start_runner(app: web.Application, sock: socket.socket) -> web.AppRunner:
+    """Serve `app` on `sock` until the returned runner is cleaned up."""
+    runner = web.AppRunner(app, access_log=None, shutdown_timeout=_SHUTDOWN_TIMEOUT_S)
+    await runner.setup()
+    await web.SockSite(runner, sock).start()
+    return runner
+
+
+class SimulatorServer:
+    """The simulator in a background thread of this process, for tests: a context manager.
+
+    `base_url` is valid between enter and exit; `stats()` and `reset()` act on the live state.
+    """
+
+    def __init__(self, config: SimConfig, *, start_timeout_s: float = 10.0) -> None:
+        self.config = config
+        self.app = create_app(config)
+        self._start_timeout_s = start_timeout_s
+        self._sock: socket.socket | None = None
+        self._base_url: str | None = None
+        self._ready = threading.Event()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stop: asyncio.Event | None = None
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="simulator", daemon=True)
+
+    def __enter__(self) -> Self:
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    @property
+    def base_url(self) -> str:
+        """`http://127.0.0.1:PORT`, once started."""
+        if self._base_url is None:
+            raise RuntimeError("simulator is not running")
+        return self._base_url
+
+    def start(self) -> None:
+        """Bind and start serving; raise RuntimeError if not up within the start timeout."""
+        self._sock = bind(self.config.host, self.config.port)
+        self._base_url = base_url_of(self._sock)
+        self._thread.start()
+        if not self._ready.wait(self._start_timeout_s) or self._error is not None:
+            self.stop()
+            raise RuntimeError("simulator failed to start") from self._error
+
+    def stop(self) -> None:
+        """Stop serving and wait for the thread; safe to call twice."""
+        if self._loop is not None and self._stop is not None and not self._loop.is_closed():
+            self._loop.call_soon_threadsafe(self._stop.set)
+        if self._thread.is_alive():
+            self._thread.join(self._start_timeout_s + _SHUTDOWN_TIMEOUT_S)
+        if self._sock is not None:
+            self._sock.close()
+
+    def stats(self) -> dict[str, Any]:
+        """The same document as `GET /_sim/stats`."""
+        return self._call(lambda: self.app[SIM].stats())
+
+    def reset(self) -> None:
+        """Forget every task and counter, as `POST /_sim/reset` does."""
+        self._call(lambda: self.app[SIM].reset())
+
+    def _call(self, function: Callable[[], _T]) -> _T:
+        # The state belongs to the server's event loop; touch it only from there.
+        if self._loop is None:
+            raise RuntimeError("simulator is not running")
+
+        async def run() -> _T:
+            return function()
+
+        return asyncio.run_coroutine_threadsafe(run(), self._loop).result(self._start_timeout_s)
+
+    def _run(self) -> None:
+        try:
+            asyncio.run(self._serve())
+        except Exception as error:  # reported to start(); a thread has nobody else to tell
+            self._error = error
+            self._ready.set()
+
+    async def _serve(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._stop = asyncio.Event()
+        assert self._sock is not None  # bound by start() before the thread runs
+        runner = await start_runner(self.app, self._sock)
+        self._ready.set()
+        try:
+            await self._stop.wait()
+        finally:
+            await runner.cleanup()
+
+
+def start_simulator_process(
+    args: Sequence[str], *, timeout_s: float = 15.0, python: str = sys.executable
+) -> tuple[subprocess.Popen[bytes], str]:
+    """Run `python -m simulator ARGS` and return the process and its base URL.
+
+    Waits at most `timeout_s` for the "simulator listening on" line; on timeout or early exit the
+    process is killed and RuntimeError raised. The caller owns the process (terminate it).
+    """
+    command = [python, "-m", "simulator", *args]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE)  # noqa: S603 -- starting it is the job
+    assert process.stdout is not None  # stdout=PIPE guarantees it
+    deadline = time.monotonic() + timeout_s
+    seen = b""
+    with selectors.DefaultSelector() as selector:
+        selector.register(process.stdout, selectors.EVENT_READ)
+        while (remaining_s := deadline - time.monotonic()) > 0:
+            if not selector.select(remaining_s):
+                continue
+            chunk = os.read(process.stdout.fileno(), 4096)
+            seen += chunk
+            if match := READY_LINE.search(seen):
+                # The child prints nothing else to stdout; closing our end avoids a leaked pipe.
+                process.stdout.close()
+                return process, match.group(1).decode()
+            if not chunk:
+                break
+    process.kill()
+    process.wait()
+    process.stdout.close()
+    raise RuntimeError(f"simulator did not report its address (exit code {process.returncode})")
