@@ -68,7 +68,7 @@ def settings_values(redis_server: RedisServer, simulator: SimulatorServer) -> di
 
 @pytest.fixture(scope="session")
 def settings(settings_values: dict[str, Any]) -> Settings:
-    return Settings(_env_file=None, **settings_values)  # type: ignore[call-arg]
+    return Settings(_env_file=None, **settings_values)
 
 
 @pytest.fixture(scope="session")

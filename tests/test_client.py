@@ -20,9 +20,7 @@ PARAMS = validate_params("a castle sim:latency=0.2", aspect_ratio="2:1", resolut
 
 
 def client_for(base_url: str, key: str = API_KEY) -> ApiClient:
-    return ApiClient(
-        ApiSettings(base_url=base_url, key=key, connect_timeout_s=1, read_timeout_s=2)  # type: ignore[arg-type]
-    )
+    return ApiClient(ApiSettings(base_url=base_url, key=key, connect_timeout_s=1, read_timeout_s=2))
 
 
 @pytest.fixture(scope="module", params=["gpt_image_2_official", "platform"])

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis
 from celery import signature
 from standardwebhooks import Webhook
 
+from config import Settings
 from devenv.webhook_receiver import WebhookReceiver
 from devenv.worker_process import WorkerProcess
 from producers import ImageQueue
@@ -192,19 +194,11 @@ def test_duplicate_poll_message_notifies_once(
     assert done.poll_count <= queries <= done.poll_count + 2
 
 
-def test_invalid_combination_queues_nothing(
-    settings_values: dict[str, object], redis_server: object, store_redis: redis.Redis
-) -> None:
+def test_invalid_combination_queues_nothing(settings_values: dict[str, Any]) -> None:
     """1:1 at 4K is refused at enqueue, naming the 4K ratios; no record, no message."""
-    from config import Settings
-
-    isolated = Settings(
-        _env_file=None,  # type: ignore[call-arg]
-        **{
-            **settings_values,
-            "redis": {"broker_url": _db(settings_values, 5), "store_url": _db(settings_values, 6)},
-        },
-    )
+    server = settings_values["redis"]["broker_url"].rsplit("/", 1)[0]
+    redis_values = {"broker_url": f"{server}/5", "store_url": f"{server}/6"}
+    isolated = Settings(_env_file=None, **{**settings_values, "redis": redis_values})
     queue = ImageQueue(isolated)
     broker = redis.Redis.from_url(isolated.redis.broker_url)
     store = redis.Redis.from_url(isolated.redis.store_url)
@@ -243,8 +237,3 @@ def test_api_key_never_written(
         for key in db.scan_iter():
             value = db.dump(key) or b""
             assert API_KEY.encode() not in value, key
-
-
-def _db(values: dict[str, object], db: int) -> str:
-    url = values["redis"]["broker_url"]  # type: ignore[index]  # a nested settings dict
-    return str(url).rsplit("/", 1)[0] + f"/{db}"

@@ -15,7 +15,7 @@ def test_nested_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("IMAGEQ_API__BASE_URL", "http://127.0.0.1:9")
     monkeypatch.setenv("IMAGEQ_API__KEY", "sk-very-secret")
     monkeypatch.setenv("IMAGEQ_POLLING__FIRST_DELAY_S", "12.5")
-    settings = Settings(_env_file=None)  # type: ignore[call-arg]  # pydantic-settings' init arg
+    settings = Settings(_env_file=None)
     assert settings.api.base_url == "http://127.0.0.1:9"
     assert settings.polling.first_delay_s == 12.5
     assert settings.api.key is not None
@@ -27,19 +27,19 @@ def test_nested_environment(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_defaults_follow_the_api_guidance() -> None:
     """First poll after 15 s, every 4 s, give up after 180 s."""
-    polling = Settings(_env_file=None).polling  # type: ignore[call-arg]
+    polling = Settings(_env_file=None).polling
     assert (polling.first_delay_s, polling.interval_s, polling.deadline_s) == (15, 4, 180)
 
 
 def test_visibility_timeout_must_exceed_countdowns() -> None:
     """A visibility timeout shorter than twice the longest countdown is refused."""
     with pytest.raises(ValidationError, match="visibility_timeout_s"):
-        Settings(_env_file=None, worker={"visibility_timeout_s": 20})  # type: ignore[call-arg]
+        Settings(_env_file=None, worker={"visibility_timeout_s": 20})
 
 
 def test_celery_is_json_only_with_late_acks() -> None:
     """No pickle, late acks, prefetch 1, separate queues."""
-    config = celery_config(Settings(_env_file=None))  # type: ignore[call-arg]
+    config = celery_config(Settings(_env_file=None))
     assert config["accept_content"] == ["json"]
     assert config["task_serializer"] == "json"
     assert config["task_acks_late"] is True

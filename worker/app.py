@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from celery import Celery
-from celery.signals import worker_process_init
+from celery.signals import worker_init, worker_process_init
 from kombu.entity import Queue
 
 from config import Settings, get_settings
@@ -64,6 +64,13 @@ def create_app(settings: Settings) -> Celery:
 
 
 app = create_app(get_settings())
+
+
+@worker_init.connect
+def _refuse_to_start_without_a_key(**_: Any) -> None:
+    # Without a key every submit would fail; better one clear error at start than many later.
+    if get_settings().api.key is None:
+        raise SystemExit("imageq worker: set IMAGEQ_API__KEY (the aireiter API key) to start")
 
 
 @worker_process_init.connect

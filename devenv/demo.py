@@ -1,0 +1,180 @@
+"""`make demo`: imageq end to end on this machine, with no set-up beyond `make`.
+
+Uses the Redis at the configured URL if one answers, else starts one (AOF on, under var/).
+Uses the real API if `IMAGEQ_API__KEY` is set, else the simulator with shortened polling.
+Then it starts a worker, enqueues a handful of jobs over several ratios and resolutions,
+shows their progress live, and prints each result with where its images were saved.
+"""
+
+from __future__ import annotations
+
+import secrets
+import struct
+import sys
+import time
+from base64 import b64encode
+from contextlib import ExitStack
+from pathlib import Path
+from typing import Any
+
+import requests
+from rich.console import Console
+from rich.live import Live
+from rich.table import Table
+
+from config import Settings, get_settings
+from devenv.redis_server import RedisServer, is_reachable
+from devenv.webhook_receiver import WebhookReceiver
+from devenv.worker_process import WorkerProcess, settings_env
+from producers import ImageQueue
+from simulator.server import start_simulator_process
+from worker.errors import InvalidParams
+from worker.job import Job
+from worker.webhooks import webhook_id
+
+VAR = Path("var/demo")
+JOBS: list[dict[str, Any]] = [
+    {"prompt": "Ancient castle under the starry sky", "aspect_ratio": "16:9", "resolution": "2K"},
+    {"prompt": "A lighthouse in a storm, oil painting", "aspect_ratio": "9:16", "resolution": "1K",
+     "quality": "medium"},
+    {"prompt": "Isometric tiny city at dawn", "aspect_ratio": "1:1", "resolution": "1K",
+     "quality": "low"},
+    {"prompt": "Panorama of a desert canyon at noon", "aspect_ratio": "21:9", "resolution": "4K"},
+    {"prompt": "Portrait of a red fox in fresh snow", "aspect_ratio": "4:5", "resolution": "2K"},
+]  # fmt: skip
+SIMULATED_EXTRAS: list[dict[str, Any]] = [
+    {"prompt": "A prompt the safety review refuses sim:unsafe", "aspect_ratio": "3:2",
+     "resolution": "1K"},
+]  # fmt: skip
+REFUSED: dict[str, Any] = {"prompt": "A square poster, as large as possible", "aspect_ratio": "1:1",
+           "resolution": "4K"}  # fmt: skip
+MAX_IMAGE_BYTES = 64 * 1024 * 1024
+
+
+def main() -> int:
+    console = Console(soft_wrap=True)
+    started = time.monotonic()
+    base = get_settings()
+    overrides: dict[str, Any] = {}
+    with ExitStack() as stack:
+        if not is_reachable(base.redis.broker_url):
+            server = stack.enter_context(RedisServer(data_dir=VAR / "redis", append_only=True))
+            overrides["redis"] = {"broker_url": server.url(0), "store_url": server.url(1)}
+            console.print(f"[dim]no Redis at the configured URL: started one on {server.url()}")
+        simulated = base.api.key is None
+        if simulated:
+            key = "sk-demo-" + secrets.token_hex(8)
+            process, url = start_simulator_process(
+                ["--api-key", key, "--latency", "uniform:4,12", "--status-words", "varied"]
+            )
+            stack.callback(_stop, process)
+            overrides["api"] = {"base_url": url, "key": key}
+            overrides["polling"] = {"first_delay_s": 3, "interval_s": 1, "jitter_s": 0.3}
+            console.print(f"[dim]no IMAGEQ_API__KEY: using the API simulator at {url}")
+        receiver = stack.enter_context(WebhookReceiver())
+        if base.webhook.secret is None:
+            overrides["webhook"] = {
+                "secret": "whsec_" + b64encode(secrets.token_bytes(24)).decode()
+            }
+        settings = Settings(**overrides)
+        log_path = VAR / "worker.log"
+        log_path.unlink(missing_ok=True)
+        stack.enter_context(WorkerProcess(settings_env(overrides), log_path, name="imageq-demo"))
+        console.print(f"[dim]worker started, logging to {log_path}")
+
+        queue = ImageQueue(settings)
+        job_ids = _enqueue_all(console, queue, JOBS + (SIMULATED_EXTRAS if simulated else []),
+                               webhook_url=f"{receiver.base_url}/demo-hook")  # fmt: skip
+        limit_s = settings.polling.deadline_s + 60
+        jobs = _follow(console, queue, job_ids, limit_s=limit_s)
+        _report(console, jobs, receiver)
+    console.print(f"\ndemo finished in {time.monotonic() - started:.1f} s")
+    return 0 if all(job.is_terminal for job in jobs) else 1
+
+
+def _enqueue_all(
+    console: Console, queue: ImageQueue, rows: list[dict[str, Any]], *, webhook_url: str
+) -> list[str]:
+    job_ids = [queue.enqueue(**row, webhook_url=webhook_url) for row in rows]
+    try:
+        queue.enqueue(**REFUSED)
+    except InvalidParams as error:
+        console.print(f"[yellow]refused at enqueue, as it should be:[/] {error}")
+    return job_ids
+
+
+def _follow(
+    console: Console, queue: ImageQueue, job_ids: list[str], *, limit_s: float
+) -> list[Job]:
+    give_up = time.monotonic() + limit_s
+    jobs = [queue.get(job_id) for job_id in job_ids]
+    with Live(_table(jobs), console=console, refresh_per_second=4) as live:
+        while not all(job.is_terminal for job in jobs) and time.monotonic() < give_up:
+            time.sleep(0.25)
+            jobs = [queue.get(job_id) for job_id in job_ids]
+            live.update(_table(jobs))
+    return jobs
+
+
+def _table(jobs: list[Job]) -> Table:
+    table = Table(title="imageq demo")
+    for column in ("job", "ratio", "res", "quality", "status", "polls", "seconds"):
+        table.add_column(column)
+    now = time.time()
+    colours = {"succeeded": "green", "failed": "red", "timed_out": "red"}
+    for job in jobs:
+        colour = colours.get(job.status, "cyan")
+        table.add_row(
+            job.job_id[:15],
+            job.params["aspect_ratio"],
+            job.params["resolution"],
+            job.params["quality"],
+            f"[{colour}]{job.status}[/]",
+            str(job.poll_count),
+            f"{(job.finished_at or now) - job.created_at:.1f}",
+        )
+    return table
+
+
+def _report(console: Console, jobs: list[Job], receiver: WebhookReceiver) -> None:
+    for job in jobs:
+        console.print(f"\n[bold]{job.job_id}[/] {job.status}: {job.params['prompt']!r}")
+        if job.error:
+            console.print(f"  reason: {job.error['type']}: {job.error['message']}")
+        for index, output in enumerate(job.outputs):
+            path = VAR / "images" / job.job_id / f"{index}.png"
+            console.print(f"  {output['width']}x{output['height']}  {output['url']}")
+            console.print(f"  saved to {_download(output['url'], path)}")
+        hooks = [
+            r for r in receiver.received if r.headers.get("webhook-id") == webhook_id(job.job_id)
+        ]
+        console.print(f"  signed webhooks received: {len(hooks)}")
+
+
+def _download(url: str, path: Path) -> str:
+    """Fetch an output before its URL expires; report its real pixel size."""
+    try:
+        with requests.get(url, stream=True, timeout=(5, 30)) as response:
+            response.raise_for_status()
+            data = b""
+            for chunk in response.iter_content(1 << 16):
+                data += chunk
+                if len(data) > MAX_IMAGE_BYTES:
+                    return "not saved: larger than 64 MiB"
+    except requests.RequestException as error:
+        return f"not saved: {type(error).__name__}"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)
+    if data[:8] == b"\x89PNG\r\n\x1a\n":
+        width, height = struct.unpack(">II", data[16:24])
+        return f"{path} ({len(data):,} bytes, PNG {width}x{height})"
+    return f"{path} ({len(data):,} bytes)"
+
+
+def _stop(process: Any) -> None:
+    process.terminate()
+    process.wait(timeout=10)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
