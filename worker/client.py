@@ -89,6 +89,8 @@ class ApiClient:
                 timeout=(self._settings.connect_timeout_s, self._settings.read_timeout_s),
                 allow_redirects=False,
             )
+        # `from None`: requests' exceptions hold the prepared request, headers and all, and a
+        # chained traceback is one careless log call away from printing them.
         except requests.Timeout as error:
             raise ApiUnavailable(f"{method} {path}: timed out ({type(error).__name__})") from None
         except requests.RequestException as error:
