@@ -7,10 +7,10 @@ from __future__ import annotations
 
 import json
 import re
-import threading
 import time
 import uuid
 from collections.abc import Mapping, Sequence
+from functools import cache
 from typing import Any, Final
 from urllib.parse import urlsplit
 
@@ -141,18 +141,10 @@ def _plain_json(field: str, value: Any, *, limit: int | None) -> Any:
     return json.loads(text)
 
 
-_default: ImageQueue | None = None
-_default_lock = threading.Lock()
-
-
+@cache
 def default_queue() -> ImageQueue:
     """The process's `ImageQueue`, built from `get_settings()` on first use."""
-    global _default
-    if _default is None:
-        with _default_lock:
-            if _default is None:
-                _default = ImageQueue(get_settings())
-    return _default
+    return ImageQueue(get_settings())
 
 
 def enqueue(prompt: str, **options: Any) -> str:

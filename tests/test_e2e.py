@@ -12,7 +12,7 @@ from celery import signature
 from standardwebhooks import Webhook
 
 from config import Settings
-from devenv.webhook_receiver import WebhookReceiver
+from devenv.webhook_receiver import Received, WebhookReceiver
 from devenv.worker_process import WorkerProcess
 from producers import ImageQueue
 from simulator.server import SimulatorServer
@@ -35,6 +35,15 @@ WAIT_S = DEADLINE_S + 10
 
 def callback() -> dict[str, object]:
     return dict(signature("imageq.test_callback", queue=CALLBACK_QUEUE))
+
+
+def notifications(
+    queue: ImageQueue, receiver: WebhookReceiver, broker: redis.Redis, job_id: str, path: Path
+) -> tuple[list[Received], list[dict[str, Any]]]:
+    """Wait until the job's webhook and callback are out; return what arrived of each."""
+    wait_for(lambda: queue.get(job_id).webhook_state == Notify.SENT, timeout_s=5, what="webhook")
+    wait_for(lambda: callback_payloads(broker, job_id), timeout_s=5, what="callback")
+    return receiver.for_path(str(path)), callback_payloads(broker, job_id)
 
 
 def submits(simulator: SimulatorServer, job_id: str) -> int:
@@ -64,17 +73,14 @@ def test_job_succeeds_and_notifies_once(
     assert job.outputs[0]["width"] == 3840
     assert job.outputs[0]["height"] == 2160
     assert job.outputs[0]["url"].startswith(simulator.base_url)
-    wait_for(lambda: queue.get(job_id).webhook_state == Notify.SENT, timeout_s=5, what="webhook")
-    wait_for(lambda: callback_payloads(broker, job_id), timeout_s=5, what="callback")
+    hooks, callbacks = notifications(queue, receiver, broker, job_id, job_path)
     assert submits(simulator, job_id) == 1
-
-    hooks = receiver.for_path(str(job_path))
     assert len(hooks) == 1
     delivered = Webhook(WEBHOOK_SECRET).verify(hooks[0].body, hooks[0].headers)
     assert delivered["job_id"] == job_id
     assert delivered["status"] == "succeeded"
     assert delivered["metadata"] == {"order": 42}
-    assert callback_payloads(broker, job_id) == [delivered]
+    assert callbacks == [delivered]
     assert queue.get(job_id).callback_state == Notify.SENT
 
 
@@ -157,10 +163,8 @@ def test_deadline_times_out_and_notifies_once(
     assert job.submitted_at is not None
     assert job.finished_at is not None
     assert DEADLINE_S <= job.finished_at - job.submitted_at < DEADLINE_S + 2
-    wait_for(lambda: queue.get(job_id).webhook_state == Notify.SENT, timeout_s=5, what="webhook")
-    wait_for(lambda: callback_payloads(broker, job_id), timeout_s=5, what="callback")
-    assert len(receiver.for_path(str(job_path))) == 1
-    assert len(callback_payloads(broker, job_id)) == 1
+    hooks, callbacks = notifications(queue, receiver, broker, job_id, job_path)
+    assert (len(hooks), len(callbacks)) == (1, 1)
 
 
 def test_duplicate_poll_message_notifies_once(
@@ -181,14 +185,18 @@ def test_duplicate_poll_message_notifies_once(
     )
     wait_for(lambda: queue.get(job_id).poll_count >= 1, timeout_s=5, what="first poll")
     job = queue.get(job_id)
-    for _ in range(2):  # the same message, delivered twice more
-        queue._app.send_task(POLL_TASK, args=[job_id, job.poll_token])
+    duplicates = [  # the same message, delivered twice more
+        queue._app.send_task(POLL_TASK, args=[job_id, job.poll_token]).id for _ in range(2)
+    ]
     done = queue.wait(job_id, timeout_s=WAIT_S)
     assert done.status is JobStatus.SUCCEEDED
-    wait_for(lambda: queue.get(job_id).webhook_state == Notify.SENT, timeout_s=5, what="webhook")
-    wait_for(lambda: callback_payloads(broker, job_id), timeout_s=5, what="callback")
-    assert len(receiver.for_path(str(job_path))) == 1
-    assert len(callback_payloads(broker, job_id)) == 1
+    wait_for(
+        lambda: all(f"{task_id}] succeeded" in worker.log() for task_id in duplicates),
+        timeout_s=5,
+        what="the duplicates to have run",
+    )
+    hooks, callbacks = notifications(queue, receiver, broker, job_id, job_path)
+    assert (len(hooks), len(callbacks)) == (1, 1)
     queries = simulator.stats()["queries_by_task_id"][done.remote_task_id]
     # One chain: the queries are the chain's polls plus at most the duplicates' own reads.
     assert done.poll_count <= queries <= done.poll_count + 2

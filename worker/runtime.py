@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import random
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import cache
 
 import redis
 
@@ -51,21 +51,12 @@ def build_runtime(settings: Settings) -> Runtime:
     )
 
 
-_runtime: Runtime | None = None
-_lock = threading.Lock()
-
-
+@cache
 def runtime() -> Runtime:
-    """This process's runtime (prefork children each build their own after the fork)."""
-    global _runtime
-    if _runtime is None:
-        with _lock:
-            if _runtime is None:
-                _runtime = build_runtime(get_settings())
-    return _runtime
+    """This process's runtime, built on first use (prefork children reset it after the fork)."""
+    return build_runtime(get_settings())
 
 
 def reset_runtime() -> None:
     """Forget the runtime, so the next `runtime()` builds a fresh one (after a fork)."""
-    global _runtime
-    _runtime = None
+    runtime.cache_clear()
