@@ -99,3 +99,32 @@ class SafetyRejected(ApiRejected):
 
 class TaskNotFound(ApiRejected):
     """The API has no task with this id (or this `out_task_id`)."""
+
+
+class DownloadFailed(ImageqError):
+    """An output image could not be fetched, verified or stored.
+
+    Never fails the job: the job completes with its URLs and this error recorded.
+    """
+
+    def __init__(self, message: str, *, retryable: bool, http_status: int | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.retryable = retryable
+        self.http_status = http_status
+
+    def to_record(self) -> dict[str, object]:
+        return {
+            "type": type(self).__name__,
+            "message": self.message,
+            "http_status": self.http_status,
+            "retryable": self.retryable,
+        }
+
+
+class UnsafeTarget(ImageqError):
+    """A webhook URL points at an address imageq will not call (loopback, private, metadata)."""
+
+
+class WebhookVerificationFailed(ImageqError):
+    """A received webhook's signature or timestamp did not check out."""
