@@ -1,22 +1,26 @@
 """imageq settings: one pydantic-settings root, read once from the environment and `.env`."""
 
 from config.settings import (
+    DEFAULT_WEBHOOK_SCHEDULE_S,
     ApiSettings,
     PollingSettings,
     RedisSettings,
     RetrySettings,
     Settings,
+    StorageSettings,
     WebhookSettings,
     WorkerSettings,
     get_settings,
 )
 
 __all__ = [
+    "DEFAULT_WEBHOOK_SCHEDULE_S",
     "ApiSettings",
     "PollingSettings",
     "RedisSettings",
     "RetrySettings",
     "Settings",
+    "StorageSettings",
     "WebhookSettings",
     "WorkerSettings",
     "get_settings",

@@ -6,11 +6,13 @@ as an argument, and entry points get theirs from `get_settings()`.
 
 from __future__ import annotations
 
+import base64
+import binascii
 from functools import lru_cache
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, Field, SecretStr, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 
 class ApiSettings(BaseModel):
@@ -63,12 +65,59 @@ class RetrySettings(BaseModel):
     max_delay_s: float = Field(30.0, gt=0)
 
 
+# Svix's schedule: at once, then 5 s, 5 min, 30 min, 2 h, 5 h, 10 h, 10 h (about 28 h in all).
+DEFAULT_WEBHOOK_SCHEDULE_S = (0.0, 5.0, 300.0, 1800.0, 7200.0, 18000.0, 36000.0, 36000.0)
+
+
 class WebhookSettings(BaseModel):
     """Signing and sending of completion webhooks (Standard Webhooks)."""
 
-    secret: SecretStr | None = None
+    # Every secret signs each webhook, so receivers can rotate: add the new secret, switch
+    # the receiver, then drop the old one. Comma-separated in the environment.
+    secrets: Annotated[list[SecretStr], NoDecode] = []
     timeout_s: float = Field(10.0, gt=0)
-    max_attempts: int = Field(5, ge=1)
+    # Delay before each attempt, the first counted from completion; its length is the number
+    # of attempts. Comma-separated in the environment.
+    schedule_s: Annotated[list[float], NoDecode] = list(DEFAULT_WEBHOOK_SCHEDULE_S)
+    jitter: float = Field(0.1, ge=0, lt=1)
+    allow_private_targets: bool = False
+
+    @field_validator("secrets", "schedule_s", mode="before")
+    @classmethod
+    def _split_commas(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    @field_validator("schedule_s")
+    @classmethod
+    def _schedule_is_sane(cls, value: list[float]) -> list[float]:
+        if not value or any(delay < 0 for delay in value):
+            raise ValueError("webhook.schedule_s needs at least one delay, none negative")
+        return value
+
+    @field_validator("secrets")
+    @classmethod
+    def _secrets_are_standard(cls, value: list[SecretStr]) -> list[SecretStr]:
+        for secret in value:
+            try:
+                base64.b64decode(secret.get_secret_value().removeprefix("whsec_"), validate=True)
+            except (binascii.Error, ValueError):
+                raise ValueError("webhook.secrets: each is whsec_ followed by base64") from None
+        return value
+
+
+class StorageSettings(BaseModel):
+    """Saving outputs before their URLs expire (off unless enabled)."""
+
+    enabled: bool = False
+    # A local directory, or an fsspec URL such as s3://bucket/prefix (pip install imageq[fsspec]).
+    url: str = "var/images"
+    max_bytes: int = Field(64 * 1024 * 1024, gt=0)
+    connect_timeout_s: float = Field(5.0, gt=0)
+    read_timeout_s: float = Field(30.0, gt=0)
+    total_timeout_s: float = Field(120.0, gt=0)
+    max_attempts: int = Field(4, ge=1)
 
 
 class WorkerSettings(BaseModel):
@@ -78,7 +127,11 @@ class WorkerSettings(BaseModel):
     concurrency: int = Field(16, ge=1)
     submit_queue: str = "imageq.submit"
     poll_queue: str = "imageq.poll"
+    download_queue: str = "imageq.download"
     notify_queue: str = "imageq.notify"
+    # Longer waits (webhook retries hours apart) are made of hops of at most this length, so
+    # no message is held past the visibility timeout.
+    max_countdown_s: float = Field(240.0, gt=0)
     # A message fetched longer ago than this is handed out again, so it must stay well above
     # the longest countdown (countdown tasks are fetched at once and held until due).
     visibility_timeout_s: int = Field(600, gt=0)
@@ -99,11 +152,14 @@ class Settings(BaseSettings):
     polling: PollingSettings = PollingSettings()
     retry: RetrySettings = RetrySettings()
     webhook: WebhookSettings = WebhookSettings()
+    storage: StorageSettings = StorageSettings()
     worker: WorkerSettings = WorkerSettings()
 
     @model_validator(mode="after")
     def _visibility_above_countdowns(self) -> Settings:
-        longest = max(self.polling.longest_countdown_s, self.retry.max_delay_s)
+        longest = max(
+            self.polling.longest_countdown_s, self.retry.max_delay_s, self.worker.max_countdown_s
+        )
         if self.worker.visibility_timeout_s < 2 * longest:
             raise ValueError(
                 f"worker.visibility_timeout_s ({self.worker.visibility_timeout_s}) must be at least"

@@ -72,10 +72,11 @@ def main() -> int:
             overrides["polling"] = {"first_delay_s": 3, "interval_s": 1, "jitter_s": 0.3}
             console.print(f"[dim]no IMAGEQ_API__KEY: using the API simulator at {url}")
         receiver = stack.enter_context(WebhookReceiver())
-        if base.webhook.secret is None:
-            overrides["webhook"] = {
-                "secret": "whsec_" + b64encode(secrets.token_bytes(24)).decode()
-            }
+        # The receiver is on loopback, which webhooks may reach only with this setting.
+        overrides["webhook"] = {"allow_private_targets": True}
+        if not base.webhook.secrets:
+            overrides["webhook"]["secrets"] = "whsec_" + b64encode(secrets.token_bytes(24)).decode()
+        overrides["storage"] = {"enabled": True, "url": str((VAR / "images").resolve())}
         settings = Settings(**overrides)
         log_path = VAR / "worker.log"
         log_path.unlink(missing_ok=True)

@@ -1,5 +1,9 @@
-"""The producer API: validate a job, store it and queue it; read it back; wait for it."""
+"""The producer API: validate a job, store it and queue it; read it back; wait for it.
+
+`verify_webhook` is for the receiving end: it checks a webhook imageq sent.
+"""
 
 from producers.api import ImageQueue, enqueue, get, wait
+from producers.receiver import verify_webhook
 
-__all__ = ["ImageQueue", "enqueue", "get", "wait"]
+__all__ = ["ImageQueue", "enqueue", "get", "verify_webhook", "wait"]

@@ -12,17 +12,17 @@ import uuid
 from collections.abc import Mapping, Sequence
 from functools import cache
 from typing import Any, Final
-from urllib.parse import urlsplit
 
 from celery import Celery
 
 from config import Settings, get_settings
-from worker.app import SUBMIT_TASK, create_app
-from worker.errors import InvalidParams, WaitTimeout
-from worker.job import Job
+from worker.app import SUBMIT_TASK, WEBHOOK_TASK, create_app
+from worker.errors import InvalidParams, UnsafeTarget, WaitTimeout
+from worker.job import Delivery, Job
 from worker.params import DEFAULT_QUALITY, validate_params
 from worker.runtime import connect_store
 from worker.store import JobStore
+from worker.targets import check_webhook_target
 
 _JOB_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}")
 MAX_METADATA_BYTES: Final = 16 * 1024
@@ -108,16 +108,52 @@ class ImageQueue:
                 raise WaitTimeout(f"job {job_id} is still {job.status} after {timeout_s:g} s")
             time.sleep(min(check_every_s, left))
 
+    def dead_letters(self) -> dict[str, dict[str, Any]]:
+        """Webhook deliveries given up on: job id -> {reason, at, attempts}."""
+        return self._store.dead_letters()
+
+    def replay_webhook(self, job_id: str) -> bool:
+        """Deliver a finished job's webhook again, with the same `webhook-id`, on a fresh
+        schedule. For dead letters and for receivers that lost what they got. False if a
+        delivery is already under way; raises `JobNotFound`, or `InvalidParams` if the job
+        has no webhook.
+        """
+        job = self._store.get(job_id)
+        if job.webhook_url is None:
+            raise InvalidParams("job_id", f"job {job_id} has no webhook to replay")
+        for state in (Delivery.DEAD, Delivery.SENT):
+            replayed = self._store.update(
+                job_id,
+                expect={"webhook_state": state, "webhook_attempts": job.webhook_attempts},
+                changes={
+                    "webhook_state": Delivery.PENDING,
+                    "webhook_next_at": time.time(),
+                    "webhook_lease_until": 0.0,
+                    "webhook_replay_base": len(job.webhook_attempts),
+                },
+                revive=True,
+            )
+            if replayed:
+                attempt = len(job.webhook_attempts) + 1
+                self._app.send_task(WEBHOOK_TASK, args=[job_id, attempt])
+                return True
+        return False
+
+    def replay_dead_letters(self) -> list[str]:
+        """Replay every dead letter; return the job ids replayed."""
+        return [job_id for job_id in self.dead_letters() if self.replay_webhook(job_id)]
+
     def _webhook_url(self, url: str | None) -> str | None:
         if url is None:
             return None
-        parts = urlsplit(url)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise InvalidParams("webhook_url", f"{url!r} is not an http(s) URL")
-        if self._settings.webhook.secret is None:
+        if not self._settings.webhook.secrets:
             raise InvalidParams(
-                "webhook_url", "webhooks are signed: set webhook.secret (IMAGEQ_WEBHOOK__SECRET)"
+                "webhook_url", "webhooks are signed: set webhook.secrets (IMAGEQ_WEBHOOK__SECRETS)"
             )
+        try:
+            check_webhook_target(url, allow_private=self._settings.webhook.allow_private_targets)
+        except UnsafeTarget as error:
+            raise InvalidParams("webhook_url", str(error)) from None
         return url
 
 

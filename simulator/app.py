@@ -11,7 +11,7 @@ from aiohttp.typedefs import Handler
 
 from simulator.config import SimConfig
 from simulator.markers import Fault, fault_for_attempt
-from simulator.png import gradient_png
+from simulator.png import gradient_png, padded_png
 from simulator.state import SimState, Task
 from simulator.statuses import Phase
 from simulator.submission import SubmitError, parse_submit
@@ -111,10 +111,14 @@ async def serve_file(request: web.Request) -> web.StreamResponse:
         or task.phase(sim.clock.now()) is not Phase.COMPLETED
     ):
         return web.json_response(status_error(404, "file not found"), status=404)
+    markers = task.submission.markers
+    task.file_requests += 1
+    if task.file_requests <= markers.file_404s:
+        return web.json_response(status_error(404, "file not found (sim:file404)"), status=404)
     # Encoding a 4K image the first time takes a moment; keep the event loop free meanwhile.
     loop = asyncio.get_running_loop()
     png = await loop.run_in_executor(None, gradient_png, *task.submission.size)
-    return web.Response(body=png, content_type="image/png")
+    return web.Response(body=padded_png(png, markers.file_pad_bytes), content_type="image/png")
 
 
 async def stats(request: web.Request) -> web.StreamResponse:

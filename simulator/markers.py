@@ -10,7 +10,10 @@ whitespace. Names:
   task's out_task_id; ``poll429=N``, ``poll503=N``, ``polldrop=N``, ``pollgarbage=N`` -- faults
   for the first queries of the task. N defaults to 1. When several are given they are served in
   the order listed here, each taking the next N attempts: ``sim:poll429=1 sim:poll503=2`` gives
-  429, 503, 503, then normal answers.
+  429, 503, 503, then normal answers;
+- ``file404=N`` -- the first N downloads of the task's images answer 404 (N defaults to 1);
+- ``filepad=BYTES`` -- its images carry BYTES of padding in a private ancillary chunk (still
+  valid PNGs, just large), to exercise download size caps.
 
 Unknown names and bad values raise `MarkerError`, so a typo in a test prompt is a loud 400
 instead of a fault that silently never happens.
@@ -58,6 +61,8 @@ class Markers:
     retry_after_s: int = 1
     submit_faults: FaultPlan = ()
     poll_faults: FaultPlan = ()
+    file_404s: int = 0
+    file_pad_bytes: int = 0
 
 
 def parse_markers(prompt: str) -> Markers:
@@ -77,6 +82,10 @@ def parse_markers(prompt: str) -> Markers:
             latency_s = _non_negative(token, value, float)
         elif name == "retry_after":
             retry_after_s = int(_non_negative(token, value, int))
+        elif name == "file404":
+            counts[name] = 1 if value is None else int(_non_negative(token, value, int))
+        elif name == "filepad":
+            counts[name] = int(_non_negative(token, value, int))
         elif name in _SUBMIT_FAULTS or name in _POLL_FAULTS:
             counts[name] = 1 if value is None else int(_non_negative(token, value, int))
         else:
@@ -88,6 +97,8 @@ def parse_markers(prompt: str) -> Markers:
         retry_after_s=retry_after_s,
         submit_faults=_plan(_SUBMIT_FAULTS, counts),
         poll_faults=_plan(_POLL_FAULTS, counts),
+        file_404s=counts.get("file404", 0),
+        file_pad_bytes=counts.get("filepad", 0),
     )
 
 

@@ -30,6 +30,17 @@ def gradient_png(width: int, height: int) -> bytes:
     )
 
 
+def padded_png(png: bytes, pad_bytes: int) -> bytes:
+    """The same image with `pad_bytes` of zeros in a private ancillary chunk before IEND.
+
+    Decoders skip unknown ancillary chunks, so it stays a valid PNG of the same size.
+    """
+    if pad_bytes <= 0:
+        return png
+    iend = png.rindex(b"IEND") - 4
+    return png[:iend] + _chunk(b"imQp", bytes(pad_bytes)) + png[iend:]
+
+
 def _pixels(width: int, height: int) -> bytes:
     # With the Sub filter a one-colour row is its first pixel followed by zero bytes, so each row
     # costs almost nothing to compress; the colour changes row by row to make a gradient.

@@ -43,6 +43,7 @@ class Task:
     created_s: float
     latency_s: float
     words: StatusWords
+    file_requests: int = 0
 
     @property
     def due_s(self) -> float:

@@ -29,6 +29,7 @@ API_KEY = "sk-test-9f8e7d6c5b4a-never-log-me"
 WEBHOOK_SECRET = "whsec_dGVzdC13ZWJob29rLXNlY3JldC0xMjM0NTY3OA=="
 CALLBACK_QUEUE = "imageq.test-callbacks"
 DEADLINE_S = 4.0
+WEBHOOK_ATTEMPTS = 5
 
 
 @pytest.fixture(scope="session")
@@ -44,7 +45,11 @@ def simulator() -> Iterator[SimulatorServer]:
 
 
 @pytest.fixture(scope="session")
-def settings_values(redis_server: RedisServer, simulator: SimulatorServer) -> dict[str, Any]:
+def settings_values(
+    redis_server: RedisServer,
+    simulator: SimulatorServer,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> dict[str, Any]:
     """The settings every end-to-end part shares, with delays shortened for tests."""
     return {
         "api": {
@@ -61,7 +66,18 @@ def settings_values(redis_server: RedisServer, simulator: SimulatorServer) -> di
             "deadline_s": DEADLINE_S,
         },
         "retry": {"base_delay_s": 0.1, "max_delay_s": 0.5},
-        "webhook": {"secret": WEBHOOK_SECRET, "timeout_s": 2, "max_attempts": 4},
+        "webhook": {
+            "secrets": WEBHOOK_SECRET,
+            "timeout_s": 2,
+            "schedule_s": ",".join(["0"] + ["0.2"] * (WEBHOOK_ATTEMPTS - 1)),
+            "jitter": 0,
+            "allow_private_targets": True,  # every receiver here is on loopback
+        },
+        "storage": {
+            "enabled": True,
+            "url": str(tmp_path_factory.mktemp("images")),
+            "max_bytes": 2_000_000,
+        },
         "worker": {"concurrency": 8},
     }
 

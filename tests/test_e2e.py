@@ -26,7 +26,7 @@ from tests.conftest import (
 )
 from worker.app import POLL_TASK
 from worker.errors import InvalidParams
-from worker.job import Notify
+from worker.job import Delivery
 from worker.status import JobStatus
 
 pytestmark = pytest.mark.e2e
@@ -41,7 +41,7 @@ def notifications(
     queue: ImageQueue, receiver: WebhookReceiver, broker: redis.Redis, job_id: str, path: Path
 ) -> tuple[list[Received], list[dict[str, Any]]]:
     """Wait until the job's webhook and callback are out; return what arrived of each."""
-    wait_for(lambda: queue.get(job_id).webhook_state == Notify.SENT, timeout_s=5, what="webhook")
+    wait_for(lambda: queue.get(job_id).webhook_state == Delivery.SENT, timeout_s=5, what="webhook")
     wait_for(lambda: callback_payloads(broker, job_id), timeout_s=5, what="callback")
     return receiver.for_path(str(path)), callback_payloads(broker, job_id)
 
@@ -81,7 +81,7 @@ def test_job_succeeds_and_notifies_once(
     assert delivered["status"] == "succeeded"
     assert delivered["metadata"] == {"order": 42}
     assert callbacks == [delivered]
-    assert queue.get(job_id).callback_state == Notify.SENT
+    assert queue.get(job_id).callback_state == Delivery.SENT
 
 
 @pytest.mark.parametrize(

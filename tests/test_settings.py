@@ -38,11 +38,11 @@ def test_visibility_timeout_must_exceed_countdowns() -> None:
 
 
 def test_celery_is_json_only_with_late_acks() -> None:
-    """No pickle, late acks, prefetch 1, separate queues."""
+    """No pickle, late acks, prefetch 1, separate queues (submit, poll, download, notify)."""
     config = celery_config(Settings(_env_file=None))
     assert config["accept_content"] == ["json"]
     assert config["task_serializer"] == "json"
     assert config["task_acks_late"] is True
     assert config["worker_prefetch_multiplier"] == 1
-    assert len({route["queue"] for route in config["task_routes"].values()}) == 3
+    assert len({route["queue"] for route in config["task_routes"].values()}) == 4
     assert config["broker_transport_options"]["visibility_timeout"] >= 2 * 19

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import random
 import re
 import statistics
@@ -16,6 +17,7 @@ from typing import Any, TypeVar
 
 import pytest
 import requests
+from PIL import Image
 
 from simulator import SimConfig, SimulatorServer, start_simulator_process
 from simulator.latency import REALISTIC_CLIP_S, parse_distribution
@@ -627,3 +629,25 @@ def test_fault_plan_serves_attempts_in_order() -> None:
     plan = ((Fault.RATE_LIMIT, 1), (Fault.DROP, 2))
     got = [fault_for_attempt(plan, attempt) for attempt in range(1, 5)]
     assert got == [Fault.RATE_LIMIT, Fault.DROP, Fault.DROP, None]
+
+
+def test_file_markers_404_then_serve_and_pad() -> None:
+    """sim:file404=N: N 404s, then the image; sim:filepad makes it larger and still valid."""
+    with SimulatorServer(SimConfig(api_key=KEY, latency="fixed:0")) as sim:
+        headers = {"Authorization": f"Bearer {KEY}"}
+        body = {
+            "model": "gpt_image_2_official",
+            "params": {"prompt": "x sim:file404=2 sim:filepad=5000", "aspect_ratio": "1:1"},
+            "out_task_id": "files-1",
+        }
+        task_id = requests.post(
+            f"{sim.base_url}/api/openapi/submit", json=body, headers=headers, timeout=5
+        ).json()["data"][0]["task_id"]
+        url = f"{sim.base_url}/files/{task_id}/0.png"
+        assert [requests.get(url, timeout=5).status_code for _ in range(2)] == [404, 404]
+        image = requests.get(url, timeout=5)
+        assert image.status_code == 200
+        assert len(image.content) > 5000
+        decoded = Image.open(io.BytesIO(image.content))
+        decoded.load()  # decodes every pixel: the padding chunk is skipped as it should be
+        assert decoded.size == (1024, 1024)

@@ -18,7 +18,7 @@ def test_signature_verifies_with_standardwebhooks() -> None:
     """A receiver using the reference library accepts what imageq signs."""
     payload = {"job_id": "j1", "status": "succeeded", "outputs": [{"url": "https://a/1.png"}]}
     request = build_webhook(
-        "https://example.com/hook", payload, job_id="j1", secret=SECRET, now=datetime.now(UTC)
+        "https://example.com/hook", payload, job_id="j1", secrets=[SECRET], now=datetime.now(UTC)
     )
     assert Webhook(SECRET).verify(request.body, dict(request.headers)) == payload
     assert request.headers["webhook-id"] == webhook_id("j1")
@@ -28,7 +28,7 @@ def test_signature_verifies_with_standardwebhooks() -> None:
 def test_wrong_secret_or_tampered_body_is_refused() -> None:
     """The signature binds the body and the secret."""
     request = build_webhook(
-        "https://example.com/hook", {"a": 1}, job_id="j1", secret=SECRET, now=datetime.now(UTC)
+        "https://example.com/hook", {"a": 1}, job_id="j1", secrets=[SECRET], now=datetime.now(UTC)
     )
     other = "whsec_" + "QUJDREVGR0hJSktMTU5PUFFSU1RVVldY"
     with pytest.raises(WebhookVerificationError):
@@ -40,10 +40,10 @@ def test_wrong_secret_or_tampered_body_is_refused() -> None:
 def test_stable_id_fresh_timestamp() -> None:
     """Each attempt keeps the webhook-id and gets its own timestamp and signature."""
     first = build_webhook(
-        "u", {"a": 1}, job_id="j", secret=SECRET, now=datetime(2026, 1, 1, tzinfo=UTC)
+        "u", {"a": 1}, job_id="j", secrets=[SECRET], now=datetime(2026, 1, 1, tzinfo=UTC)
     )
     again = build_webhook(
-        "u", {"a": 1}, job_id="j", secret=SECRET, now=datetime(2026, 1, 2, tzinfo=UTC)
+        "u", {"a": 1}, job_id="j", secrets=[SECRET], now=datetime(2026, 1, 2, tzinfo=UTC)
     )
     assert first.headers["webhook-id"] == again.headers["webhook-id"]
     assert first.headers["webhook-timestamp"] != again.headers["webhook-timestamp"]
@@ -52,5 +52,5 @@ def test_stable_id_fresh_timestamp() -> None:
 
 def test_repr_shows_no_signature_or_body() -> None:
     """A logged request shows where it goes, not what proves it."""
-    request = build_webhook("u", {"a": 1}, job_id="j", secret=SECRET, now=datetime.now(UTC))
+    request = build_webhook("u", {"a": 1}, job_id="j", secrets=[SECRET], now=datetime.now(UTC))
     assert request.headers["webhook-signature"] not in repr(request)

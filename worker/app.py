@@ -16,7 +16,9 @@ from config import Settings, get_settings
 
 SUBMIT_TASK = "imageq.submit"
 POLL_TASK = "imageq.poll"
-NOTIFY_TASK = "imageq.notify"
+DOWNLOAD_TASK = "imageq.download"
+CALLBACK_TASK = "imageq.callback"
+WEBHOOK_TASK = "imageq.webhook"
 
 
 def celery_config(settings: Settings) -> dict[str, Any]:
@@ -46,13 +48,16 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "task_queues": [
             Queue(worker.submit_queue),
             Queue(worker.poll_queue),
+            Queue(worker.download_queue),
             Queue(worker.notify_queue),
         ],
         "task_default_queue": worker.submit_queue,
         "task_routes": {
             SUBMIT_TASK: {"queue": worker.submit_queue},
             POLL_TASK: {"queue": worker.poll_queue},
-            NOTIFY_TASK: {"queue": worker.notify_queue},
+            DOWNLOAD_TASK: {"queue": worker.download_queue},
+            CALLBACK_TASK: {"queue": worker.notify_queue},
+            WEBHOOK_TASK: {"queue": worker.notify_queue},
         },
     }
 

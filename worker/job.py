@@ -9,19 +9,35 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields
+from enum import StrEnum
 from typing import Any
 
 from worker.params import GenerationParams
 from worker.status import TERMINAL_JOB_STATUSES, JobStatus
 
 
-class Notify:
-    """States of one notification target (the callback or the webhook)."""
+class Delivery(StrEnum):
+    """Where one notification target (the callback or the webhook) stands."""
 
     NONE = "none"
+    """The producer asked for none."""
     PENDING = "pending"
+    """Due: waiting for its (next) attempt."""
     SENT = "sent"
-    FAILED = "failed"
+    """Delivered (for a webhook: answered 2xx)."""
+    DEAD = "dead"
+    """Given up: the reason is in the dead-letter list, and it can be replayed."""
+
+
+class Downloads(StrEnum):
+    """Where saving a job's outputs stands."""
+
+    NONE = "none"
+    """Saving is off, or there is nothing to save."""
+    PENDING = "pending"
+    """Being downloaded; notifications wait for it."""
+    DONE = "done"
+    """Every output saved, or its download error recorded."""
 
 
 @dataclass(frozen=True)
@@ -48,9 +64,16 @@ class Job:
     metadata: dict[str, Any] = field(default_factory=dict)
     webhook_url: str | None = None
     callback: dict[str, Any] | None = None
-    callback_state: str = Notify.NONE
-    webhook_state: str = Notify.NONE
+    downloads_state: str = Downloads.NONE
+    download_attempts: int = 0
+    download_lease_until: float = 0.0
+    callback_state: str = Delivery.NONE
+    webhook_state: str = Delivery.NONE
     webhook_attempts: list[dict[str, Any]] = field(default_factory=list)
+    webhook_next_at: float | None = None
+    webhook_lease_until: float = 0.0
+    # Attempts made before the latest replay: the retry schedule restarts after a replay.
+    webhook_replay_base: int = 0
 
     @property
     def out_task_id(self) -> str:
@@ -75,23 +98,6 @@ class Job:
         known = {f.name for f in fields(cls)}
         values["status"] = JobStatus(values["status"])
         return cls(**{key: value for key, value in values.items() if key in known})
-
-    def result(self) -> dict[str, Any]:
-        """The completion payload: what the callback and the webhook receive, as plain JSON."""
-        return {
-            "schema_version": 1,
-            "job_id": self.job_id,
-            "status": str(self.status),
-            "params": self.params,
-            "remote_task_id": self.remote_task_id,
-            "created_at": self.created_at,
-            "submitted_at": self.submitted_at,
-            "finished_at": self.finished_at,
-            "outputs": self.outputs,
-            "error": self.error,
-            "metadata": self.metadata,
-            "poll_count": self.poll_count,
-        }
 
 
 def encode_fields(values: Mapping[str, Any]) -> dict[str, str]:

@@ -12,6 +12,8 @@ import redis
 
 from config import Settings, get_settings
 from worker.client import ApiClient
+from worker.sessions import ThreadSessions
+from worker.storage import Storage, open_storage
 from worker.store import JobStore
 from worker.webhooks import WebhookSender
 
@@ -24,6 +26,8 @@ class Runtime:
     client: ApiClient
     store: JobStore
     webhooks: WebhookSender
+    sessions: ThreadSessions
+    storage: Storage | None
     clock: Callable[[], float] = time.time
     rand: Callable[[], float] = random.random
 
@@ -41,13 +45,14 @@ def connect_store(settings: Settings) -> JobStore:
 
 
 def build_runtime(settings: Settings) -> Runtime:
+    sessions = ThreadSessions(user_agent=settings.api.user_agent)
     return Runtime(
         settings=settings,
         client=ApiClient(settings.api),
         store=connect_store(settings),
-        webhooks=WebhookSender(
-            timeout_s=settings.webhook.timeout_s, user_agent=settings.api.user_agent
-        ),
+        webhooks=WebhookSender(sessions, timeout_s=settings.webhook.timeout_s),
+        sessions=sessions,
+        storage=open_storage(settings.storage.url) if settings.storage.enabled else None,
     )
 
 

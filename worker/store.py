@@ -2,7 +2,8 @@
 
 Every write is a Lua script that checks the expected field values and, only if all match,
 writes the changes, refreshes the record's TTL and keeps the in-flight index (a sorted set
-of job ids by their next due check) in step. So two workers racing on one job cannot both
+of job ids by their next due check) and the dead-letter list (a hash of job id -> reason) in
+step. So two workers racing on one job cannot both
 move it, and a job reaches a terminal state once.
 """
 
@@ -17,6 +18,11 @@ import redis
 
 from worker.errors import JobNotFound
 from worker.job import Job, encode_fields
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
 
 _WRITE: Final = """
 local a = cjson.decode(ARGV[1])
@@ -38,6 +44,8 @@ if #flat > 0 then redis.call('HSET', KEYS[1], unpack(flat)) end
 redis.call('EXPIRE', KEYS[1], a.ttl)
 if a.due_at then redis.call('ZADD', KEYS[2], a.due_at, a.job_id) end
 if a.done then redis.call('ZREM', KEYS[2], a.job_id) end
+if a.dead_letter then redis.call('HSET', KEYS[3], a.job_id, a.dead_letter) end
+if a.revive then redis.call('HDEL', KEYS[3], a.job_id) end
 return 1
 """
 
@@ -57,6 +65,15 @@ class JobStore:
     @property
     def in_flight_key(self) -> str:
         return f"{self._prefix}:in_flight"
+
+    @property
+    def dead_letters_key(self) -> str:
+        return f"{self._prefix}:dead_letters"
+
+    def dead_letters(self) -> dict[str, dict[str, Any]]:
+        """Webhook deliveries given up on: job id -> {reason, at, attempts}."""
+        raw = self._redis.hgetall(self.dead_letters_key)
+        return {_text(key): json.loads(value) for key, value in raw.items()}
 
     def key(self, job_id: str) -> str:
         return f"{self._prefix}:job:{job_id}"
@@ -83,10 +100,13 @@ class JobStore:
         changes: Mapping[str, Any],
         due_at: float | None = None,
         done: bool = False,
+        dead_letter: Mapping[str, Any] | None = None,
+        revive: bool = False,
     ) -> bool:
         """Apply `changes` if every field in `expect` still has that value; True if applied.
 
         `due_at` files the job in the in-flight index under that time; `done` takes it out.
+        `dead_letter` files it in the dead-letter list with that record; `revive` takes it out.
         """
         stamped = {**changes, "updated_at": time.time()}
         result = self._run(
@@ -95,6 +115,8 @@ class JobStore:
             changes=encode_fields(stamped),
             due_at=due_at,
             done=done,
+            dead_letter=dead_letter,
+            revive=revive,
         )
         if result == -1:
             raise JobNotFound(job_id)
@@ -109,6 +131,8 @@ class JobStore:
         create: bool = False,
         due_at: float | None = None,
         done: bool = False,
+        dead_letter: Mapping[str, Any] | None = None,
+        revive: bool = False,
     ) -> int:
         args: dict[str, Any] = {
             "job_id": job_id,
@@ -117,10 +141,16 @@ class JobStore:
             "ttl": self._ttl_s,
             "create": create,
             "done": done,
+            "revive": revive,
         }
         if due_at is not None:
             args["due_at"] = due_at
+        if dead_letter is not None:
+            args["dead_letter"] = json.dumps(dead_letter)
         # cjson turns an empty dict into an empty table either way, so {} is safe here.
         return int(
-            self._write(keys=[self.key(job_id), self.in_flight_key], args=[json.dumps(args)])
+            self._write(
+                keys=[self.key(job_id), self.in_flight_key, self.dead_letters_key],
+                args=[json.dumps(args)],
+            )
         )

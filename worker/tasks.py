@@ -1,4 +1,4 @@
-"""The Celery tasks: thin wrappers that run a pipeline step and schedule its follow-up."""
+"""The Celery tasks: thin wrappers that run a step and schedule its follow-up actions."""
 
 from __future__ import annotations
 
@@ -7,9 +7,21 @@ from typing import Any
 import redis
 from celery import Task, signature
 
-from worker import pipeline
-from worker.app import NOTIFY_TASK, POLL_TASK, SUBMIT_TASK, app
+from worker.app import CALLBACK_TASK, DOWNLOAD_TASK, POLL_TASK, SUBMIT_TASK, WEBHOOK_TASK, app
 from worker.runtime import runtime
+from worker.steps.actions import (
+    Actions,
+    RetrySubmit,
+    ScheduleCallback,
+    ScheduleDownload,
+    SchedulePoll,
+    ScheduleWebhook,
+)
+from worker.steps.callback import callback
+from worker.steps.download import download
+from worker.steps.poll import poll
+from worker.steps.submit import submit
+from worker.steps.webhook import webhook
 
 # Only a lost connection to Redis is retried here; API errors are handled inside each step.
 _TRANSIENT = {
@@ -24,32 +36,47 @@ _TRANSIENT = {
 @app.task(name=SUBMIT_TASK, bind=True, **_TRANSIENT)
 def submit_job(self: Task, job_id: str) -> None:
     """Submit a queued job to the API (once, even when redelivered)."""
-    _schedule(pipeline.submit(runtime(), job_id))
+    _schedule(submit(runtime(), job_id))
 
 
 @app.task(name=POLL_TASK, bind=True, **_TRANSIENT)
 def poll_job(self: Task, job_id: str, token: int) -> None:
     """Poll a submitted job once; the token makes a duplicate message a no-op."""
-    _schedule(pipeline.poll(runtime(), job_id, token))
+    _schedule(poll(runtime(), job_id, token))
 
 
-@app.task(name=NOTIFY_TASK, bind=True, **_TRANSIENT)
-def notify_job(self: Task, job_id: str) -> None:
-    """Send a finished job's result to its callback and webhook."""
-    _schedule(pipeline.notify(runtime(), job_id, send_callback=_send_callback))
+@app.task(name=DOWNLOAD_TASK, bind=True, **_TRANSIENT)
+def download_outputs(self: Task, job_id: str, attempt: int) -> None:
+    """Save a finished job's outputs to storage."""
+    _schedule(download(runtime(), job_id, attempt))
 
 
-def _send_callback(callback: dict[str, Any], result: dict[str, Any]) -> None:
-    signature(callback, app=app).apply_async(args=(result,))
+@app.task(name=CALLBACK_TASK, bind=True, **_TRANSIENT)
+def send_callback(self: Task, job_id: str) -> None:
+    """Publish a finished job's Celery callback."""
+    _schedule(callback(runtime(), job_id, send=_publish_callback))
 
 
-def _schedule(follow_up: pipeline.FollowUp) -> None:
-    match follow_up:
-        case pipeline.SchedulePoll(job_id, token, countdown_s):
-            poll_job.apply_async((job_id, token), countdown=countdown_s)
-        case pipeline.ScheduleNotify(job_id, countdown_s):
-            notify_job.apply_async((job_id,), countdown=countdown_s)
-        case pipeline.RetrySubmit(job_id, countdown_s):
-            submit_job.apply_async((job_id,), countdown=countdown_s)
-        case None:
-            pass
+@app.task(name=WEBHOOK_TASK, bind=True, **_TRANSIENT)
+def deliver_webhook(self: Task, job_id: str, attempt: int) -> None:
+    """Make (or wait towards) one webhook attempt."""
+    _schedule(webhook(runtime(), job_id, attempt))
+
+
+def _publish_callback(stored: dict[str, Any], payload: dict[str, Any]) -> None:
+    signature(stored, app=app).apply_async(args=(payload,))
+
+
+def _schedule(actions: Actions) -> None:
+    for action in actions:
+        match action:
+            case RetrySubmit(job_id, countdown_s):
+                submit_job.apply_async((job_id,), countdown=countdown_s)
+            case SchedulePoll(job_id, token, countdown_s):
+                poll_job.apply_async((job_id, token), countdown=countdown_s)
+            case ScheduleDownload(job_id, attempt, countdown_s):
+                download_outputs.apply_async((job_id, attempt), countdown=countdown_s)
+            case ScheduleCallback(job_id):
+                send_callback.apply_async((job_id,))
+            case ScheduleWebhook(job_id, attempt, countdown_s):
+                deliver_webhook.apply_async((job_id, attempt), countdown=countdown_s)

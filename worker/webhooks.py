@@ -8,15 +8,17 @@ fails the job.
 from __future__ import annotations
 
 import json
-import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 import requests
 from standardwebhooks import Webhook
+
+from worker.responses import parse_retry_after
+from worker.sessions import ThreadSessions
 
 
 @dataclass(frozen=True)
@@ -39,6 +41,7 @@ class DeliveryAttempt:
     duration_s: float
     http_status: int | None = None
     error: str | None = None
+    retry_after_s: float | None = None
 
     @property
     def delivered(self) -> bool:
@@ -59,12 +62,21 @@ def webhook_id(job_id: str) -> str:
 
 
 def build_webhook(
-    url: str, payload: Mapping[str, Any], *, job_id: str, secret: str, now: datetime
+    url: str,
+    payload: Mapping[str, Any],
+    *,
+    job_id: str,
+    secrets: Sequence[str],
+    now: datetime,
 ) -> WebhookRequest:
-    """Serialise and sign a payload: `webhook-id`, `webhook-timestamp`, `webhook-signature`."""
+    """Serialise and sign a payload: `webhook-id`, `webhook-timestamp`, `webhook-signature`.
+
+    Each secret adds one `v1,` signature, so a receiver holding any of them can verify.
+    """
     body = json.dumps(payload, separators=(",", ":"), sort_keys=True)
     msg_id = webhook_id(job_id)
     moment = now.astimezone(UTC)
+    signatures = " ".join(Webhook(secret).sign(msg_id, moment, body) for secret in secrets)
     return WebhookRequest(
         url=url,
         body=body,
@@ -72,41 +84,39 @@ def build_webhook(
             "content-type": "application/json",
             "webhook-id": msg_id,
             "webhook-timestamp": str(int(moment.timestamp())),
-            "webhook-signature": Webhook(secret).sign(msg_id, moment, body),
+            "webhook-signature": signatures,
         },
     )
 
 
 class WebhookSender:
-    """Sends webhooks over its own sessions: never the API client's, which carry the API key."""
+    """Sends webhooks over plain sessions: never the API client's, which carry the API key."""
 
-    def __init__(self, *, timeout_s: float, user_agent: str) -> None:
+    def __init__(self, sessions: ThreadSessions, *, timeout_s: float) -> None:
+        self._sessions = sessions
         self._timeout_s = timeout_s
-        self._user_agent = user_agent
-        self._local = threading.local()
 
     def send(self, request: WebhookRequest) -> DeliveryAttempt:
         started, clock = time.time(), time.perf_counter()
         try:
-            response = self._session().post(
+            # stream=True and no read: only the status matters, and a receiver's answer body,
+            # however large, is never loaded.
+            with self._sessions.get().post(
                 request.url,
                 data=request.body.encode(),
                 headers=dict(request.headers),
                 timeout=self._timeout_s,
                 allow_redirects=False,
-            )
+                stream=True,
+            ) as response:
+                pass
         except requests.RequestException as error:
             return DeliveryAttempt(
                 at=started, duration_s=time.perf_counter() - clock, error=type(error).__name__
             )
         return DeliveryAttempt(
-            at=started, duration_s=time.perf_counter() - clock, http_status=response.status_code
+            at=started,
+            duration_s=time.perf_counter() - clock,
+            http_status=response.status_code,
+            retry_after_s=parse_retry_after(response.headers.get("Retry-After")),
         )
-
-    def _session(self) -> requests.Session:
-        session: requests.Session | None = getattr(self._local, "session", None)
-        if session is None:
-            session = requests.Session()
-            session.headers["User-Agent"] = self._user_agent
-            self._local.session = session
-        return session

@@ -1,0 +1,20 @@
+"""Helpers every step shares."""
+
+from __future__ import annotations
+
+import logging
+
+from worker.errors import JobNotFound
+from worker.job import Job
+from worker.runtime import Runtime
+
+log = logging.getLogger("worker.steps")
+
+
+def load(rt: Runtime, job_id: str) -> Job | None:
+    """The job, or None (logged) if its record is gone: the message is then dropped."""
+    try:
+        return rt.store.get(job_id)
+    except JobNotFound:
+        log.warning("job %s has no record (expired or never created); message dropped", job_id)
+        return None

@@ -1,0 +1,50 @@
+"""The end of a job: one terminal transition, then saving outputs, then the notifications."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from worker.job import Delivery, Downloads, Job
+from worker.polling import Finish
+from worker.runtime import Runtime
+from worker.status import JobStatus
+from worker.steps.actions import Actions, ScheduleCallback, ScheduleDownload, ScheduleWebhook
+from worker.steps.common import log
+
+
+def finish(
+    rt: Runtime, job: Job, step: Finish, *, expect: dict[str, Any], poll_count: int | None = None
+) -> Actions:
+    """Move the job to its terminal status; only the winner of the CAS gets the follow-ups."""
+    width, height = job.generation_params.size
+    saving = rt.storage is not None and step.status is JobStatus.SUCCEEDED and step.output_urls
+    now = rt.clock()
+    changes: dict[str, Any] = {
+        "status": step.status,
+        "finished_at": now,
+        "outputs": [{"url": url, "width": width, "height": height} for url in step.output_urls],
+        "error": step.error,
+        "next_poll_at": None,
+        "downloads_state": Downloads.PENDING if saving else Downloads.NONE,
+        "callback_state": Delivery.PENDING if job.callback else Delivery.NONE,
+        "webhook_state": Delivery.PENDING if job.webhook_url else Delivery.NONE,
+        "webhook_next_at": now if job.webhook_url else None,
+    }
+    if poll_count is not None:
+        changes["poll_count"] = poll_count
+    if not rt.store.update(job.job_id, expect=expect, changes=changes, done=True):
+        return []
+    log.info("job %s finished: %s", job.job_id, step.status)
+    if saving:
+        return [ScheduleDownload(job.job_id, attempt=1)]
+    return notifications(job)
+
+
+def notifications(job: Job) -> Actions:
+    """What goes out once a finished job's outputs are settled: its callback and its webhook."""
+    actions: Actions = []
+    if job.callback is not None:
+        actions.append(ScheduleCallback(job.job_id))
+    if job.webhook_url is not None:
+        actions.append(ScheduleWebhook(job.job_id, attempt=1))
+    return actions

@@ -1,0 +1,77 @@
+"""Submit a queued job to the API once; after a doubtful attempt, look it up first."""
+
+from __future__ import annotations
+
+from worker.errors import ApiError
+from worker.job import Job
+from worker.polling import Finish, backoff_delay_s, first_poll_delay_s
+from worker.responses import RemoteTask
+from worker.runtime import Runtime
+from worker.status import JobStatus
+from worker.steps.actions import Actions, RetrySubmit, SchedulePoll
+from worker.steps.common import load, log
+from worker.steps.finish import finish
+
+
+def submit(rt: Runtime, job_id: str) -> Actions:
+    job = load(rt, job_id)
+    if job is None or job.status is not JobStatus.QUEUED:
+        return []
+    now = rt.clock()
+    if job.submit_lease_until > now:
+        # Another worker is inside an attempt right now; check again once its lease ends.
+        return [RetrySubmit(job_id, countdown_s=job.submit_lease_until - now + 0.1)]
+    attempt = job.submit_attempts + 1
+    api = rt.settings.api
+    lease_s = 2 * (api.connect_timeout_s + api.read_timeout_s) + 5
+    claimed = rt.store.update(
+        job_id,
+        expect={"status": JobStatus.QUEUED, "submit_attempts": job.submit_attempts},
+        changes={"submit_attempts": attempt, "submit_lease_until": now + lease_s},
+    )
+    if not claimed:
+        return []
+    try:
+        # A job that was tried before may exist remotely already: an earlier attempt can
+        # have timed out or lost its connection after the API had accepted it.
+        remote = rt.client.find_by_out_task_id(job.out_task_id) if attempt > 1 else None
+        if remote is None:
+            remote = rt.client.submit(job.out_task_id, job.generation_params)
+    except ApiError as error:
+        return _failed(rt, job, attempt, error)
+    return _submitted(rt, job, attempt, remote)
+
+
+def _submitted(rt: Runtime, job: Job, attempt: int, remote: RemoteTask) -> Actions:
+    now = rt.clock()
+    delay = first_poll_delay_s(rt.settings.polling, rt.rand)
+    recorded = rt.store.update(
+        job.job_id,
+        expect={"status": JobStatus.QUEUED, "submit_attempts": attempt},
+        changes={
+            "status": JobStatus.SUBMITTED,
+            "remote_task_id": remote.task_id,
+            "remote_status": remote.status_word,
+            "submitted_at": now,
+            "deadline_at": now + rt.settings.polling.deadline_s,
+            "submit_lease_until": 0.0,
+            "poll_token": 1,
+            "next_poll_at": now + delay,
+        },
+        due_at=now + delay,
+    )
+    return [SchedulePoll(job.job_id, 1, delay)] if recorded else []
+
+
+def _failed(rt: Runtime, job: Job, attempt: int, error: ApiError) -> Actions:
+    log.info("submit of job %s, attempt %d, failed: %r", job.job_id, attempt, error)
+    expect = {"status": JobStatus.QUEUED, "submit_attempts": attempt}
+    if error.retryable and attempt < rt.settings.retry.max_attempts:
+        delay = max(backoff_delay_s(attempt, rt.settings.retry, rt.rand), error.retry_after_s or 0)
+        released = rt.store.update(
+            job.job_id,
+            expect=expect,
+            changes={"submit_lease_until": 0.0, "error": error.to_record()},
+        )
+        return [RetrySubmit(job.job_id, delay)] if released else []
+    return finish(rt, job, Finish(JobStatus.FAILED, error=error.to_record()), expect=expect)
