@@ -9,7 +9,6 @@ shows their progress live, and prints each result with where its images were sav
 from __future__ import annotations
 
 import secrets
-import struct
 import sys
 import time
 from base64 import b64encode
@@ -17,7 +16,6 @@ from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
-import requests
 from rich.console import Console
 from rich.live import Live
 from rich.table import Table
@@ -26,9 +24,9 @@ from config import Settings, get_settings
 from devenv.redis_server import RedisServer, is_reachable
 from devenv.webhook_receiver import WebhookReceiver
 from devenv.worker_process import WorkerProcess, settings_env
-from producers import ImageQueue
+from producers import ImageQueue, verify_webhook
 from simulator.server import start_simulator_process
-from worker.errors import InvalidParams
+from worker.errors import InvalidParams, WebhookVerificationFailed
 from worker.job import Job
 from worker.webhooks import webhook_id
 
@@ -48,7 +46,6 @@ SIMULATED_EXTRAS: list[dict[str, Any]] = [
 ]  # fmt: skip
 REFUSED: dict[str, Any] = {"prompt": "A square poster, as large as possible", "aspect_ratio": "1:1",
            "resolution": "4K"}  # fmt: skip
-MAX_IMAGE_BYTES = 64 * 1024 * 1024
 
 
 def main() -> int:
@@ -88,7 +85,8 @@ def main() -> int:
                                webhook_url=f"{receiver.base_url}/demo-hook")  # fmt: skip
         limit_s = settings.polling.deadline_s + 60
         jobs = _follow(console, queue, job_ids, limit_s=limit_s)
-        _report(console, jobs, receiver)
+        secrets_ = [secret.get_secret_value() for secret in settings.webhook.secrets]
+        _report(console, jobs, receiver, secrets_)
     console.print(f"\ndemo finished in {time.monotonic() - started:.1f} s")
     return 0 if all(job.is_terminal for job in jobs) else 1
 
@@ -110,11 +108,17 @@ def _follow(
     give_up = time.monotonic() + limit_s
     jobs = [queue.get(job_id) for job_id in job_ids]
     with Live(_table(jobs), console=console, refresh_per_second=4) as live:
-        while not all(job.is_terminal for job in jobs) and time.monotonic() < give_up:
+        while not all(_settled(job) for job in jobs) and time.monotonic() < give_up:
             time.sleep(0.25)
             jobs = [queue.get(job_id) for job_id in job_ids]
             live.update(_table(jobs))
     return jobs
+
+
+def _settled(job: Job) -> bool:
+    """Finished, outputs saved, and every notification out (or given up)."""
+    pending = (job.downloads_state, job.callback_state, job.webhook_state)
+    return job.is_terminal and "pending" not in pending
 
 
 def _table(jobs: list[Job]) -> Table:
@@ -137,39 +141,36 @@ def _table(jobs: list[Job]) -> Table:
     return table
 
 
-def _report(console: Console, jobs: list[Job], receiver: WebhookReceiver) -> None:
+def _report(
+    console: Console, jobs: list[Job], receiver: WebhookReceiver, secrets_: list[str]
+) -> None:
     for job in jobs:
         console.print(f"\n[bold]{job.job_id}[/] {job.status}: {job.params['prompt']!r}")
         if job.error:
             console.print(f"  reason: {job.error['type']}: {job.error['message']}")
-        for index, output in enumerate(job.outputs):
-            path = VAR / "images" / job.job_id / f"{index}.png"
+        for output in job.outputs:
             console.print(f"  {output['width']}x{output['height']}  {output['url']}")
-            console.print(f"  saved to {_download(output['url'], path)}")
+            saved = output.get("saved")
+            if saved:
+                console.print(
+                    f"  saved by the worker to {saved['location']}"
+                    f" ({saved['bytes']:,} bytes, sha256 {saved['sha256'][:16]}…)"
+                )
+            else:
+                console.print(f"  not saved: {output.get('download_error')}")
         hooks = [
             r for r in receiver.received if r.headers.get("webhook-id") == webhook_id(job.job_id)
         ]
-        console.print(f"  signed webhooks received: {len(hooks)}")
+        verified = sum(_verifies(hook.body, hook.headers, secrets_) for hook in hooks)
+        console.print(f"  webhooks received: {len(hooks)}, signature verified: {verified}")
 
 
-def _download(url: str, path: Path) -> str:
-    """Fetch an output before its URL expires; report its real pixel size."""
+def _verifies(body: bytes, headers: dict[str, str], secrets_: list[str]) -> bool:
     try:
-        with requests.get(url, stream=True, timeout=(5, 30)) as response:
-            response.raise_for_status()
-            data = b""
-            for chunk in response.iter_content(1 << 16):
-                data += chunk
-                if len(data) > MAX_IMAGE_BYTES:
-                    return "not saved: larger than 64 MiB"
-    except requests.RequestException as error:
-        return f"not saved: {type(error).__name__}"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(data)
-    if data[:8] == b"\x89PNG\r\n\x1a\n":
-        width, height = struct.unpack(">II", data[16:24])
-        return f"{path} ({len(data):,} bytes, PNG {width}x{height})"
-    return f"{path} ({len(data):,} bytes)"
+        verify_webhook(body, headers, secrets_)
+    except WebhookVerificationFailed:
+        return False
+    return True
 
 
 def _stop(process: Any) -> None:
