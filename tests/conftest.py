@@ -78,7 +78,8 @@ def settings_values(
             "url": str(tmp_path_factory.mktemp("images")),
             "max_bytes": 2_000_000,
         },
-        "worker": {"concurrency": 8},
+        # Hops of 0.1 s: webhook retries 0.2 s apart take two hops each, so hopping is exercised.
+        "worker": {"concurrency": 8, "max_countdown_s": 0.1},
     }
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from standardwebhooks import Webhook
@@ -54,3 +54,23 @@ def test_repr_shows_no_signature_or_body() -> None:
     """A logged request shows where it goes, not what proves it."""
     request = build_webhook("u", {"a": 1}, job_id="j", secrets=[SECRET], now=datetime.now(UTC))
     assert request.headers["webhook-signature"] not in repr(request)
+
+
+def test_stale_timestamp_is_refused_by_standardwebhooks() -> None:
+    """A webhook signed ten minutes ago no longer verifies (replays need a fresh signature)."""
+    request = build_webhook(
+        "u", {"a": 1}, job_id="j", secrets=[SECRET], now=datetime.now(UTC) - timedelta(minutes=10)
+    )
+    with pytest.raises(WebhookVerificationError, match="too old"):
+        Webhook(SECRET).verify(request.body, dict(request.headers))
+
+
+def test_every_secret_signs_for_rotation() -> None:
+    """With two secrets configured, a receiver holding either one verifies."""
+    other = "whsec_" + "QUJDREVGR0hJSktMTU5PUFFSU1RVVldY"
+    request = build_webhook(
+        "u", {"a": 1}, job_id="j", secrets=[SECRET, other], now=datetime.now(UTC)
+    )
+    assert len(request.headers["webhook-signature"].split()) == 2
+    for secret in (SECRET, other):
+        assert Webhook(secret).verify(request.body, dict(request.headers)) == {"a": 1}
