@@ -3,6 +3,7 @@
 from config.settings import (
     DEFAULT_WEBHOOK_SCHEDULE_S,
     ApiSettings,
+    LimitSettings,
     PollingSettings,
     RedisSettings,
     RetrySettings,
@@ -16,6 +17,7 @@ from config.settings import (
 __all__ = [
     "DEFAULT_WEBHOOK_SCHEDULE_S",
     "ApiSettings",
+    "LimitSettings",
     "PollingSettings",
     "RedisSettings",
     "RetrySettings",

@@ -120,12 +120,30 @@ class StorageSettings(BaseModel):
     max_attempts: int = Field(4, ge=1)
 
 
+class LimitSettings(BaseModel):
+    """A cap on jobs in flight against the API, shared by every worker through Redis."""
+
+    # 0 means no cap. A job holds a slot from its submit until it finishes.
+    max_in_flight: int = Field(0, ge=0)
+    # Slots only interactive jobs may use, so a bulk run never starves them.
+    interactive_reserve: int = Field(0, ge=0)
+    # How long a submit waits before asking again for a slot.
+    slot_wait_s: float = Field(2.0, gt=0)
+
+    @model_validator(mode="after")
+    def _reserve_below_cap(self) -> LimitSettings:
+        if self.max_in_flight and self.interactive_reserve >= self.max_in_flight:
+            raise ValueError("limits.interactive_reserve must be below limits.max_in_flight")
+        return self
+
+
 class WorkerSettings(BaseModel):
     """The Celery worker and its queues."""
 
     pool: Literal["threads", "prefork", "solo", "gevent"] = "threads"
     concurrency: int = Field(16, ge=1)
     submit_queue: str = "imageq.submit"
+    bulk_submit_queue: str = "imageq.submit.bulk"
     poll_queue: str = "imageq.poll"
     download_queue: str = "imageq.download"
     notify_queue: str = "imageq.notify"
@@ -153,6 +171,7 @@ class Settings(BaseSettings):
     retry: RetrySettings = RetrySettings()
     webhook: WebhookSettings = WebhookSettings()
     storage: StorageSettings = StorageSettings()
+    limits: LimitSettings = LimitSettings()
     worker: WorkerSettings = WorkerSettings()
 
     @model_validator(mode="after")

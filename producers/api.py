@@ -5,31 +5,43 @@ Everything is checked before anything is stored or queued; a refused job leaves 
 
 from __future__ import annotations
 
-import json
-import re
 import time
 import uuid
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from functools import cache
-from typing import Any, Final
+from typing import Any
 
 from celery import Celery
 
 from config import Settings, get_settings
-from worker.app import SUBMIT_TASK, WEBHOOK_TASK, create_app
-from worker.errors import InvalidParams, UnsafeTarget, WaitTimeout
+from producers.jobs import Lane, build_job, check_job_id, check_webhook_url, plain_json
+from worker.app import create_app
+from worker.batch import Batch
+from worker.errors import InvalidParams, JobNotFound, WaitTimeout
 from worker.job import Delivery, Job
-from worker.params import DEFAULT_QUALITY, validate_params
+from worker.params import DEFAULT_QUALITY
+from worker.polling import Finish
 from worker.runtime import connect_store
+from worker.status import JobStatus
+from worker.steps.actions import WEBHOOK_TASK, Actions, Submit, message
+from worker.steps.finish import after_finish, terminal_changes
 from worker.store import JobStore
-from worker.targets import check_webhook_target
 
-_JOB_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}")
-MAX_METADATA_BYTES: Final = 16 * 1024
+
+@dataclass(frozen=True)
+class BatchReport:
+    """What `enqueue_many` did: line -> job id of the rows it took, and the rows it refused."""
+
+    batch_id: str
+    jobs: dict[int, str]
+    queued: int
+    already_known: int
+    errors: list[tuple[int, str]] = field(default_factory=list)
 
 
 class ImageQueue:
-    """Enqueue generation jobs and read their records."""
+    """Enqueue generation jobs, read them, wait for them, cancel them."""
 
     def __init__(
         self,
@@ -58,43 +70,95 @@ class ImageQueue:
         webhook_url: str | None = None,
         callback: Mapping[str, Any] | None = None,
         metadata: Mapping[str, Any] | None = None,
+        lane: Lane = "interactive",
     ) -> str:
         """Validate and queue a job; return its id. An id already in use is returned as it is,
         and nothing is submitted again. `callback` is a Celery signature, called with the
-        result payload as its first argument.
+        completion payload as its first argument.
         """
-        params = validate_params(
+        job = build_job(
+            self._settings,
             prompt,
             aspect_ratio=aspect_ratio,
             resolution=resolution,
             quality=quality,
             reference_images=reference_images,
-            extra=extra_params,
-        )
-        job_id = _job_id(job_id)
-        now = time.time()
-        job = Job(
+            extra_params=extra_params,
             job_id=job_id,
-            params=params.to_record(),
-            created_at=now,
-            updated_at=now,
-            metadata=_plain_json("metadata", metadata or {}, limit=MAX_METADATA_BYTES),
-            webhook_url=self._webhook_url(webhook_url),
-            callback=_plain_json("callback", callback, limit=None) if callback else None,
+            webhook_url=webhook_url,
+            callback=callback,
+            metadata=metadata,
+            lane=lane,
+            now=time.time(),
         )
-        if not self._store.create(job):
-            return job_id
-        try:
-            self._app.send_task(SUBMIT_TASK, args=[job_id])
-        except BaseException:
-            # Not queued, so not kept: the producer can enqueue the same id again.
-            self._store.delete(job_id)
-            raise
-        return job_id
+        self._queue(job)
+        return job.job_id
+
+    def enqueue_many(
+        self,
+        rows: Sequence[Mapping[str, Any]],
+        *,
+        lines: Sequence[int] | None = None,
+        batch_id: str | None = None,
+        webhook_url: str | None = None,
+        callback: Mapping[str, Any] | None = None,
+        name: str | None = None,
+        lane: Lane = "bulk",
+    ) -> BatchReport:
+        """Validate every row (keyword arguments of `enqueue`), then queue the valid ones as one
+        batch. Rows without a `job_id` get `{batch_id}-{line}`, so enqueueing the same rows
+        with the same batch id again resumes the batch and submits nothing twice.
+        """
+        lines = list(lines) if lines is not None else list(range(1, len(rows) + 1))
+        batch_id = check_job_id(batch_id, field="batch_id") if batch_id else _new_batch_id()
+        now = time.time()
+        jobs: dict[int, Job] = {}
+        errors: list[tuple[int, str]] = []
+        for line, row in zip(lines, rows, strict=True):
+            options = {"job_id": f"{batch_id}-{line:06d}", **row}
+            try:
+                jobs[line] = build_job(
+                    self._settings, **options, lane=lane, batch_id=batch_id, now=now
+                )
+            except InvalidParams as error:
+                errors.append((line, str(error)))
+            except TypeError as error:  # a misspelt or missing option
+                errors.append((line, str(error).removeprefix("build_job() ")))
+        batch = Batch(
+            batch_id,
+            total=len(jobs),
+            created_at=now,
+            webhook_url=check_webhook_url(self._settings, webhook_url),
+            callback=plain_json("callback", callback, limit=None) if callback else None,
+            name=name,
+        )
+        self._store.create_batch(batch)
+        self._store.add_batch_jobs(batch_id, {line: job.job_id for line, job in jobs.items()})
+        queued = sum(self._queue(job) for job in jobs.values())
+        return BatchReport(
+            batch_id=batch_id,
+            jobs={line: job.job_id for line, job in jobs.items()},
+            queued=queued,
+            already_known=len(jobs) - queued,
+            errors=errors,
+        )
 
     def get(self, job_id: str) -> Job:
         """The job's record; raises `JobNotFound` if there is none."""
         return self._store.get(job_id)
+
+    def batch(self, batch_id: str) -> Batch:
+        """The batch's counters; raises `JobNotFound` (naming the batch) if there is none."""
+        batch = self._store.get_batch(batch_id)
+        if batch is None:
+            raise JobNotFound(batch_id)
+        return batch
+
+    def batch_jobs(self, batch_id: str) -> dict[int, Job]:
+        """Line -> job, for the jobs of a batch whose records still exist."""
+        lines = self._store.batch_jobs(batch_id)
+        found = self._store.get_many(list(lines.values()))
+        return {line: job for line, job in zip(lines, found, strict=True) if job is not None}
 
     def wait(self, job_id: str, timeout_s: float, *, check_every_s: float = 0.25) -> Job:
         """Block until the job is terminal and return it; raise `WaitTimeout` after timeout_s."""
@@ -107,6 +171,29 @@ class ImageQueue:
             if left <= 0:
                 raise WaitTimeout(f"job {job_id} is still {job.status} after {timeout_s:g} s")
             time.sleep(min(check_every_s, left))
+
+    def cancel(self, job_id: str) -> bool:
+        """Stop a job that has not finished: no more polls, status `cancelled`, notifications
+        sent once. False if it had already finished."""
+        job = self._store.get(job_id)
+        if job.is_terminal:
+            return False
+        error = {"type": "Cancelled", "message": "cancelled on request", "retryable": False}
+        step = Finish(JobStatus.CANCELLED, error=error)
+        write = self._store.update(
+            job_id,
+            expect={"status": job.status, "poll_token": job.poll_token},
+            changes=terminal_changes(job, step, now=time.time(), saving=False),
+            done=True,
+        )
+        if write:
+            self._publish(after_finish(job, batch_complete=write.batch_complete, saving=False))
+        return write.applied
+
+    def cancel_batch(self, batch_id: str) -> int:
+        """Cancel every unfinished job of a batch; return how many were cancelled."""
+        self.batch(batch_id)
+        return sum(self.cancel(job.job_id) for job in self.batch_jobs(batch_id).values())
 
     def dead_letters(self) -> dict[str, dict[str, Any]]:
         """Webhook deliveries given up on: job id -> {reason, at, attempts}."""
@@ -143,38 +230,26 @@ class ImageQueue:
         """Replay every dead letter; return the job ids replayed."""
         return [job_id for job_id in self.dead_letters() if self.replay_webhook(job_id)]
 
-    def _webhook_url(self, url: str | None) -> str | None:
-        if url is None:
-            return None
-        if not self._settings.webhook.secrets:
-            raise InvalidParams(
-                "webhook_url", "webhooks are signed: set webhook.secrets (IMAGEQ_WEBHOOK__SECRETS)"
-            )
+    def _queue(self, job: Job) -> bool:
+        """Store and queue a new job; False (nothing sent) if its id is already known."""
+        if not self._store.create(job):
+            return False
         try:
-            check_webhook_target(url, allow_private=self._settings.webhook.allow_private_targets)
-        except UnsafeTarget as error:
-            raise InvalidParams("webhook_url", str(error)) from None
-        return url
+            self._publish([Submit(job.job_id, job.lane)])
+        except BaseException:
+            # Not queued, so not kept: the producer can enqueue the same id again.
+            self._store.delete(job.job_id)
+            raise
+        return True
+
+    def _publish(self, actions: Actions) -> None:
+        for action in actions:
+            name, args, options = message(action, self._settings.worker)
+            self._app.send_task(name, args=args, **options)
 
 
-def _job_id(job_id: str | None) -> str:
-    if job_id is None:
-        return f"iq_{uuid.uuid4().hex}"
-    if not isinstance(job_id, str) or not _JOB_ID.fullmatch(job_id):
-        raise InvalidParams(
-            "job_id", "1 to 128 characters: letters, digits and _ . : - (starting alphanumeric)"
-        )
-    return job_id
-
-
-def _plain_json(field: str, value: Any, *, limit: int | None) -> Any:
-    try:
-        text = json.dumps(value)
-    except (TypeError, ValueError) as error:
-        raise InvalidParams(field, f"must be plain JSON ({error})") from None
-    if limit is not None and len(text.encode()) > limit:
-        raise InvalidParams(field, f"{len(text.encode()):,} bytes; at most {limit:,} are allowed")
-    return json.loads(text)
+def _new_batch_id() -> str:
+    return f"b_{uuid.uuid4().hex[:16]}"
 
 
 @cache

@@ -24,10 +24,10 @@ from tests.conftest import (
     callback_payloads,
     wait_for,
 )
-from worker.app import POLL_TASK
 from worker.errors import InvalidParams
 from worker.job import Delivery
 from worker.status import JobStatus
+from worker.steps.actions import POLL_TASK
 
 pytestmark = pytest.mark.e2e
 WAIT_S = DEADLINE_S + 10

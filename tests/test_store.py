@@ -3,17 +3,20 @@
 from __future__ import annotations
 
 import threading
+import time
 import uuid
 from collections.abc import Iterator
+from dataclasses import replace
 
 import pytest
 import redis
 
 from devenv.redis_server import RedisServer
+from worker.batch import Batch
 from worker.errors import JobNotFound
 from worker.job import Job
 from worker.status import JobStatus
-from worker.store import JobStore
+from worker.store import JobStore, Slot
 
 
 @pytest.fixture
@@ -76,7 +79,7 @@ def test_racing_writers_one_wins(store: JobStore) -> None:
 
     def race() -> None:
         barrier.wait()
-        wins.append(store.update("j1", expect={"poll_token": 0}, changes={"poll_token": 1}))
+        wins.append(bool(store.update("j1", expect={"poll_token": 0}, changes={"poll_token": 1})))
 
     threads = [threading.Thread(target=race) for _ in range(20)]
     for thread in threads:
@@ -85,3 +88,42 @@ def test_racing_writers_one_wins(store: JobStore) -> None:
         thread.join(timeout=10)
     assert wins.count(True) == 1
     assert len(wins) == 20
+
+
+def test_api_slots_cap_and_release(store: JobStore) -> None:
+    """At most `limit` slots are held; a finished job frees its slot; expired slots lapse."""
+    for job_id in ("a", "b", "c"):
+        store.create(new_job(job_id))
+    far = time.time() + 60
+    assert store.update("a", expect={}, changes={}, slot=Slot(limit=2, expires_at=far))
+    assert store.update("b", expect={}, changes={}, slot=Slot(limit=2, expires_at=far))
+    refused = store.update("c", expect={}, changes={"poll_count": 5}, slot=Slot(2, far))
+    assert (refused.applied, refused.no_slot) == (False, True)
+    assert store.get("c").poll_count == 0
+    assert store.update("a", expect={}, changes={}, slot=Slot(limit=2, expires_at=far))  # held
+    assert store.slots_in_use() == 2
+    store.update("a", expect={}, changes={}, done=True)
+    assert store.update("c", expect={}, changes={}, slot=Slot(limit=2, expires_at=far))
+    store.update("b", expect={}, changes={}, slot_expires_at=time.time() - 1)
+    assert store.slots_in_use() == 1
+
+
+def test_batch_counts_follow_statuses_and_complete_once(store: JobStore) -> None:
+    """Counters move with each status change; only the write finishing the last job completes."""
+    assert store.create_batch(Batch("b1", total=2, created_at=1.0))
+    assert not store.create_batch(Batch("b1", total=99))
+    for job_id in ("x", "y"):
+        store.create(replace(new_job(job_id), batch_id="b1"))
+    assert store.get_batch("b1") == Batch("b1", total=2, created_at=1.0, counts={"queued": 2})
+    first = store.update("x", expect={}, changes={"status": JobStatus.SUCCEEDED})
+    assert not first.batch_complete
+    again = store.update("x", expect={}, changes={"status": JobStatus.SUCCEEDED})
+    assert not again.batch_complete
+    last = store.update("y", expect={}, changes={"status": JobStatus.FAILED})
+    assert last.batch_complete
+    batch = store.get_batch("b1")
+    assert batch is not None
+    assert batch.counts == {"queued": 0, "succeeded": 1, "failed": 1}
+    assert (batch.finished, batch.is_complete) == (2, True)
+    late = store.update("y", expect={}, changes={"status": JobStatus.CANCELLED})
+    assert not late.batch_complete

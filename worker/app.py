@@ -13,12 +13,14 @@ from celery.signals import worker_init, worker_process_init
 from kombu.entity import Queue
 
 from config import Settings, get_settings
-
-SUBMIT_TASK = "imageq.submit"
-POLL_TASK = "imageq.poll"
-DOWNLOAD_TASK = "imageq.download"
-CALLBACK_TASK = "imageq.callback"
-WEBHOOK_TASK = "imageq.webhook"
+from worker.steps.actions import (
+    BATCH_TASK,
+    CALLBACK_TASK,
+    DOWNLOAD_TASK,
+    POLL_TASK,
+    SUBMIT_TASK,
+    WEBHOOK_TASK,
+)
 
 
 def celery_config(settings: Settings) -> dict[str, Any]:
@@ -47,6 +49,7 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "worker_concurrency": worker.concurrency,
         "task_queues": [
             Queue(worker.submit_queue),
+            Queue(worker.bulk_submit_queue),
             Queue(worker.poll_queue),
             Queue(worker.download_queue),
             Queue(worker.notify_queue),
@@ -58,6 +61,7 @@ def celery_config(settings: Settings) -> dict[str, Any]:
             DOWNLOAD_TASK: {"queue": worker.download_queue},
             CALLBACK_TASK: {"queue": worker.notify_queue},
             WEBHOOK_TASK: {"queue": worker.notify_queue},
+            BATCH_TASK: {"queue": worker.notify_queue},
         },
     }
 

@@ -62,6 +62,9 @@ class Job:
     outputs: list[dict[str, Any]] = field(default_factory=list)
     error: dict[str, Any] | None = None
     metadata: dict[str, Any] = field(default_factory=dict)
+    batch_id: str | None = None
+    # "interactive" jobs may use every API slot; "bulk" ones leave a reserve for them.
+    lane: str = "interactive"
     webhook_url: str | None = None
     callback: dict[str, Any] | None = None
     downloads_state: str = Downloads.NONE

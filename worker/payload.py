@@ -7,14 +7,17 @@ the tests validate every payload they see against it.
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from importlib import resources
 from typing import Any, Final
 
+from worker.batch import Batch
 from worker.job import Job
 
 SCHEMA_VERSION: Final = 1
 EVENT_TYPE: Final = "imageq.job.finished"
+BATCH_EVENT_TYPE: Final = "imageq.batch.finished"
 
 
 def completion_payload(job: Job) -> dict[str, Any]:
@@ -35,6 +38,27 @@ def completion_payload(job: Job) -> dict[str, Any]:
         "error": _error(job.error),
         "metadata": job.metadata,
         "poll_count": job.poll_count,
+    }
+
+
+def batch_payload(batch: Batch, jobs: Mapping[int, Job | None]) -> dict[str, Any]:
+    """What a batch's callback and webhook receive once every job of it is terminal."""
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "type": BATCH_EVENT_TYPE,
+        "batch_id": batch.batch_id,
+        "name": batch.name,
+        "total": batch.total,
+        "counts": {status: count for status, count in sorted(batch.counts.items()) if count},
+        "timestamps": {
+            "created_at": iso_time(batch.created_at),
+            "completed_at": iso_time(batch.completed_at),
+        },
+        "jobs": [
+            {"line": line, "job_id": job.job_id, "status": str(job.status)}
+            for line, job in sorted(jobs.items())
+            if job is not None
+        ],
     }
 
 

@@ -1,10 +1,14 @@
 """The job store: one Redis hash per job, changed only by atomic compare-and-set.
 
-Every write is a Lua script that checks the expected field values and, only if all match,
-writes the changes, refreshes the record's TTL and keeps the in-flight index (a sorted set
-of job ids by their next due check) and the dead-letter list (a hash of job id -> reason) in
-step. So two workers racing on one job cannot both
-move it, and a job reaches a terminal state once.
+Every write is one Lua script: it checks the expected field values and, only if all match,
+writes the changes and refreshes the record's TTL, and in the same step keeps the indexes in
+line: the in-flight index (job id -> next due check), the API slots (the cap on jobs in flight
+against the API, across all workers), the dead-letter list, and the counters of the job's
+batch. So two workers racing on one job cannot both move it, a job reaches a terminal state
+once, and a batch completes once.
+
+The batch key is derived inside the script from the job's `batch_id`, so this store assumes a
+single Redis (not Redis Cluster), as Celery's Redis broker does.
 """
 
 from __future__ import annotations
@@ -12,46 +16,105 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any, Final
 
 import redis
 
+from worker.batch import Batch
 from worker.errors import JobNotFound
 from worker.job import Job, encode_fields
-
-
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value
-
+from worker.status import TERMINAL_JOB_STATUSES
 
 _WRITE: Final = """
 local a = cjson.decode(ARGV[1])
-local exists = redis.call('EXISTS', KEYS[1]) == 1
+local job = KEYS[1]
+local exists = redis.call('EXISTS', job) == 1
 if a.create then
   if exists then return 0 end
 elseif not exists then
   return -1
 end
 for f, v in pairs(a.expect) do
-  if redis.call('HGET', KEYS[1], f) ~= v then return 0 end
+  if redis.call('HGET', job, f) ~= v then return 0 end
 end
+
+-- An API slot, taken before a submit; refused (-2) while the cap is reached.
+if a.slot_limit then
+  redis.call('ZREMRANGEBYSCORE', KEYS[4], '-inf', a.now)
+  local held = redis.call('ZSCORE', KEYS[4], a.job_id)
+  if not held and redis.call('ZCARD', KEYS[4]) >= a.slot_limit then return -2 end
+  redis.call('ZADD', KEYS[4], a.slot_expires, a.job_id)
+end
+if a.slot_expires and not a.slot_limit then
+  redis.call('ZADD', KEYS[4], 'XX', a.slot_expires, a.job_id)
+end
+
+-- The batch's counters follow the job's status; the write that finishes its last job gets 2.
+local result = 1
+local batch = a.set.batch_id or (exists and redis.call('HGET', job, 'batch_id'))
+if a.set.status and batch and batch ~= 'null' then
+  local key = a.prefix .. ':batch:' .. cjson.decode(batch)
+  local new = cjson.decode(a.set.status)
+  local old = exists and redis.call('HGET', job, 'status')
+  if old then old = cjson.decode(old) end
+  if old ~= new then
+    if old then redis.call('HINCRBY', key, old, -1) end
+    redis.call('HINCRBY', key, new, 1)
+    if a.terminal[new] and not (old and a.terminal[old]) then
+      local finished = redis.call('HINCRBY', key, 'finished', 1)
+      local total = tonumber(redis.call('HGET', key, 'total') or '-1')
+      if finished >= total and redis.call('HSETNX', key, 'completed_at', a.now) == 1 then
+        result = 2
+      end
+    end
+    redis.call('EXPIRE', key, a.ttl)
+  end
+end
+
 local flat = {}
 for f, v in pairs(a.set) do
   flat[#flat + 1] = f
   flat[#flat + 1] = v
 end
-if #flat > 0 then redis.call('HSET', KEYS[1], unpack(flat)) end
-redis.call('EXPIRE', KEYS[1], a.ttl)
+if #flat > 0 then redis.call('HSET', job, unpack(flat)) end
+redis.call('EXPIRE', job, a.ttl)
 if a.due_at then redis.call('ZADD', KEYS[2], a.due_at, a.job_id) end
-if a.done then redis.call('ZREM', KEYS[2], a.job_id) end
+if a.done then
+  redis.call('ZREM', KEYS[2], a.job_id)
+  redis.call('ZREM', KEYS[4], a.job_id)
+end
 if a.dead_letter then redis.call('HSET', KEYS[3], a.job_id, a.dead_letter) end
 if a.revive then redis.call('HDEL', KEYS[3], a.job_id) end
-return 1
+return result
 """
+_TERMINAL: Final = {str(status): True for status in TERMINAL_JOB_STATUSES}
+
+
+@dataclass(frozen=True)
+class Write:
+    """What a write did. True when applied; says whether it took an API slot or completed a
+    batch."""
+
+    applied: bool
+    no_slot: bool = False
+    batch_complete: bool = False
+
+    def __bool__(self) -> bool:
+        return self.applied
+
+
+@dataclass(frozen=True)
+class Slot:
+    """Take an API slot with this write, or refuse the write: at most `limit` held at once,
+    each held until `expires_at` (epoch s) unless released when its job finishes."""
+
+    limit: int
+    expires_at: float
 
 
 class JobStore:
-    """Create, read and compare-and-set job records."""
+    """Create, read and compare-and-set job records; read batches and dead letters."""
 
     def __init__(self, client: redis.Redis, *, prefix: str, ttl_s: int) -> None:
         self._redis = client
@@ -70,27 +133,37 @@ class JobStore:
     def dead_letters_key(self) -> str:
         return f"{self._prefix}:dead_letters"
 
-    def dead_letters(self) -> dict[str, dict[str, Any]]:
-        """Webhook deliveries given up on: job id -> {reason, at, attempts}."""
-        raw = self._redis.hgetall(self.dead_letters_key)
-        return {_text(key): json.loads(value) for key, value in raw.items()}
+    @property
+    def slots_key(self) -> str:
+        return f"{self._prefix}:api_slots"
 
     def key(self, job_id: str) -> str:
         return f"{self._prefix}:job:{job_id}"
 
+    def batch_key(self, batch_id: str) -> str:
+        return f"{self._prefix}:batch:{batch_id}"
+
     def create(self, job: Job) -> bool:
         """Store a new job; False (and nothing written) if the id is taken."""
-        return self._run(job.job_id, create=True, changes=job.to_hash()) == 1
-
-    def delete(self, job_id: str) -> None:
-        self._redis.delete(self.key(job_id))
-        self._redis.zrem(self.in_flight_key, job_id)
+        return self._run(job.job_id, create=True, changes=job.to_hash()).applied
 
     def get(self, job_id: str) -> Job:
         raw = self._redis.hgetall(self.key(job_id))
         if not raw:
             raise JobNotFound(job_id)
         return Job.from_hash(raw)
+
+    def get_many(self, job_ids: list[str]) -> list[Job | None]:
+        """Several jobs in one round trip; None where a record is gone."""
+        with self._redis.pipeline(transaction=False) as pipe:
+            for job_id in job_ids:
+                pipe.hgetall(self.key(job_id))
+            raws = pipe.execute()
+        return [Job.from_hash(raw) if raw else None for raw in raws]
+
+    def delete(self, job_id: str) -> None:
+        self._redis.delete(self.key(job_id))
+        self._redis.zrem(self.in_flight_key, job_id)
 
     def update(
         self,
@@ -100,27 +173,73 @@ class JobStore:
         changes: Mapping[str, Any],
         due_at: float | None = None,
         done: bool = False,
+        slot: Slot | None = None,
+        slot_expires_at: float | None = None,
         dead_letter: Mapping[str, Any] | None = None,
         revive: bool = False,
-    ) -> bool:
-        """Apply `changes` if every field in `expect` still has that value; True if applied.
+    ) -> Write:
+        """Apply `changes` if every field in `expect` still has that value.
 
-        `due_at` files the job in the in-flight index under that time; `done` takes it out.
-        `dead_letter` files it in the dead-letter list with that record; `revive` takes it out.
+        `due_at` files the job in the in-flight index under that time; `done` takes it out and
+        frees its API slot. `slot` takes an API slot (or refuses the write); `slot_expires_at`
+        moves the expiry of a slot already held. `dead_letter` files the job in the dead-letter
+        list with that record; `revive` takes it out.
         """
         stamped = {**changes, "updated_at": time.time()}
-        result = self._run(
-            job_id,
-            expect=encode_fields(expect),
-            changes=encode_fields(stamped),
-            due_at=due_at,
-            done=done,
-            dead_letter=dead_letter,
-            revive=revive,
+        extra: dict[str, Any] = {"done": done, "revive": revive}
+        if due_at is not None:
+            extra["due_at"] = due_at
+        if slot is not None:
+            extra.update(slot_limit=slot.limit, slot_expires=slot.expires_at)
+        elif slot_expires_at is not None:
+            extra["slot_expires"] = slot_expires_at
+        if dead_letter is not None:
+            extra["dead_letter"] = json.dumps(dead_letter)
+        return self._run(
+            job_id, expect=encode_fields(expect), changes=encode_fields(stamped), extra=extra
         )
-        if result == -1:
-            raise JobNotFound(job_id)
-        return result == 1
+
+    def create_batch(self, batch: Batch) -> bool:
+        """Store a new batch; False (and nothing changed) if the id is taken."""
+        key = self.batch_key(batch.batch_id)
+        if not self._redis.hsetnx(key, "total", batch.total):
+            return False
+        self._redis.hset(key, mapping={field: value for field, value in batch.to_hash().items()})
+        self._redis.expire(key, self._ttl_s)
+        return True
+
+    def add_batch_jobs(self, batch_id: str, job_ids: Mapping[int, str]) -> None:
+        """Record which job each line of the batch's file became."""
+        if job_ids:
+            key = f"{self.batch_key(batch_id)}:jobs"
+            self._redis.hset(key, mapping={str(line): job for line, job in job_ids.items()})
+            self._redis.expire(key, self._ttl_s)
+
+    def get_batch(self, batch_id: str) -> Batch | None:
+        raw = self._redis.hgetall(self.batch_key(batch_id))
+        return Batch.from_hash(batch_id, raw) if raw else None
+
+    def batch_jobs(self, batch_id: str) -> dict[int, str]:
+        """Line number -> job id, for every job of the batch."""
+        raw = self._redis.hgetall(f"{self.batch_key(batch_id)}:jobs")
+        return {int(_text(line)): _text(job) for line, job in raw.items()}
+
+    def mark_batch(self, batch_id: str, flag: str) -> bool:
+        """Set a once-only flag on a batch; True for the one caller that set it."""
+        return bool(self._redis.hsetnx(self.batch_key(batch_id), flag, str(time.time())))
+
+    def note_batch(self, batch_id: str, field: str, value: Any) -> None:
+        """Keep a plain JSON note on a batch (such as its webhook's outcome)."""
+        self._redis.hset(self.batch_key(batch_id), field, json.dumps(value))
+
+    def dead_letters(self) -> dict[str, dict[str, Any]]:
+        """Webhook deliveries given up on: job id -> {reason, at, attempts}."""
+        raw = self._redis.hgetall(self.dead_letters_key)
+        return {_text(key): json.loads(value) for key, value in raw.items()}
+
+    def slots_in_use(self) -> int:
+        """API slots held now (expired ones not counted)."""
+        return int(self._redis.zcount(self.slots_key, time.time(), "+inf"))
 
     def _run(
         self,
@@ -129,28 +248,25 @@ class JobStore:
         changes: Mapping[str, str],
         expect: Mapping[str, str] | None = None,
         create: bool = False,
-        due_at: float | None = None,
-        done: bool = False,
-        dead_letter: Mapping[str, Any] | None = None,
-        revive: bool = False,
-    ) -> int:
+        extra: Mapping[str, Any] | None = None,
+    ) -> Write:
         args: dict[str, Any] = {
             "job_id": job_id,
             "expect": dict(expect or {}),
             "set": dict(changes),
             "ttl": self._ttl_s,
+            "now": time.time(),
+            "prefix": self._prefix,
+            "terminal": _TERMINAL,
             "create": create,
-            "done": done,
-            "revive": revive,
+            **(extra or {}),
         }
-        if due_at is not None:
-            args["due_at"] = due_at
-        if dead_letter is not None:
-            args["dead_letter"] = json.dumps(dead_letter)
-        # cjson turns an empty dict into an empty table either way, so {} is safe here.
-        return int(
-            self._write(
-                keys=[self.key(job_id), self.in_flight_key, self.dead_letters_key],
-                args=[json.dumps(args)],
-            )
-        )
+        keys = [self.key(job_id), self.in_flight_key, self.dead_letters_key, self.slots_key]
+        result = int(self._write(keys=keys, args=[json.dumps(args)]))
+        if result == -1:
+            raise JobNotFound(job_id)
+        return Write(applied=result > 0, no_slot=result == -2, batch_complete=result == 2)
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value

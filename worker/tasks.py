@@ -1,4 +1,4 @@
-"""The Celery tasks: thin wrappers that run a step and schedule its follow-up actions."""
+"""The Celery tasks: thin wrappers that run a step and publish its follow-up actions."""
 
 from __future__ import annotations
 
@@ -7,16 +7,19 @@ from typing import Any
 import redis
 from celery import Task, signature
 
-from worker.app import CALLBACK_TASK, DOWNLOAD_TASK, POLL_TASK, SUBMIT_TASK, WEBHOOK_TASK, app
+from worker.app import app
 from worker.runtime import runtime
 from worker.steps.actions import (
+    BATCH_TASK,
+    CALLBACK_TASK,
+    DOWNLOAD_TASK,
+    POLL_TASK,
+    SUBMIT_TASK,
+    WEBHOOK_TASK,
     Actions,
-    RetrySubmit,
-    ScheduleCallback,
-    ScheduleDownload,
-    SchedulePoll,
-    ScheduleWebhook,
+    message,
 )
+from worker.steps.batch import batch_finished
 from worker.steps.callback import callback
 from worker.steps.download import download
 from worker.steps.poll import poll
@@ -36,47 +39,45 @@ _TRANSIENT = {
 @app.task(name=SUBMIT_TASK, bind=True, **_TRANSIENT)
 def submit_job(self: Task, job_id: str) -> None:
     """Submit a queued job to the API (once, even when redelivered)."""
-    _schedule(submit(runtime(), job_id))
+    _publish(submit(runtime(), job_id))
 
 
 @app.task(name=POLL_TASK, bind=True, **_TRANSIENT)
 def poll_job(self: Task, job_id: str, token: int) -> None:
     """Poll a submitted job once; the token makes a duplicate message a no-op."""
-    _schedule(poll(runtime(), job_id, token))
+    _publish(poll(runtime(), job_id, token))
 
 
 @app.task(name=DOWNLOAD_TASK, bind=True, **_TRANSIENT)
 def download_outputs(self: Task, job_id: str, attempt: int) -> None:
     """Save a finished job's outputs to storage."""
-    _schedule(download(runtime(), job_id, attempt))
+    _publish(download(runtime(), job_id, attempt))
 
 
 @app.task(name=CALLBACK_TASK, bind=True, **_TRANSIENT)
 def send_callback(self: Task, job_id: str) -> None:
     """Publish a finished job's Celery callback."""
-    _schedule(callback(runtime(), job_id, send=_publish_callback))
+    _publish(callback(runtime(), job_id, send=_publish_callback))
 
 
 @app.task(name=WEBHOOK_TASK, bind=True, **_TRANSIENT)
 def deliver_webhook(self: Task, job_id: str, attempt: int) -> None:
     """Make (or wait towards) one webhook attempt."""
-    _schedule(webhook(runtime(), job_id, attempt))
+    _publish(webhook(runtime(), job_id, attempt))
+
+
+@app.task(name=BATCH_TASK, bind=True, **_TRANSIENT)
+def notify_batch(self: Task, batch_id: str, round_: int = 0) -> None:
+    """Send a finished batch's callback and webhook."""
+    _publish(batch_finished(runtime(), batch_id, round_, send=_publish_callback))
 
 
 def _publish_callback(stored: dict[str, Any], payload: dict[str, Any]) -> None:
     signature(stored, app=app).apply_async(args=(payload,))
 
 
-def _schedule(actions: Actions) -> None:
+def _publish(actions: Actions) -> None:
+    queues = runtime().settings.worker
     for action in actions:
-        match action:
-            case RetrySubmit(job_id, countdown_s):
-                submit_job.apply_async((job_id,), countdown=countdown_s)
-            case SchedulePoll(job_id, token, countdown_s):
-                poll_job.apply_async((job_id, token), countdown=countdown_s)
-            case ScheduleDownload(job_id, attempt, countdown_s):
-                download_outputs.apply_async((job_id, attempt), countdown=countdown_s)
-            case ScheduleCallback(job_id):
-                send_callback.apply_async((job_id,))
-            case ScheduleWebhook(job_id, attempt, countdown_s):
-                deliver_webhook.apply_async((job_id, attempt), countdown=countdown_s)
+        name, args, options = message(action, queues)
+        app.send_task(name, args=args, **options)

@@ -1,16 +1,31 @@
-"""Follow-up actions a step asks its task to schedule: plain values, no Celery."""
+"""Follow-up actions a step asks for, and the task message each one becomes.
+
+Plain values, no Celery: `message()` turns an action into a task name, its JSON arguments and
+its publishing options, for the worker's tasks and the producers alike.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
+
+from config import WorkerSettings
+
+SUBMIT_TASK = "imageq.submit"
+POLL_TASK = "imageq.poll"
+DOWNLOAD_TASK = "imageq.download"
+CALLBACK_TASK = "imageq.callback"
+WEBHOOK_TASK = "imageq.webhook"
+BATCH_TASK = "imageq.batch_finished"
 
 
 @dataclass(frozen=True)
-class RetrySubmit:
-    """Run the submit step again after `countdown_s`."""
+class Submit:
+    """Run the submit step after `countdown_s`, on the queue of the job's lane."""
 
     job_id: str
-    countdown_s: float
+    lane: str
+    countdown_s: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -47,5 +62,38 @@ class ScheduleWebhook:
     countdown_s: float = 0.0
 
 
-Action = RetrySubmit | SchedulePoll | ScheduleDownload | ScheduleCallback | ScheduleWebhook
+@dataclass(frozen=True)
+class BatchFinished:
+    """The batch's last job is terminal: send the batch's own notifications (after
+    `countdown_s`; `round` counts the waits for outputs still being saved)."""
+
+    batch_id: str
+    countdown_s: float = 0.0
+    round: int = 0
+
+
+Action = (
+    Submit | SchedulePoll | ScheduleDownload | ScheduleCallback | ScheduleWebhook | BatchFinished
+)
 Actions = list[Action]
+
+Message = tuple[str, list[Any], dict[str, Any]]
+"""A task name, its arguments, and `apply_async` options."""
+
+
+def message(action: Action, queues: WorkerSettings) -> Message:
+    """The task message that carries out an action."""
+    match action:
+        case Submit(job_id, lane, countdown_s):
+            queue = queues.bulk_submit_queue if lane == "bulk" else queues.submit_queue
+            return SUBMIT_TASK, [job_id], {"countdown": countdown_s, "queue": queue}
+        case SchedulePoll(job_id, token, countdown_s):
+            return POLL_TASK, [job_id, token], {"countdown": countdown_s}
+        case ScheduleDownload(job_id, attempt, countdown_s):
+            return DOWNLOAD_TASK, [job_id, attempt], {"countdown": countdown_s}
+        case ScheduleCallback(job_id):
+            return CALLBACK_TASK, [job_id], {}
+        case ScheduleWebhook(job_id, attempt, countdown_s):
+            return WEBHOOK_TASK, [job_id, attempt], {"countdown": countdown_s}
+        case BatchFinished(batch_id, countdown_s, round_):
+            return BATCH_TASK, [batch_id, round_], {"countdown": countdown_s}

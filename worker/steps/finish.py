@@ -8,7 +8,13 @@ from worker.job import Delivery, Downloads, Job
 from worker.polling import Finish
 from worker.runtime import Runtime
 from worker.status import JobStatus
-from worker.steps.actions import Actions, ScheduleCallback, ScheduleDownload, ScheduleWebhook
+from worker.steps.actions import (
+    Actions,
+    BatchFinished,
+    ScheduleCallback,
+    ScheduleDownload,
+    ScheduleWebhook,
+)
 from worker.steps.common import log
 
 
@@ -16,10 +22,23 @@ def finish(
     rt: Runtime, job: Job, step: Finish, *, expect: dict[str, Any], poll_count: int | None = None
 ) -> Actions:
     """Move the job to its terminal status; only the winner of the CAS gets the follow-ups."""
+    saving = (
+        rt.storage is not None and step.status is JobStatus.SUCCEEDED and bool(step.output_urls)
+    )
+    changes = terminal_changes(job, step, now=rt.clock(), saving=saving)
+    if poll_count is not None:
+        changes["poll_count"] = poll_count
+    write = rt.store.update(job.job_id, expect=expect, changes=changes, done=True)
+    if not write:
+        return []
+    log.info("job %s finished: %s", job.job_id, step.status)
+    return after_finish(job, batch_complete=write.batch_complete, saving=saving)
+
+
+def terminal_changes(job: Job, step: Finish, *, now: float, saving: bool) -> dict[str, Any]:
+    """The record's changes when a job ends (by a poll, a final error, or a cancel)."""
     width, height = job.generation_params.size
-    saving = rt.storage is not None and step.status is JobStatus.SUCCEEDED and step.output_urls
-    now = rt.clock()
-    changes: dict[str, Any] = {
+    return {
         "status": step.status,
         "finished_at": now,
         "outputs": [{"url": url, "width": width, "height": height} for url in step.output_urls],
@@ -30,14 +49,14 @@ def finish(
         "webhook_state": Delivery.PENDING if job.webhook_url else Delivery.NONE,
         "webhook_next_at": now if job.webhook_url else None,
     }
-    if poll_count is not None:
-        changes["poll_count"] = poll_count
-    if not rt.store.update(job.job_id, expect=expect, changes=changes, done=True):
-        return []
-    log.info("job %s finished: %s", job.job_id, step.status)
+
+
+def after_finish(job: Job, *, batch_complete: bool, saving: bool) -> Actions:
+    """The follow-ups of the one write that ended a job."""
+    batch: Actions = [BatchFinished(job.batch_id)] if batch_complete and job.batch_id else []
     if saving:
-        return [ScheduleDownload(job.job_id, attempt=1)]
-    return notifications(job)
+        return [ScheduleDownload(job.job_id, attempt=1), *batch]
+    return [*notifications(job), *batch]
 
 
 def notifications(job: Job) -> Actions:

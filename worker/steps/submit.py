@@ -8,9 +8,14 @@ from worker.polling import Finish, backoff_delay_s, first_poll_delay_s
 from worker.responses import RemoteTask
 from worker.runtime import Runtime
 from worker.status import JobStatus
-from worker.steps.actions import Actions, RetrySubmit, SchedulePoll
+from worker.steps.actions import Actions, SchedulePoll, Submit
 from worker.steps.common import load, log
 from worker.steps.finish import finish
+from worker.store import Slot
+
+# A slot outlives its job's deadline by this much, in case the job's last steps are slow; a job
+# that finishes releases it at once, and one that never does (a lost worker) lets it lapse.
+_SLOT_GRACE_S = 60.0
 
 
 def submit(rt: Runtime, job_id: str) -> Actions:
@@ -20,7 +25,7 @@ def submit(rt: Runtime, job_id: str) -> Actions:
     now = rt.clock()
     if job.submit_lease_until > now:
         # Another worker is inside an attempt right now; check again once its lease ends.
-        return [RetrySubmit(job_id, countdown_s=job.submit_lease_until - now + 0.1)]
+        return [Submit(job_id, job.lane, countdown_s=job.submit_lease_until - now + 0.1)]
     attempt = job.submit_attempts + 1
     api = rt.settings.api
     lease_s = 2 * (api.connect_timeout_s + api.read_timeout_s) + 5
@@ -28,7 +33,12 @@ def submit(rt: Runtime, job_id: str) -> Actions:
         job_id,
         expect={"status": JobStatus.QUEUED, "submit_attempts": job.submit_attempts},
         changes={"submit_attempts": attempt, "submit_lease_until": now + lease_s},
+        slot=_slot(rt, job, expires_at=now + lease_s + rt.settings.polling.deadline_s),
     )
+    if claimed.no_slot:
+        # The API has all the jobs in flight it may have; ask again shortly.
+        wait_s = rt.settings.limits.slot_wait_s * (0.5 + rt.rand())
+        return [Submit(job_id, job.lane, countdown_s=wait_s)]
     if not claimed:
         return []
     try:
@@ -42,12 +52,22 @@ def submit(rt: Runtime, job_id: str) -> Actions:
     return _submitted(rt, job, attempt, remote)
 
 
+def _slot(rt: Runtime, job: Job, *, expires_at: float) -> Slot | None:
+    """The API slot a submit must hold, if the in-flight cap is on."""
+    limits = rt.settings.limits
+    if not limits.max_in_flight:
+        return None
+    reserve = limits.interactive_reserve if job.lane == "bulk" else 0
+    return Slot(limit=limits.max_in_flight - reserve, expires_at=expires_at)
+
+
 def _submitted(rt: Runtime, job: Job, attempt: int, remote: RemoteTask) -> Actions:
     now = rt.clock()
     delay = first_poll_delay_s(rt.settings.polling, rt.rand)
     recorded = rt.store.update(
         job.job_id,
         expect={"status": JobStatus.QUEUED, "submit_attempts": attempt},
+        slot_expires_at=now + rt.settings.polling.deadline_s + _SLOT_GRACE_S,
         changes={
             "status": JobStatus.SUBMITTED,
             "remote_task_id": remote.task_id,
@@ -73,5 +93,5 @@ def _failed(rt: Runtime, job: Job, attempt: int, error: ApiError) -> Actions:
             expect=expect,
             changes={"submit_lease_until": 0.0, "error": error.to_record()},
         )
-        return [RetrySubmit(job.job_id, delay)] if released else []
+        return [Submit(job.job_id, job.lane, delay)] if released else []
     return finish(rt, job, Finish(JobStatus.FAILED, error=error.to_record()), expect=expect)
