@@ -8,7 +8,7 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import cache
 from typing import Any
 
@@ -104,10 +104,12 @@ class ImageQueue:
         callback: Mapping[str, Any] | None = None,
         name: str | None = None,
         lane: Lane = "bulk",
+        hold: bool = False,
     ) -> BatchReport:
         """Validate every row (keyword arguments of `enqueue`), then queue the valid ones as one
         batch. Rows without a `job_id` get `{batch_id}-{line}`, so enqueueing the same rows
-        with the same batch id again resumes the batch and submits nothing twice.
+        with the same batch id again resumes the batch and submits nothing twice. With `hold`
+        the jobs are stored but not submitted until `release`d (to pace a bulk run).
         """
         lines = list(lines) if lines is not None else list(range(1, len(rows) + 1))
         batch_id = check_job_id(batch_id, field="batch_id") if batch_id else _new_batch_id()
@@ -117,9 +119,8 @@ class ImageQueue:
         for line, row in zip(lines, rows, strict=True):
             options = {"job_id": f"{batch_id}-{line:06d}", **row}
             try:
-                jobs[line] = build_job(
-                    self._settings, **options, lane=lane, batch_id=batch_id, now=now
-                )
+                job = build_job(self._settings, **options, lane=lane, batch_id=batch_id, now=now)
+                jobs[line] = replace(job, held=hold)
             except InvalidParams as error:
                 errors.append((line, str(error)))
             except TypeError as error:  # a misspelt or missing option
@@ -142,6 +143,16 @@ class ImageQueue:
             already_known=len(jobs) - queued,
             errors=errors,
         )
+
+    def release(self, job_id: str) -> bool:
+        """Submit a held job (once: False if it was not held)."""
+        job = self._store.get(job_id)
+        if not job.held or job.status is not JobStatus.QUEUED:
+            return False
+        if not self._store.update(job_id, expect={"held": True}, changes={"held": False}):
+            return False
+        self._publish([Submit(job_id, job.lane)])
+        return True
 
     def get(self, job_id: str) -> Job:
         """The job's record; raises `JobNotFound` if there is none."""
@@ -234,6 +245,8 @@ class ImageQueue:
         """Store and queue a new job; False (nothing sent) if its id is already known."""
         if not self._store.create(job):
             return False
+        if job.held:
+            return True
         try:
             self._publish([Submit(job.job_id, job.lane)])
         except BaseException:

@@ -1,9 +1,9 @@
 """Bulk files: one generation job per JSONL line or CSV record, checked before anything is queued.
 
-`parse_bulk` is pure. It never stops at a bad row: every row becomes either a `BulkRow` (keyword
-arguments for `ImageQueue.enqueue`, already through `validate_params`) or a `RowError` naming its
-line and what is wrong. Only problems with the file as a whole (not UTF-8, a CSV header without
-the required columns) raise `BulkFileError`, since no row could be read correctly after them.
+`parse_bulk` is pure and never stops at a bad row: each row becomes a `BulkRow` (keyword
+arguments for `ImageQueue.enqueue`, already through `validate_params`) or a `RowError` with its
+line and reason. Only faults of the whole file (not UTF-8; a CSV header without the required
+columns) raise `BulkFileError`: one clear message beats the same error on every row.
 """
 
 from __future__ import annotations
@@ -26,20 +26,23 @@ from worker.sizes import ASPECT_RATIOS, RESOLUTIONS
 BulkFormat = Literal["jsonl", "csv"]
 
 MAX_ROW_BYTES: Final = 256 * 1024
-REQUIRED: Final = ("prompt", "aspect_ratio", "resolution")
-JSONL_FIELDS: Final = (
-    *REQUIRED,
-    *("quality", "images", "reference_images", "webhook", "webhook_url", "job_id", "metadata"),
-    "params",
-)
+REQUIRED: Final = {
+    "prompt": "a non-blank text",
+    "aspect_ratio": f"one of {', '.join(ASPECT_RATIOS)}",
+    "resolution": f"one of {', '.join(RESOLUTIONS)}",
+}
+_OPTIONAL: Final = ("quality", "images", "reference_images", "webhook", "webhook_url", "job_id")
 # Extra API params are nested objects, which a CSV cell cannot hold readably: JSONL only.
-CSV_COLUMNS: Final = JSONL_FIELDS[:-1]
-_METADATA_PREFIX: Final = "metadata."
-_SUFFIXES: Final[dict[str, BulkFormat]] = {".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "jsonl"}
-_IMAGE_SEPARATORS = re.compile(r"[\s|]+")
+JSONL_FIELDS: Final = (*REQUIRED, *_OPTIONAL, "metadata", "params")
+CSV_COLUMNS: Final = (*REQUIRED, *_OPTIONAL, "metadata", "metadata.KEY")
+_SUFFIXES: Final[dict[str, BulkFormat]] = {
+    **dict.fromkeys((".jsonl", ".ndjson", ".json"), "jsonl"),
+    ".csv": "csv",
+}
+_IMAGE_SEPARATORS: Final = re.compile(r"[\s|]+")
 
-# What the format readers hand on: the line a row starts on, its fields by name (as much as
-# could be read), and the reason it cannot be used, if the format itself already refused it.
+# A row as a format reader hands it on: its first line, its fields (as far as they could be
+# read), and why it is refused, if the format itself already refused it.
 _Record = tuple[int, dict[str, Any], str | None]
 
 
@@ -67,84 +70,72 @@ class RowError:
     reason: str
 
 
-def read_bulk_file(
-    path: Path, *, fmt: BulkFormat | None = None
-) -> tuple[list[BulkRow], list[RowError]]:
-    """Read and parse a UTF-8 bulk file (BOM allowed); the format comes from the extension,
-    else from the content. Raises `BulkFileError` if it is not UTF-8, `OSError` if unreadable.
+Parsed = tuple[list[BulkRow], list[RowError]]
+
+
+def read_bulk_file(path: Path, *, fmt: BulkFormat | None = None) -> Parsed:
+    """Read and parse a UTF-8 file (a BOM is fine); `fmt` defaults to the extension's format,
+    else the content's. Raises `BulkFileError` if it is not UTF-8, `OSError` if unreadable.
     """
     data = path.read_bytes()
     try:
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError as error:
-        # The codec counts from after the BOM it skipped; report the offset in the file.
+        # The codec counts from after the BOM it skipped; the offset reported is the file's.
         offset = error.start + (len(codecs.BOM_UTF8) if data.startswith(codecs.BOM_UTF8) else 0)
         line = data.count(b"\n", 0, offset) + 1
         raise BulkFileError(
             f"{path} is not UTF-8: byte 0x{data[offset]:02x} at offset {offset} (line {line})",
             offset=offset,
         ) from None
-    return parse_bulk(text, fmt=fmt or _SUFFIXES.get(path.suffix.lower()) or _sniff(text))
+    sniffed: BulkFormat = "jsonl" if text.lstrip().startswith("{") else "csv"
+    return parse_bulk(text, fmt=fmt or _SUFFIXES.get(path.suffix.lower(), sniffed))
 
 
-def parse_bulk(text: str, *, fmt: BulkFormat) -> tuple[list[BulkRow], list[RowError]]:
-    """Split a bulk file's text into valid rows and refused ones, both in file order.
-
-    Blank lines are skipped; a file with no rows gives ([], []).
+def parse_bulk(text: str, *, fmt: BulkFormat) -> Parsed:
+    """Valid rows and refused rows, each in file order; blank lines are skipped, so a file
+    without rows gives ([], []). Raises `BulkFileError` for a CSV header lacking required
+    columns, repeating one, or unreadable.
     """
     text = text.removeprefix("\ufeff")
-    if fmt == "jsonl":
-        return _check(_jsonl_records(text), JSONL_FIELDS, noun="field")
-    if fmt == "csv":
-        return _check(_csv_records(text), CSV_COLUMNS, noun="column")
-    raise ValueError(f"unknown bulk format {fmt!r}: expected jsonl or csv")
-
-
-def _sniff(text: str) -> BulkFormat:
-    return "jsonl" if text.lstrip("\ufeff \t\r\n").startswith("{") else "csv"
-
-
-def _check(
-    records: Iterator[_Record], allowed: tuple[str, ...], *, noun: str
-) -> tuple[list[BulkRow], list[RowError]]:
+    if fmt not in ("jsonl", "csv"):
+        raise ValueError(f"unknown bulk format {fmt!r}: expected jsonl or csv")
+    records = _jsonl_records(text) if fmt == "jsonl" else _csv_records(text)
     rows: list[BulkRow] = []
     errors: list[RowError] = []
     first_use: dict[str, int] = {}
     for line, fields, problem in records:
-        # Any readable id claims its first line, even on a refused row: were the later row
-        # queued, the first one, once fixed, would silently get the other row's job back.
+        # Any readable id claims its line, even on a refused row: were a later duplicate
+        # queued, the first row, once fixed and rerun, would silently get that job back.
         job_id = fields.get("job_id")
         first = first_use.setdefault(job_id, line) if isinstance(job_id, str) else line
-        try:
-            if problem is None:
-                options = _options(fields, allowed, noun=noun)
-            if first != line:
-                raise InvalidParams("job_id", f"{job_id!r} already used on line {first}")
-        except InvalidParams as error:
-            problem = problem or str(error)
         if problem is None:
-            rows.append(BulkRow(line, options))
-        else:
-            errors.append(RowError(line, problem))
+            try:
+                options = _options(fields, JSONL_FIELDS if fmt == "jsonl" else CSV_COLUMNS)
+                if first != line:
+                    raise InvalidParams("job_id", f"{job_id!r} already used on line {first}")
+            except InvalidParams as error:
+                problem = str(error)
+            else:
+                rows.append(BulkRow(line, options))
+                continue
+        errors.append(RowError(line, problem))
     return rows, errors
 
 
-def _options(fields: dict[str, Any], allowed: tuple[str, ...], *, noun: str) -> dict[str, Any]:
-    """A row's fields as `enqueue` keyword arguments; raises `InvalidParams` on the first fault."""
+def _options(fields: dict[str, Any], allowed: tuple[str, ...]) -> dict[str, Any]:
+    """A row's fields as `enqueue` keyword arguments; raises `InvalidParams` at the first fault."""
     unknown = [name for name in fields if name not in allowed]
     if unknown:
-        allowed_text = ", ".join(allowed) + (", metadata.KEY" if noun == "column" else "")
-        raise InvalidParams(", ".join(unknown), f"unknown {noun}; allowed: {allowed_text}")
-    for name, wanted in zip(
-        REQUIRED, ("a non-blank text", ASPECT_RATIOS, RESOLUTIONS), strict=True
-    ):
+        raise InvalidParams(", ".join(unknown), f"unknown field; allowed: {', '.join(allowed)}")
+    for name, wanted in REQUIRED.items():
         if fields.get(name) is None:
-            raise InvalidParams(
-                name, f"required: {wanted if isinstance(wanted, str) else ', '.join(wanted)}"
-            )
+            raise InvalidParams(name, f"required ({wanted})")
     extra, quality = fields.get("params"), fields.get("quality")
-    if extra is not None and not isinstance(extra, dict):
+    if not isinstance(extra, dict | None):
         raise InvalidParams("params", "must be a JSON object of extra API params")
+    if clash := sorted({*REQUIRED, "quality"} & set(extra or {})):
+        raise InvalidParams(f"params.{clash[0]}", f"give {clash[0]} as its own field")
     params = validate_params(
         fields["prompt"],
         aspect_ratio=fields["aspect_ratio"],
@@ -153,20 +144,15 @@ def _options(fields: dict[str, Any], allowed: tuple[str, ...], *, noun: str) -> 
         reference_images=_either(fields, "images", "reference_images"),
         extra=extra,
     )
-    options: dict[str, Any] = {
-        "prompt": params.prompt,
-        "aspect_ratio": params.aspect_ratio,
-        "resolution": params.resolution,
-        "quality": params.quality,
-    }
-    if params.reference_images:
-        options["reference_images"] = list(params.reference_images)
-    if params.extra:
-        options["extra_params"] = dict(params.extra)
-    if (job_id := fields.get("job_id")) is not None:
-        options["job_id"] = check_job_id(job_id)
-    # Only the shape is checked here: whether imageq may call the host is enqueue's check,
-    # which needs the settings and a DNS lookup.
+    # The normalised values ("4k" -> "4K"), and only the optional ones the row gave.
+    record = params.to_record()
+    options = {name: record[name] for name in ("prompt", *REQUIRED, "quality")}
+    options |= {"reference_images": record["reference_images"]} if params.reference_images else {}
+    options |= {"extra_params": record["extra"]} if params.extra else {}
+    if fields.get("job_id") is not None:
+        options["job_id"] = check_job_id(fields["job_id"])
+    # Only the shape is checked here: whether imageq may call the host is enqueue's check, as
+    # it needs the settings and a DNS lookup.
     if (webhook := _either(fields, "webhook", "webhook_url")) is not None:
         if not isinstance(webhook, str) or not webhook.strip():
             raise InvalidParams("webhook_url", "must be a URL")
@@ -201,7 +187,7 @@ def _jsonl_records(text: str) -> Iterator[_Record]:
             yield line, {}, too_big
             continue
         try:
-            value = _loads(raw)
+            value = _loads(raw.rstrip("\r\n"))  # so a column past the end is on this line
         except json.JSONDecodeError as error:
             yield line, {}, f"not valid JSON: {error.msg} at column {error.colno}"
         except ValueError as error:
@@ -210,11 +196,11 @@ def _jsonl_records(text: str) -> Iterator[_Record]:
             if isinstance(value, dict):
                 yield line, value, None
             else:
-                yield line, {}, f"the line must hold a JSON object, not {type(value).__name__}"
+                yield line, {}, f"not a JSON object but {type(value).__name__}"
 
 
 def _loads(text: str) -> Any:
-    return json.loads(text, parse_constant=_refuse_constant, object_pairs_hook=_unique_keys)
+    return json.loads(text, parse_constant=_refuse_constant)
 
 
 def _refuse_constant(name: str) -> Any:
@@ -222,52 +208,38 @@ def _refuse_constant(name: str) -> Any:
     raise ValueError(f"{name} is not allowed")
 
 
-def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    # A repeated key would otherwise keep only its last value, silently.
-    keys = [key for key, _ in pairs]
-    if len(set(keys)) < len(keys):
-        raise ValueError(f"key {next(key for key in keys if keys.count(key) > 1)!r} repeated")
-    return dict(pairs)
-
-
 def _csv_records(text: str) -> Iterator[_Record]:
-    """The records after the header; raises `BulkFileError` for a bad header."""
     names: list[str] | None = None
     for line, lines in _split_csv(text):
-        if not "".join(lines).strip():
-            continue
+        problem = _oversized("".join(lines))
+        try:
+            cells = [] if problem else next(csv.reader(lines), [])
+        except csv.Error as error:  # a cell over the csv module's field size limit
+            cells, problem = [], f"not readable as CSV: {error}"
+        if problem is None and not any(cell.strip() for cell in cells):
+            continue  # a blank line, or a spreadsheet's row of empty cells
         if names is None:
-            names = _header(line, lines)
-        elif too_big := _oversized("".join(lines)):
-            yield line, {}, too_big
+            names = _header(line, cells, problem)
+        elif problem is not None:
+            yield line, {}, problem
+        elif any(cell.strip() for cell in cells[len(names) :]):
+            yield line, {}, f"{len(cells)} cells, but the header has {len(names)} columns"
         else:
-            try:
-                cells = next(csv.reader(lines), [])
-            except csv.Error as error:  # a cell over the csv module's field size limit
-                yield line, {}, f"not readable as CSV: {error}"
-                continue
-            if any(cell.strip() for cell in cells[len(names) :]):
-                yield line, {}, f"{len(cells)} cells, but the header has {len(names)} columns"
-            else:
-                yield line, *_csv_fields(dict(zip(names, cells, strict=False)))
+            yield line, *_csv_fields(dict(zip(names, cells, strict=False)))
 
 
-def _header(line: int, lines: list[str]) -> list[str]:
-    try:
-        cells = next(csv.reader(lines), [])
-    except csv.Error as error:
-        raise BulkFileError(f"line {line}: the CSV header is not readable: {error}") from None
-    # An unnamed column still gets a name, so a value under it is reported, not dropped.
+def _header(line: int, cells: list[str], problem: str | None) -> list[str]:
+    if problem is not None:
+        raise BulkFileError(f"line {line}: unreadable CSV header: {problem}")
+    # An unnamed column still gets a name, so that a value under it is reported, not dropped.
     names = [cell.strip() or f"column {index}" for index, cell in enumerate(cells, start=1)]
-    missing = [name for name in REQUIRED if name not in names]
-    repeated = sorted({name for name in names if names.count(name) > 1})
-    faults = [f"lacks column(s) {', '.join(missing)}"] if missing else []
-    faults += [f"repeats column(s) {', '.join(repeated)}"] if repeated else []
-    if faults:
+    if missing := [name for name in REQUIRED if name not in names]:
         raise BulkFileError(
-            f"line {line}: the CSV header {' and '.join(faults)}; it needs"
-            f" {', '.join(REQUIRED)} and may have {', '.join(CSV_COLUMNS[3:])}, metadata.KEY"
+            f"line {line}: the CSV header lacks column(s) {', '.join(missing)}; it needs"
+            f" {', '.join(REQUIRED)} and may have {', '.join(CSV_COLUMNS[3:])}"
         )
+    if repeated := sorted({name for name in names if names.count(name) > 1}):
+        raise BulkFileError(f"line {line}: the CSV header repeats {', '.join(repeated)}")
     return names
 
 
@@ -277,24 +249,23 @@ def _csv_fields(cells: dict[str, str]) -> tuple[dict[str, Any], str | None]:
     for name, cell in cells.items():
         if not cell.strip():
             continue  # an empty cell is an absent field
-        # The prompt is the user's text, kept exactly; every other cell is a token.
+        # The prompt is kept exactly as written; any other cell is a token, trimmed.
         value = cell if name == "prompt" else cell.strip()
-        if name.startswith(_METADATA_PREFIX) and name != _METADATA_PREFIX:
-            tagged[name.removeprefix(_METADATA_PREFIX)] = value
+        if name.startswith("metadata.") and name != "metadata.":
+            tagged[name.removeprefix("metadata.")] = value
+        elif name in ("images", "reference_images"):
+            fields[name] = [url for url in _IMAGE_SEPARATORS.split(value) if url]
         else:
             fields[name] = value
-    for name in ("images", "reference_images"):
-        if name in fields:
-            fields[name] = _IMAGE_SEPARATORS.split(fields[name])
     if "metadata" in fields and tagged:
         return fields, "metadata: use the metadata column or metadata.KEY columns, not both"
-    if "metadata" in fields:
+    if tagged:
+        fields["metadata"] = tagged
+    elif "metadata" in fields:
         try:
             fields["metadata"] = _loads(fields["metadata"])
         except ValueError as error:
             return fields, f"metadata: the cell must hold a JSON object ({error})"
-    elif tagged:
-        fields["metadata"] = tagged
     return fields, None
 
 
@@ -302,33 +273,25 @@ def _split_csv(text: str) -> Iterator[tuple[int, list[str]]]:
     """Physical lines grouped into CSV records, each with the number of its first line.
 
     Grouped here, not by one `csv.reader` over the file, so that a record's size is known before
-    it is parsed, and a record the reader fails on cannot shift the records after it.
+    it is parsed and a record the reader fails on cannot shift the ones after it. The rule is the
+    csv module's default dialect: a quote opens a field only at the field's start, and "" inside
+    a quoted field is a literal quote.
     """
-    start, quoted, lines = 1, False, []
+    lines: list[str] = []
+    start, quoted = 1, False
     for number, line in enumerate(io.StringIO(text, newline=""), start=1):
         start = start if lines else number
         lines.append(line)
-        quoted = _ends_quoted(line, quoted)
+        can_open = not quoted
+        for char in line if quoted or '"' in line else "":
+            if quoted:  # a quote closes the field; a second one reopens it
+                quoted, can_open = char != '"', char == '"'
+            elif can_open and char == '"':
+                quoted = True
+            else:
+                can_open = char == ","
         if not quoted:
             yield start, lines
             lines = []
-    if lines:
+    if lines:  # the file ended inside a quoted field: the reader takes the rest as its value
         yield start, lines
-
-
-def _ends_quoted(line: str, quoted: bool) -> bool:
-    """Whether a line ends inside a quoted field, read as the csv module's default dialect does:
-    a quote opens a field only at its start, and "" inside a quoted field is a literal quote.
-    """
-    if not quoted and '"' not in line:
-        return False
-    can_open = not quoted
-    for char in line:
-        if quoted:
-            # A quote leaves the field, unless the next character is a quote, reopening it.
-            quoted, can_open = char != '"', char == '"'
-        elif can_open and char == '"':
-            quoted = True
-        else:
-            can_open = char == ","
-    return quoted

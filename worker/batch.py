@@ -34,6 +34,10 @@ class Batch:
     def count(self, status: JobStatus) -> int:
         return self.counts.get(str(status), 0)
 
+    def count_active(self) -> int:
+        """Jobs queued or submitted: not yet finished."""
+        return self.count(JobStatus.QUEUED) + self.count(JobStatus.SUBMITTED)
+
     def to_hash(self) -> dict[str, str]:
         """The fields a producer sets; the counters are the store's to keep."""
         return {

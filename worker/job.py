@@ -63,6 +63,8 @@ class Job:
     error: dict[str, Any] | None = None
     metadata: dict[str, Any] = field(default_factory=dict)
     batch_id: str | None = None
+    # Stored but not yet sent to the submit queue: a bulk run releases it when there is room.
+    held: bool = False
     # "interactive" jobs may use every API slot; "bulk" ones leave a reserve for them.
     lane: str = "interactive"
     webhook_url: str | None = None

@@ -1,8 +1,4 @@
-"""The `imageq` command line.
-
-Exit codes scripts can rely on: 0 done, 1 a job or record was not found or an action failed,
-2 bad usage or invalid input.
-"""
+"""`imageq webhooks`: dead letters and replays."""
 
 from __future__ import annotations
 
@@ -16,16 +12,10 @@ from rich.table import Table
 
 from config import get_settings
 from producers.api import ImageQueue
+from producers.cli.exits import Exit
 from worker.errors import InvalidParams, JobNotFound
 
-app = typer.Typer(help="imageq: image generation jobs on Celery and Redis.", no_args_is_help=True)
 webhooks = typer.Typer(help="Webhook deliveries: dead letters and replays.", no_args_is_help=True)
-app.add_typer(webhooks, name="webhooks")
-console = Console()
-
-
-def _queue() -> ImageQueue:
-    return ImageQueue(get_settings())
 
 
 @webhooks.command("dead-letters")
@@ -33,7 +23,7 @@ def dead_letters(
     as_json: Annotated[bool, typer.Option("--json", help="One JSON object, for scripts.")] = False,
 ) -> None:
     """List webhook deliveries that ran out of retries."""
-    letters = _queue().dead_letters()
+    letters = ImageQueue(get_settings()).dead_letters()
     if as_json:
         typer.echo(json.dumps(letters, sort_keys=True))
         return
@@ -41,7 +31,7 @@ def dead_letters(
     for job_id, letter in sorted(letters.items(), key=lambda item: item[1]["at"]):
         when = datetime.fromtimestamp(letter["at"], UTC).strftime("%Y-%m-%d %H:%M:%S")
         table.add_row(job_id, when, str(letter["attempts"]), letter["reason"])
-    console.print(table if letters else "no dead letters")
+    Console().print(table if letters else "no dead letters")
 
 
 @webhooks.command("replay")
@@ -52,7 +42,7 @@ def replay(
     """Deliver webhooks again, with the same webhook-id so receivers can deduplicate."""
     if bool(job_ids) == all_dead:
         raise typer.BadParameter("give job ids or --all-dead, not both and not neither")
-    queue = _queue()
+    queue = ImageQueue(get_settings())
     if all_dead:
         replayed = queue.replay_dead_letters()
         typer.echo(f"replayed {len(replayed)} dead letter(s): {' '.join(replayed)}".rstrip(": "))
@@ -67,13 +57,4 @@ def replay(
             continue
         typer.echo(f"{job_id}: {'replaying' if started else 'a delivery is already under way'}")
     if failed:
-        raise typer.Exit(1)
-
-
-def main() -> None:
-    """Console entry point (`imageq`)."""
-    app()
-
-
-if __name__ == "__main__":
-    main()
+        raise typer.Exit(Exit.NOT_FOUND)

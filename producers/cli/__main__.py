@@ -1,0 +1,3 @@
+from producers.cli.app import main
+
+main()
