@@ -25,7 +25,7 @@ from worker.polling import Finish
 from worker.runtime import connect_store
 from worker.status import JobStatus
 from worker.steps.actions import WEBHOOK_TASK, Actions, Submit, message
-from worker.steps.finish import after_finish, terminal_changes
+from worker.steps.finish import after_finish, terminal_changes, work_left
 from worker.store import JobStore
 
 
@@ -149,7 +149,10 @@ class ImageQueue:
         job = self._store.get(job_id)
         if not job.held or job.status is not JobStatus.QUEUED:
             return False
-        if not self._store.update(job_id, expect={"held": True}, changes={"held": False}):
+        released = self._store.update(
+            job_id, expect={"held": True}, changes={"held": False}, due_at=time.time()
+        )
+        if not released:
             return False
         self._publish([Submit(job_id, job.lane)])
         return True
@@ -191,11 +194,13 @@ class ImageQueue:
             return False
         error = {"type": "Cancelled", "message": "cancelled on request", "retryable": False}
         step = Finish(JobStatus.CANCELLED, error=error)
+        now = time.time()
         write = self._store.update(
             job_id,
             expect={"status": job.status, "poll_token": job.poll_token},
-            changes=terminal_changes(job, step, now=time.time(), saving=False),
-            done=True,
+            changes=terminal_changes(job, step, now=now, saving=False),
+            free_slot=True,
+            **work_left(job, False, now),
         )
         if write:
             self._publish(after_finish(job, batch_complete=write.batch_complete, saving=False))
@@ -243,7 +248,7 @@ class ImageQueue:
 
     def _queue(self, job: Job) -> bool:
         """Store and queue a new job; False (nothing sent) if its id is already known."""
-        if not self._store.create(job):
+        if not self._store.create(job, due_at=None if job.held else time.time()):
             return False
         if job.held:
             return True

@@ -61,13 +61,13 @@ def test_compare_and_set(store: JobStore) -> None:
 
 
 def test_ttl_and_in_flight_index(store: JobStore, redis_server: RedisServer) -> None:
-    """Every write refreshes the TTL; due times file the job, `done` removes it."""
+    """Every write refreshes the TTL; due times file the job, `settled` removes it."""
     client = redis.Redis.from_url(redis_server.url(3))
     store.create(new_job())
     assert 0 < client.ttl(store.key("j1")) <= 120
     store.update("j1", expect={}, changes={}, due_at=1234.5)
     assert client.zscore(store.in_flight_key, "j1") == 1234.5
-    store.update("j1", expect={}, changes={}, done=True)
+    store.update("j1", expect={}, changes={}, settled=True)
     assert client.zscore(store.in_flight_key, "j1") is None
 
 
@@ -102,7 +102,7 @@ def test_api_slots_cap_and_release(store: JobStore) -> None:
     assert store.get("c").poll_count == 0
     assert store.update("a", expect={}, changes={}, slot=Slot(limit=2, expires_at=far))  # held
     assert store.slots_in_use() == 2
-    store.update("a", expect={}, changes={}, done=True)
+    store.update("a", expect={}, changes={}, free_slot=True)
     assert store.update("c", expect={}, changes={}, slot=Slot(limit=2, expires_at=far))
     store.update("b", expect={}, changes={}, slot_expires_at=time.time() - 1)
     assert store.slots_in_use() == 1

@@ -23,6 +23,8 @@ class Delivery(StrEnum):
     """The producer asked for none."""
     PENDING = "pending"
     """Due: waiting for its (next) attempt."""
+    SENDING = "sending"
+    """A worker is sending it now (under a lease, so a lost worker's send is retried)."""
     SENT = "sent"
     """Delivered (for a webhook: answered 2xx)."""
     DEAD = "dead"
@@ -73,6 +75,7 @@ class Job:
     download_attempts: int = 0
     download_lease_until: float = 0.0
     callback_state: str = Delivery.NONE
+    callback_lease_until: float = 0.0
     webhook_state: str = Delivery.NONE
     webhook_attempts: list[dict[str, Any]] = field(default_factory=list)
     webhook_next_at: float | None = None
@@ -88,6 +91,17 @@ class Job:
     @property
     def is_terminal(self) -> bool:
         return self.status in TERMINAL_JOB_STATUSES
+
+    @property
+    def is_settled(self) -> bool:
+        """Terminal, outputs saved, and every notification sent or given up: nothing left."""
+        busy = (Delivery.PENDING, Delivery.SENDING)
+        return (
+            self.is_terminal
+            and self.downloads_state != Downloads.PENDING
+            and self.callback_state not in busy
+            and self.webhook_state not in busy
+        )
 
     @property
     def generation_params(self) -> GenerationParams:

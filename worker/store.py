@@ -7,6 +7,9 @@ against the API, across all workers), the dead-letter list, and the counters of 
 batch. So two workers racing on one job cannot both move it, a job reaches a terminal state
 once, and a batch completes once.
 
+The in-flight index holds every job with work still to do (a submit, a poll, saving outputs,
+a notification), scored by when that work is due; the sweeper re-sends what is overdue.
+
 The batch key is derived inside the script from the job's `batch_id`, so this store assumes a
 single Redis (not Redis Cluster), as Celery's Redis broker does.
 """
@@ -39,11 +42,15 @@ for f, v in pairs(a.expect) do
   if redis.call('HGET', job, f) ~= v then return 0 end
 end
 
--- An API slot, taken before a submit; refused (-2) while the cap is reached.
+-- An API slot, taken before a submit; refused (-2) while the cap is reached, and then the job
+-- is due again after its wait, so the sweeper leaves it alone.
 if a.slot_limit then
   redis.call('ZREMRANGEBYSCORE', KEYS[4], '-inf', a.now)
   local held = redis.call('ZSCORE', KEYS[4], a.job_id)
-  if not held and redis.call('ZCARD', KEYS[4]) >= a.slot_limit then return -2 end
+  if not held and redis.call('ZCARD', KEYS[4]) >= a.slot_limit then
+    if a.due_if_no_slot then redis.call('ZADD', KEYS[2], a.due_if_no_slot, a.job_id) end
+    return -2
+  end
   redis.call('ZADD', KEYS[4], a.slot_expires, a.job_id)
 end
 if a.slot_expires and not a.slot_limit then
@@ -80,10 +87,8 @@ end
 if #flat > 0 then redis.call('HSET', job, unpack(flat)) end
 redis.call('EXPIRE', job, a.ttl)
 if a.due_at then redis.call('ZADD', KEYS[2], a.due_at, a.job_id) end
-if a.done then
-  redis.call('ZREM', KEYS[2], a.job_id)
-  redis.call('ZREM', KEYS[4], a.job_id)
-end
+if a.settled then redis.call('ZREM', KEYS[2], a.job_id) end
+if a.free_slot then redis.call('ZREM', KEYS[4], a.job_id) end
 if a.dead_letter then redis.call('HSET', KEYS[3], a.job_id, a.dead_letter) end
 if a.revive then redis.call('HDEL', KEYS[3], a.job_id) end
 return result
@@ -143,9 +148,11 @@ class JobStore:
     def batch_key(self, batch_id: str) -> str:
         return f"{self._prefix}:batch:{batch_id}"
 
-    def create(self, job: Job) -> bool:
-        """Store a new job; False (and nothing written) if the id is taken."""
-        return self._run(job.job_id, create=True, changes=job.to_hash()).applied
+    def create(self, job: Job, *, due_at: float | None = None) -> bool:
+        """Store a new job (due in the in-flight index at `due_at`, if given); False (and
+        nothing written) if the id is taken."""
+        extra = {"due_at": due_at} if due_at is not None else {}
+        return self._run(job.job_id, create=True, changes=job.to_hash(), extra=extra).applied
 
     def get(self, job_id: str) -> Job:
         raw = self._redis.hgetall(self.key(job_id))
@@ -172,7 +179,8 @@ class JobStore:
         expect: Mapping[str, Any],
         changes: Mapping[str, Any],
         due_at: float | None = None,
-        done: bool = False,
+        settled: bool = False,
+        free_slot: bool = False,
         slot: Slot | None = None,
         slot_expires_at: float | None = None,
         dead_letter: Mapping[str, Any] | None = None,
@@ -180,17 +188,20 @@ class JobStore:
     ) -> Write:
         """Apply `changes` if every field in `expect` still has that value.
 
-        `due_at` files the job in the in-flight index under that time; `done` takes it out and
-        frees its API slot. `slot` takes an API slot (or refuses the write); `slot_expires_at`
-        moves the expiry of a slot already held. `dead_letter` files the job in the dead-letter
-        list with that record; `revive` takes it out.
+        `due_at` files the job in the in-flight index under that time; `settled` takes it out
+        (nothing left to do). `slot` takes an API slot, or refuses the write and makes the job
+        due at `due_at` all the same; `slot_expires_at` moves the expiry of a slot already
+        held; `free_slot` gives it back. `dead_letter` files the job in the dead-letter list
+        with that record; `revive` takes it out.
         """
         stamped = {**changes, "updated_at": time.time()}
-        extra: dict[str, Any] = {"done": done, "revive": revive}
+        extra: dict[str, Any] = {"settled": settled, "free_slot": free_slot, "revive": revive}
         if due_at is not None:
             extra["due_at"] = due_at
         if slot is not None:
             extra.update(slot_limit=slot.limit, slot_expires=slot.expires_at)
+            if due_at is not None:
+                extra["due_if_no_slot"] = due_at
         elif slot_expires_at is not None:
             extra["slot_expires"] = slot_expires_at
         if dead_letter is not None:
@@ -232,10 +243,25 @@ class JobStore:
         """Keep a plain JSON note on a batch (such as its webhook's outcome)."""
         self._redis.hset(self.batch_key(batch_id), field, json.dumps(value))
 
+    def read_batch_note(self, batch_id: str, field: str) -> Any:
+        """A note kept with `note_batch`, or None if there is none."""
+        raw = self._redis.hget(self.batch_key(batch_id), field)
+        return None if raw is None else json.loads(raw)
+
     def dead_letters(self) -> dict[str, dict[str, Any]]:
         """Webhook deliveries given up on: job id -> {reason, at, attempts}."""
         raw = self._redis.hgetall(self.dead_letters_key)
         return {_text(key): json.loads(value) for key, value in raw.items()}
+
+    def due_jobs(self, *, before: float, limit: int) -> list[str]:
+        """Jobs whose work was due before `before`, oldest first."""
+        ids = self._redis.zrangebyscore(self.in_flight_key, "-inf", before, start=0, num=limit)
+        return [_text(job_id) for job_id in ids if isinstance(job_id, bytes | str)]
+
+    def postpone(self, job_ids: list[str], until: float) -> None:
+        """Make jobs due again at `until` (only those still in the index)."""
+        if job_ids:
+            self._redis.zadd(self.in_flight_key, dict.fromkeys(job_ids, until), xx=True)
 
     def slots_in_use(self) -> int:
         """API slots held now (expired ones not counted)."""

@@ -1,4 +1,10 @@
-"""Publish a finished job's Celery callback with the completion payload."""
+"""Publish a finished job's Celery callback with the completion payload, once.
+
+The callback is claimed (under a short lease) before it is published and marked sent after,
+so a duplicate message finds it claimed and does nothing; only a worker lost between
+publishing and marking (its lease then runs out) leads to a second publish: at least once,
+never lost.
+"""
 
 from __future__ import annotations
 
@@ -14,18 +20,37 @@ from worker.steps.common import load
 SendCallback = Callable[[dict[str, Any], dict[str, Any]], None]
 """Publishes a callback: takes the stored signature and the payload."""
 
+_LEASE_S = 30.0
+
 
 def callback(rt: Runtime, job_id: str, *, send: SendCallback) -> Actions:
-    """Published first, marked after: a crash in between repeats the callback rather than
-    losing it. Only one callback message exists per job (from the terminal transition).
-    """
     job = load(rt, job_id)
-    if job is None or job.callback_state != Delivery.PENDING or job.callback is None:
+    if job is None or job.callback is None:
+        return []
+    now = rt.clock()
+    claimable = job.callback_state == Delivery.PENDING or (
+        job.callback_state == Delivery.SENDING and job.callback_lease_until <= now
+    )
+    if not claimable:
+        return []
+    claimed = rt.store.update(
+        job_id,
+        expect={
+            "callback_state": job.callback_state,
+            "callback_lease_until": job.callback_lease_until,
+        },
+        changes={"callback_state": Delivery.SENDING, "callback_lease_until": now + _LEASE_S},
+        due_at=now + _LEASE_S,
+    )
+    if not claimed:
         return []
     send(job.callback, completion_payload(job))
+    sending = {"callback_state": Delivery.SENDING}
+    webhook_busy = job.webhook_state in (Delivery.PENDING, Delivery.SENDING)
     rt.store.update(
         job_id,
-        expect={"callback_state": Delivery.PENDING},
+        expect=sending,
         changes={"callback_state": Delivery.SENT},
+        settled=not webhook_busy and job.downloads_state != "pending",
     )
     return []

@@ -35,7 +35,8 @@ def download(rt: Runtime, job_id: str, attempt: int) -> Actions:
         "download_attempts": job.download_attempts,
         "download_lease_until": job.download_lease_until,
     }
-    if not rt.store.update(job_id, expect=expect, changes={"download_lease_until": now + lease_s}):
+    claim = {"download_lease_until": now + lease_s}
+    if not rt.store.update(job_id, expect=expect, changes=claim, due_at=now + lease_s):
         return []
     outputs = _save_all(rt, job)
     retry = attempt < settings.max_attempts and any(
@@ -46,13 +47,16 @@ def download(rt: Runtime, job_id: str, attempt: int) -> Actions:
         "download_attempts": attempt,
         "download_lease_until": 0.0,
     }
+    delay = backoff_delay_s(attempt, rt.settings.retry, rt.rand)
+    index: dict[str, Any] = {"due_at": rt.clock() + (delay if retry else 0.0)}
     if not retry:
         changes["downloads_state"] = Downloads.DONE
+        if not notifications(job):
+            index = {"settled": True}
     expect["download_lease_until"] = now + lease_s
-    if not rt.store.update(job_id, expect=expect, changes=changes):
+    if not rt.store.update(job_id, expect=expect, changes=changes, **index):
         return []
     if retry:
-        delay = backoff_delay_s(attempt, rt.settings.retry, rt.rand)
         return [ScheduleDownload(job_id, attempt + 1, delay)]
     return notifications(job)
 

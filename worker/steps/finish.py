@@ -25,10 +25,13 @@ def finish(
     saving = (
         rt.storage is not None and step.status is JobStatus.SUCCEEDED and bool(step.output_urls)
     )
-    changes = terminal_changes(job, step, now=rt.clock(), saving=saving)
+    now = rt.clock()
+    changes = terminal_changes(job, step, now=now, saving=saving)
     if poll_count is not None:
         changes["poll_count"] = poll_count
-    write = rt.store.update(job.job_id, expect=expect, changes=changes, done=True)
+    write = rt.store.update(
+        job.job_id, expect=expect, changes=changes, free_slot=True, **work_left(job, saving, now)
+    )
     if not write:
         return []
     log.info("job %s finished: %s", job.job_id, step.status)
@@ -49,6 +52,14 @@ def terminal_changes(job: Job, step: Finish, *, now: float, saving: bool) -> dic
         "webhook_state": Delivery.PENDING if job.webhook_url else Delivery.NONE,
         "webhook_next_at": now if job.webhook_url else None,
     }
+
+
+def work_left(job: Job, saving: bool, now: float) -> dict[str, Any]:
+    """Index arguments for the write that ends a job: due now if outputs or notifications are
+    still to go out, settled otherwise."""
+    if saving or job.callback is not None or job.webhook_url is not None:
+        return {"due_at": now}
+    return {"settled": True}
 
 
 def after_finish(job: Job, *, batch_complete: bool, saving: bool) -> Actions:

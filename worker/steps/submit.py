@@ -34,6 +34,7 @@ def submit(rt: Runtime, job_id: str) -> Actions:
         expect={"status": JobStatus.QUEUED, "submit_attempts": job.submit_attempts},
         changes={"submit_attempts": attempt, "submit_lease_until": now + lease_s},
         slot=_slot(rt, job, expires_at=now + lease_s + rt.settings.polling.deadline_s),
+        due_at=now + lease_s,
     )
     if claimed.no_slot:
         # The API has all the jobs in flight it may have; ask again shortly.
@@ -92,6 +93,7 @@ def _failed(rt: Runtime, job: Job, attempt: int, error: ApiError) -> Actions:
             job.job_id,
             expect=expect,
             changes={"submit_lease_until": 0.0, "error": error.to_record()},
+            due_at=rt.clock() + delay,
         )
         return [Submit(job.job_id, job.lane, delay)] if released else []
     return finish(rt, job, Finish(JobStatus.FAILED, error=error.to_record()), expect=expect)

@@ -42,7 +42,8 @@ def webhook(rt: Runtime, job_id: str, attempt: int) -> Actions:
         "webhook_attempts": job.webhook_attempts,
         "webhook_lease_until": job.webhook_lease_until,
     }
-    if not rt.store.update(job_id, expect=expect, changes={"webhook_lease_until": now + lease_s}):
+    claim = {"webhook_lease_until": now + lease_s}
+    if not rt.store.update(job_id, expect=expect, changes=claim, due_at=now + lease_s):
         return []
     sent, final = _send(rt, job)
     return _record(rt, job, attempt, sent, final=final)
@@ -87,11 +88,14 @@ def _record(rt: Runtime, job: Job, attempt: int, sent: DeliveryAttempt, *, final
     changes: dict[str, Any] = {"webhook_attempts": attempts, "webhook_lease_until": 0.0}
     dead_letter = None
     actions: Actions = []
+    callback_busy = job.callback_state in (Delivery.PENDING, Delivery.SENDING)
+    index: dict[str, Any] = {"settled": True} if not callback_busy else {"due_at": now}
     match outcome:
         case Delivered():
             changes.update(webhook_state=Delivery.SENT, webhook_next_at=None)
         case RetryIn(delay_s):
             changes["webhook_next_at"] = now + delay_s
+            index = {"due_at": now + delay_s}
             hop_s = min(delay_s, rt.settings.worker.max_countdown_s)
             actions.append(ScheduleWebhook(job.job_id, attempt + 1, hop_s))
         case GiveUp(reason):
@@ -103,5 +107,6 @@ def _record(rt: Runtime, job: Job, attempt: int, sent: DeliveryAttempt, *, final
         expect={"webhook_state": Delivery.PENDING, "webhook_attempts": job.webhook_attempts},
         changes=changes,
         dead_letter=dead_letter,
+        **index,
     )
     return actions if recorded else []
