@@ -258,6 +258,15 @@ class JobStore:
         ids = self._redis.zrangebyscore(self.in_flight_key, "-inf", before, start=0, num=limit)
         return [_text(job_id) for job_id in ids if isinstance(job_id, bytes | str)]
 
+    def acquire_lock(self, name: str, *, ttl_s: float) -> bool:
+        """A lock that lapses by itself after `ttl_s`; True for the one caller that got it."""
+        key = f"{self._prefix}:lock:{name}"
+        return bool(self._redis.set(key, str(time.time()), nx=True, px=int(ttl_s * 1000)))
+
+    def unindex(self, job_id: str) -> None:
+        """Take a job whose record is gone out of the in-flight index."""
+        self._redis.zrem(self.in_flight_key, job_id)
+
     def postpone(self, job_ids: list[str], until: float) -> None:
         """Make jobs due again at `until` (only those still in the index)."""
         if job_ids:

@@ -15,6 +15,7 @@ from worker.steps.actions import (
     DOWNLOAD_TASK,
     POLL_TASK,
     SUBMIT_TASK,
+    SWEEP_TASK,
     WEBHOOK_TASK,
     Actions,
     message,
@@ -24,6 +25,7 @@ from worker.steps.callback import callback
 from worker.steps.download import download
 from worker.steps.poll import poll
 from worker.steps.submit import submit
+from worker.steps.sweep import sweep
 from worker.steps.webhook import webhook
 
 # Only a lost connection to Redis is retried here; API errors are handled inside each step.
@@ -70,6 +72,14 @@ def deliver_webhook(self: Task, job_id: str, attempt: int) -> None:
 def notify_batch(self: Task, batch_id: str, round_: int = 0) -> None:
     """Send a finished batch's callback and webhook."""
     _publish(batch_finished(runtime(), batch_id, round_, send=_publish_callback))
+
+
+@app.task(name=SWEEP_TASK, bind=True, **_TRANSIENT)
+def sweep_overdue(self: Task) -> None:
+    """Re-send overdue work (run by the beat every few seconds); one sweep at a time."""
+    rt = runtime()
+    if rt.store.acquire_lock("sweep", ttl_s=rt.settings.sweep.interval_s):
+        _publish(sweep(rt))
 
 
 def _publish_callback(stored: dict[str, Any], payload: dict[str, Any]) -> None:

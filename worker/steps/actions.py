@@ -17,6 +17,7 @@ DOWNLOAD_TASK = "imageq.download"
 CALLBACK_TASK = "imageq.callback"
 WEBHOOK_TASK = "imageq.webhook"
 BATCH_TASK = "imageq.batch_finished"
+SWEEP_TASK = "imageq.sweep"
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,109 @@
+"""The sweeper against a real Redis and the simulator, with the clock moved by hand: each kind
+of lost work is sent again, exactly what was lost, and re-sent work runs once."""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import time
+from typing import Any
+
+import pytest
+import redis
+
+from config import Settings
+from producers.jobs import build_job
+from worker.job import Delivery
+from worker.runtime import Runtime, build_runtime
+from worker.status import JobStatus
+from worker.steps.actions import (
+    ScheduleCallback,
+    SchedulePoll,
+    ScheduleWebhook,
+    Submit,
+)
+from worker.steps.poll import poll
+from worker.steps.submit import submit
+from worker.steps.sweep import sweep
+
+GRACE_S = 15.0
+
+
+@pytest.fixture
+def rt(settings_values: dict[str, Any]) -> Runtime:
+    """A runtime on databases of its own (no worker reads them), storage off."""
+    values = copy.deepcopy(settings_values)
+    server = values["redis"]["broker_url"].rsplit("/", 1)[0]
+    values["redis"] = {"broker_url": f"{server}/12", "store_url": f"{server}/13"}
+    values["storage"] = {"enabled": False}
+    values["sweep"] = {"grace_s": GRACE_S, "interval_s": 5}
+    settings = Settings(_env_file=None, **values)
+    redis.Redis.from_url(settings.redis.store_url).flushdb()
+    return build_runtime(settings)
+
+
+def at(rt: Runtime, when: float) -> Runtime:
+    return dataclasses.replace(rt, clock=lambda: when)
+
+
+def stored(rt: Runtime, prompt: str = "a castle sim:latency=30", **options: Any) -> str:
+    job = build_job(
+        rt.settings, prompt, aspect_ratio="1:1", resolution="1K", now=time.time(), **options
+    )
+    assert rt.store.create(job, due_at=time.time())
+    return job.job_id
+
+
+def test_job_never_queued_is_submitted(rt: Runtime) -> None:
+    """A producer died between storing and queueing: the sweeper sends the submit."""
+    job_id = stored(rt)
+    assert sweep(at(rt, time.time() + 1)) == []  # not overdue yet
+    assert sweep(at(rt, time.time() + GRACE_S + 1)) == [Submit(job_id, "interactive")]
+    assert sweep(at(rt, time.time() + GRACE_S + 2)) == []  # postponed: no resend storm
+
+
+def test_lost_poll_is_sent_again_once(rt: Runtime) -> None:
+    """A worker died holding a poll: the sweeper re-sends it with the current token, and of two
+    copies of it only one moves the job."""
+    job_id = stored(rt)
+    (first_poll,) = submit(rt, job_id)
+    assert isinstance(first_poll, SchedulePoll)
+    job = rt.store.get(job_id)
+    assert job.next_poll_at is not None
+    late = at(rt, job.next_poll_at + GRACE_S + 1)
+    assert sweep(late) == [SchedulePoll(job_id, 1, 0.0)]
+    assert len(poll(rt, job_id, 1)) == 1  # the re-sent poll runs
+    assert poll(rt, job_id, 1) == []  # the lost one turning up after all does nothing
+    assert rt.store.get(job_id).poll_count == 1
+
+
+def test_job_long_past_its_deadline_is_timed_out_and_notified(rt: Runtime) -> None:
+    """No poll got through until well after the deadline: the sweeper ends the job itself."""
+    job_id = stored(rt, callback={"task": "x", "args": [], "kwargs": {}, "options": {}})
+    submit(rt, job_id)
+    job = rt.store.get(job_id)
+    assert job.deadline_at is not None
+    actions = sweep(at(rt, job.deadline_at + GRACE_S + 1))
+    assert actions == [ScheduleCallback(job_id)]
+    assert rt.store.get(job_id).status is JobStatus.TIMED_OUT
+
+
+def test_pending_webhook_is_sent_again_and_settled_jobs_leave_the_index(rt: Runtime) -> None:
+    """A finished job whose webhook message was lost gets it re-sent; a settled job is dropped."""
+    job_id = stored(rt, webhook_url="http://127.0.0.1:9/hook")
+    submit(rt, job_id)
+    job = rt.store.get(job_id)
+    assert job.deadline_at is not None
+    late = job.deadline_at + GRACE_S + 1
+    sweep(at(rt, late))  # times it out; its webhook is now pending, and that message "lost"
+    assert rt.store.get(job_id).webhook_state == Delivery.PENDING
+    assert sweep(at(rt, late + 2 * GRACE_S + 1)) == [ScheduleWebhook(job_id, 1)]
+    rt.store.update(job_id, expect={}, changes={"webhook_state": Delivery.SENT})
+    assert sweep(at(rt, late + 4 * GRACE_S + 2)) == []
+    assert rt.store.due_jobs(before=late + 10 * GRACE_S, limit=10) == []
+
+
+def test_one_sweep_at_a_time(rt: Runtime) -> None:
+    """The sweep lock is taken by one caller per interval."""
+    assert rt.store.acquire_lock("sweep-test", ttl_s=5)
+    assert not rt.store.acquire_lock("sweep-test", ttl_s=5)

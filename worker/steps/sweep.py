@@ -1,0 +1,79 @@
+"""The sweeper: re-sends whatever work is overdue, so no job waits on a lost message.
+
+Messages get lost when a worker dies holding them (countdown messages are held in worker
+memory until due, and come back only after the broker's visibility timeout), when Redis
+restarts, or when a producer dies between storing a job and queueing it. The in-flight index
+says when each job's next piece of work is due; the sweeper takes the ones overdue by more
+than `sweep.grace_s` and sends that work again. Every step is a compare-and-set, so a message
+sent twice (the lost one may turn up after all) runs once: the sweeper may run beside the
+normal chain and beside other sweepers.
+"""
+
+from __future__ import annotations
+
+from worker.job import Delivery, Downloads, Job
+from worker.polling import Finish
+from worker.runtime import Runtime
+from worker.status import JobStatus
+from worker.steps.actions import (
+    Actions,
+    ScheduleCallback,
+    ScheduleDownload,
+    SchedulePoll,
+    ScheduleWebhook,
+    Submit,
+)
+from worker.steps.common import log
+from worker.steps.finish import finish
+
+
+def sweep(rt: Runtime) -> Actions:
+    """One pass over the overdue jobs; returns the work to send again."""
+    settings = rt.settings.sweep
+    now = rt.clock()
+    overdue = rt.store.due_jobs(before=now - settings.grace_s, limit=settings.batch_size)
+    actions: Actions = []
+    for job_id, job in zip(overdue, rt.store.get_many(overdue), strict=True):
+        if job is None:  # expired by its TTL: nothing to recover
+            rt.store.unindex(job_id)
+            continue
+        actions += recover(rt, job, now)
+    # Not due again before another grace period: a re-sent message has time to run.
+    rt.store.postpone(overdue, now + settings.grace_s)
+    if actions:
+        log.warning("sweeper re-sent %d piece(s) of overdue work", len(actions))
+    return actions
+
+
+def recover(rt: Runtime, job: Job, now: float) -> Actions:
+    """The work a job is waiting for, to send again (nothing if someone holds a lease on it)."""
+    grace_s = rt.settings.sweep.grace_s
+    if job.status is JobStatus.QUEUED:
+        if job.held or job.submit_lease_until > now:
+            return []
+        return [Submit(job.job_id, job.lane)]
+    if job.status is JobStatus.SUBMITTED:
+        assert job.deadline_at is not None
+        if now > job.deadline_at + grace_s:
+            # Long past its deadline: end it here rather than wait for a poll to get through.
+            timed_out = Finish(JobStatus.TIMED_OUT, error=_late("no result before the deadline"))
+            expect = {"status": JobStatus.SUBMITTED, "poll_token": job.poll_token}
+            return finish(rt, job, timed_out, expect=expect)
+        return [SchedulePoll(job.job_id, job.poll_token, 0.0)]
+    if job.downloads_state == Downloads.PENDING:
+        if job.download_lease_until > now:
+            return []
+        return [ScheduleDownload(job.job_id, job.download_attempts + 1)]
+    actions: Actions = []
+    callback_lost = job.callback_state == Delivery.SENDING and job.callback_lease_until <= now
+    if job.callback is not None and (job.callback_state == Delivery.PENDING or callback_lost):
+        actions.append(ScheduleCallback(job.job_id))
+    if job.webhook_state == Delivery.PENDING and job.webhook_lease_until <= now:
+        actions.append(ScheduleWebhook(job.job_id, len(job.webhook_attempts) + 1))
+    if job.is_settled:
+        rt.store.update(job.job_id, expect={}, changes={}, settled=True)
+    return actions
+
+
+def _late(message: str) -> dict[str, object]:
+    return {"type": "JobError", "message": message, "retryable": False}
