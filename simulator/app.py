@@ -34,6 +34,7 @@ def create_app(config: SimConfig) -> web.Application:
     app.router.add_get(r"/files/{task_id}/{n:\d+}.png", serve_file)
     app.router.add_get("/_sim/stats", stats)
     app.router.add_post("/_sim/reset", reset)
+    app.router.add_post("/_sim/faults", set_faults)
     return app
 
 
@@ -129,6 +130,22 @@ async def stats(request: web.Request) -> web.StreamResponse:
 async def reset(request: web.Request) -> web.StreamResponse:
     """`POST /_sim/reset`: forget everything."""
     request.app[SIM].reset()
+    return web.json_response({"ok": True})
+
+
+async def set_faults(request: web.Request) -> web.StreamResponse:
+    """`POST /_sim/faults` `{"rate_429": p, "rate_503": p, "rate_drop": p}`: an outage window."""
+    body = await _json_or_none(request)
+    if not isinstance(body, dict):
+        return web.json_response(status_error(400, "a JSON object is required"), status=400)
+    try:
+        request.app[SIM].set_fault_rates(
+            rate_429=float(body.get("rate_429", 0)),
+            rate_503=float(body.get("rate_503", 0)),
+            rate_drop=float(body.get("rate_drop", 0)),
+        )
+    except (TypeError, ValueError) as error:
+        return web.json_response(status_error(400, str(error)), status=400)
     return web.json_response({"ok": True})
 
 

@@ -110,6 +110,14 @@ class SimulatorServer:
         """Forget every task and counter, as `POST /_sim/reset` does."""
         self._call(lambda: self.app[SIM].reset())
 
+    def set_faults(self, *, rate_429: float = 0, rate_503: float = 0, rate_drop: float = 0) -> None:
+        """Change the global fault rates now, as `POST /_sim/faults` does (all 0: healthy)."""
+        self._call(
+            lambda: self.app[SIM].set_fault_rates(
+                rate_429=rate_429, rate_503=rate_503, rate_drop=rate_drop
+            )
+        )
+
     def _call(self, function: Callable[[], _T]) -> _T:
         # The state belongs to the server's event loop; touch it only from there.
         if self._loop is None:

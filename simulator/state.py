@@ -67,9 +67,29 @@ class SimState:
     queries_by_task_id: Counter[str] = field(default_factory=Counter)
     requests: int = 0
     rng: random.Random = field(init=False)
+    # The global fault rates now in force: the config's, until `set_fault_rates` changes them.
+    fault_rates: dict[Fault, float] = field(init=False)
 
     def __post_init__(self) -> None:
         self.rng = random.Random(self.config.seed)
+        self.fault_rates = {
+            Fault.RATE_LIMIT: self.config.fault_rate_429,
+            Fault.UNAVAILABLE: self.config.fault_rate_503,
+            Fault.DROP: self.config.fault_rate_drop,
+        }
+
+    def set_fault_rates(self, *, rate_429: float, rate_503: float, rate_drop: float) -> None:
+        """Change the global fault rates while running (for outage windows in tests)."""
+        for rate in (rate_429, rate_503, rate_drop):
+            if not 0 <= rate <= 1:
+                raise ValueError(f"a fault rate is between 0 and 1, got {rate}")
+        if rate_429 + rate_503 + rate_drop > 1:
+            raise ValueError("fault rates add up to more than 1")
+        self.fault_rates = {
+            Fault.RATE_LIMIT: rate_429,
+            Fault.UNAVAILABLE: rate_503,
+            Fault.DROP: rate_drop,
+        }
 
     def reset(self) -> None:
         """Forget every task and counter; the random source restarts from the seed."""
@@ -107,11 +127,9 @@ class SimState:
     def random_fault(self, *, may_drop: bool) -> Fault | None:
         """A fault drawn from the configured global rates, or None."""
         draw = self.rng.random()
-        for fault, rate in (
-            (Fault.RATE_LIMIT, self.config.fault_rate_429),
-            (Fault.UNAVAILABLE, self.config.fault_rate_503),
-            (Fault.DROP, self.config.fault_rate_drop if may_drop else 0.0),
-        ):
+        for fault, rate in self.fault_rates.items():
+            if fault is Fault.DROP and not may_drop:
+                continue
             if draw < rate:
                 return fault
             draw -= rate

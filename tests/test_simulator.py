@@ -651,3 +651,17 @@ def test_file_markers_404_then_serve_and_pad() -> None:
         decoded = Image.open(io.BytesIO(image.content))
         decoded.load()  # decodes every pixel: the padding chunk is skipped as it should be
         assert decoded.size == (1024, 1024)
+
+
+def test_fault_rates_change_while_running() -> None:
+    """set_faults opens an outage window (every request 503) and closes it again."""
+    with SimulatorServer(SimConfig(api_key=KEY, latency="fixed:0")) as sim:
+        headers = {"Authorization": f"Bearer {KEY}"}
+        body = {"model": "gpt_image_2_official", "params": {"prompt": "x"}, "out_task_id": "w"}
+        url = f"{sim.base_url}/api/openapi/submit"
+        sim.set_faults(rate_503=1.0)
+        assert requests.post(url, json=body, headers=headers, timeout=5).status_code == 503
+        sim.set_faults()
+        assert requests.post(url, json=body, headers=headers, timeout=5).status_code == 200
+        bad = requests.post(f"{sim.base_url}/_sim/faults", json={"rate_429": 2}, timeout=5)
+        assert bad.status_code == 400
