@@ -74,6 +74,16 @@ class WorkerProcess:
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
+    def kill(self) -> None:
+        """SIGKILL: the worker dies at once, holding whatever messages it had."""
+        if self._process is not None and self._process.poll() is None:
+            self._process.kill()
+            self._process.wait()
+
+    @property
+    def running(self) -> bool:
+        return self._process is not None and self._process.poll() is None
+
     def stop(self, *, timeout_s: float = 15.0) -> None:
         """Warm shutdown (SIGTERM), then SIGKILL if it does not end in time."""
         if self._process is None or self._process.poll() is not None:
