@@ -76,6 +76,9 @@ async def submit(request: web.Request) -> web.StreamResponse:
         # The platform says "no" inside an HTTP 200: clients must read the body's code.
         return web.json_response(code_error(400, SAFETY_MESSAGE))
     task = sim.find(out_task_id=submission.out_task_id) or sim.create(submission)
+    # Accepted: a task exists for it now (answered or not). More than one of these for an
+    # out_task_id means the client submitted a job the platform already had: paid twice.
+    sim.accepted_submits_by_out_task_id[submission.out_task_id] += 1
     if fault is Fault.DROP:
         return _drop_connection(request)
     return web.json_response(submit_body(task, sim.clock, sim.config.envelope))

@@ -64,6 +64,7 @@ class SimState:
     tasks: dict[str, Task] = field(default_factory=dict)
     task_ids_by_out_task_id: dict[str, str] = field(default_factory=dict)
     submits_by_out_task_id: Counter[str] = field(default_factory=Counter)
+    accepted_submits_by_out_task_id: Counter[str] = field(default_factory=Counter)
     queries_by_task_id: Counter[str] = field(default_factory=Counter)
     requests: int = 0
     rng: random.Random = field(init=False)
@@ -96,6 +97,7 @@ class SimState:
         self.tasks.clear()
         self.task_ids_by_out_task_id.clear()
         self.submits_by_out_task_id.clear()
+        self.accepted_submits_by_out_task_id.clear()
         self.queries_by_task_id.clear()
         self.requests = 0
         self.rng = random.Random(self.config.seed)
@@ -154,6 +156,7 @@ class SimState:
         }
         return {
             "submits_by_out_task_id": dict(self.submits_by_out_task_id),
+            "accepted_submits_by_out_task_id": dict(self.accepted_submits_by_out_task_id),
             "queries_by_task_id": dict(self.queries_by_task_id),
             "tasks": tasks,
             "requests": self.requests,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 import random
 import re
@@ -665,3 +666,23 @@ def test_fault_rates_change_while_running() -> None:
         assert requests.post(url, json=body, headers=headers, timeout=5).status_code == 200
         bad = requests.post(f"{sim.base_url}/_sim/faults", json={"rate_429": 2}, timeout=5)
         assert bad.status_code == 400
+
+
+def test_accepted_submits_count_only_submits_the_platform_took() -> None:
+    """A 503 then a retry: one accepted; a dropped answer then a blind retry: two (a double)."""
+    with SimulatorServer(SimConfig(api_key=KEY, latency="fixed:5")) as sim:
+        headers = {"Authorization": f"Bearer {KEY}"}
+        url = f"{sim.base_url}/api/openapi/submit"
+
+        def post(out_task_id: str, prompt: str) -> None:
+            body = {"model": "gpt_image_2_official", "params": {"prompt": prompt},
+                    "out_task_id": out_task_id}  # fmt: skip
+            with contextlib.suppress(requests.ConnectionError):
+                requests.post(url, json=body, headers=headers, timeout=5)
+
+        for _ in range(2):
+            post("after-503", "x sim:submit503=1")
+            post("after-drop", "x sim:submitdrop=1")
+        stats = sim.stats()
+        assert stats["submits_by_out_task_id"] == {"after-503": 2, "after-drop": 2}
+        assert stats["accepted_submits_by_out_task_id"] == {"after-503": 1, "after-drop": 2}
