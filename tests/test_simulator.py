@@ -519,6 +519,7 @@ def test_stats_and_reset(start_sim: StartSim) -> None:
     assert requests.post(f"{server.base_url}/_sim/reset", timeout=TIMEOUT).status_code == 200
     assert server.stats() == {
         "submits_by_out_task_id": {},
+        "accepted_submits_by_out_task_id": {},
         "queries_by_task_id": {},
         "tasks": {},
         "requests": 0,
