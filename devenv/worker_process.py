@@ -27,6 +27,8 @@ def settings_env(values: Mapping[str, Any], *, prefix: str = "IMAGEQ_") -> dict[
 class WorkerProcess:
     """`celery -A worker.app worker` in a child process, logging to a file."""
 
+    ready_marker = " ready."
+
     def __init__(
         self,
         env: Mapping[str, str],
@@ -46,21 +48,24 @@ class WorkerProcess:
         assert self._process is not None, "not started"
         return self._process.pid
 
-    def start(self, *, ready_timeout_s: float = 60.0) -> WorkerProcess:
-        """Start the worker and return once it says it is ready to consume."""
-        command = [
+    def command(self) -> list[str]:
+        return [
             sys.executable, "-m", "celery", "-A", "worker.app", "worker",
             "--loglevel=INFO", f"--hostname={self._name}@%h",
             "--without-gossip", "--without-mingle", "--without-heartbeat",
             *self._extra_args,
         ]  # fmt: skip
+
+    def start(self, *, ready_timeout_s: float = 60.0) -> WorkerProcess:
+        """Start the process and return once it says it is ready."""
+        command = self.command()
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         with self.log_path.open("ab") as log:
             self._process = subprocess.Popen(
                 command, env=self._env, stdout=log, stderr=subprocess.STDOUT
             )
         give_up = time.monotonic() + ready_timeout_s
-        while " ready." not in self.log():
+        while self.ready_marker not in self.log():
             if self._process.poll() is not None:
                 raise RuntimeError(f"worker exited at start:\n{self.log()[-3000:]}")
             if time.monotonic() > give_up:
@@ -100,3 +105,15 @@ class WorkerProcess:
 
     def __exit__(self, *_: object) -> None:
         self.stop()
+
+
+class BeatProcess(WorkerProcess):
+    """`celery -A worker.app beat`: the scheduler (scheduled runs and the sweeper)."""
+
+    ready_marker = "beat: Starting..."
+
+    def command(self) -> list[str]:
+        return [
+            sys.executable, "-m", "celery", "-A", "worker.app", "beat", "--loglevel=INFO",
+            *self._extra_args,
+        ]  # fmt: skip
