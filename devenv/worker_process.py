@@ -9,7 +9,7 @@ import sys
 import time
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 
 def settings_env(values: Mapping[str, Any], *, prefix: str = "IMAGEQ_") -> dict[str, str]:
@@ -56,7 +56,7 @@ class WorkerProcess:
             *self._extra_args,
         ]  # fmt: skip
 
-    def start(self, *, ready_timeout_s: float = 60.0) -> WorkerProcess:
+    def start(self, *, ready_timeout_s: float = 60.0) -> Self:
         """Start the process and return once it says it is ready."""
         command = self.command()
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
@@ -100,7 +100,7 @@ class WorkerProcess:
             self._process.kill()
             self._process.wait()
 
-    def __enter__(self) -> WorkerProcess:
+    def __enter__(self) -> Self:
         return self.start()
 
     def __exit__(self, *_: object) -> None:

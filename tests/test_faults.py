@@ -1,0 +1,151 @@
+"""Fault injection: each scenario runs 50 jobs on a cluster of real processes, breaks one part
+on purpose mid-run, and checks that every job still ended right, was accepted by the API once,
+and had its result delivered once. Recovery times go to var/fault-results.jsonl."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.cluster import Cluster, cluster
+from worker.job import Delivery
+from worker.status import JobStatus
+from worker.steps.actions import POLL_TASK
+
+pytestmark = [pytest.mark.e2e, pytest.mark.faults, pytest.mark.timeout(240)]
+N = 50
+SETTLE_S = 150
+
+
+def in_flight(parts: Cluster, job_ids: list[str]) -> None:
+    """Wait until every job is submitted and has been polled at least once."""
+    parts.wait(
+        job_ids,
+        lambda job: job.status is JobStatus.SUBMITTED and job.poll_count >= 1,
+        timeout_s=60,
+        what="polling",
+    )
+
+
+def test_worker_sigkill_mid_polling_then_restart(tmp_path: Path) -> None:
+    """SIGKILL loses every countdown the worker held; with the default sweep settings every
+    in-flight job polls again within 30 s."""
+    with cluster(tmp_path, sweep={"interval_s": 5, "grace_s": 15}, latency="uniform:8,14") as parts:
+        job_ids = parts.enqueue(N)
+        in_flight(parts, job_ids)
+        parts.workers["w0"].kill()
+        killed = time.monotonic()
+        parts.start_worker("w1")
+        parts.time_to_progress(job_ids, timeout_s=60)
+        recovery_s = time.monotonic() - killed
+        parts.settle(job_ids, timeout_s=SETTLE_S)
+        parts.check(job_ids)
+        parts.record("worker SIGKILL, restart", N, recovery_s=round(recovery_s, 1))
+        assert recovery_s <= 30
+
+
+def test_worker_sigterm_with_a_second_worker_taking_over(tmp_path: Path) -> None:
+    """A warm shutdown hands back what the worker held; the other worker carries on."""
+    with cluster(tmp_path, workers=2) as parts:
+        job_ids = parts.enqueue(N)
+        in_flight(parts, job_ids)
+        stopped = time.monotonic()
+        parts.workers["w0"].stop()
+        parts.time_to_progress(job_ids, timeout_s=60)
+        recovery_s = time.monotonic() - stopped
+        parts.settle(job_ids, timeout_s=SETTLE_S)
+        parts.check(job_ids)
+        parts.record("worker SIGTERM, second worker", N, recovery_s=round(recovery_s, 1))
+
+
+def test_redis_restarted_mid_run(tmp_path: Path) -> None:
+    """Redis goes down and comes back (AOF on): workers reconnect, the sweeper re-sends what
+    was lost, and every job finishes once."""
+    with cluster(tmp_path) as parts:
+        job_ids = parts.enqueue(N)
+        in_flight(parts, job_ids)
+        restarted = time.monotonic()
+        parts.restart_redis()
+        parts.time_to_progress(job_ids, timeout_s=90)
+        recovery_s = time.monotonic() - restarted
+        parts.settle(job_ids, timeout_s=SETTLE_S)
+        parts.check(job_ids)
+        parts.record("Redis restart (AOF)", N, recovery_s=round(recovery_s, 1))
+
+
+def test_broker_connections_dropped(tmp_path: Path) -> None:
+    """CLIENT KILL drops every connection to Redis mid-run; everyone reconnects."""
+    with cluster(tmp_path) as parts:
+        job_ids = parts.enqueue(N)
+        in_flight(parts, job_ids)
+        dropped = time.monotonic()
+        killed = parts.drop_connections()
+        assert killed > 0
+        parts.time_to_progress(job_ids, timeout_s=90)
+        recovery_s = time.monotonic() - dropped
+        parts.settle(job_ids, timeout_s=SETTLE_S)
+        parts.check(job_ids)
+        parts.record("CLIENT KILL", N, recovery_s=round(recovery_s, 1), killed=killed)
+
+
+def test_api_outage_429_5xx_and_drops(tmp_path: Path) -> None:
+    """For a while the API answers 429, 503 or nothing to a third of requests: every job
+    still finishes, none is submitted twice."""
+    with cluster(tmp_path) as parts:
+        parts.simulator.set_faults(rate_429=0.15, rate_503=0.15, rate_drop=0.1)
+        job_ids = parts.enqueue(N)
+        parts.wait(job_ids, lambda job: job.poll_count >= 2 or job.is_terminal,
+                   timeout_s=90, what="polled through the outage")  # fmt: skip
+        parts.simulator.set_faults()
+        parts.settle(job_ids, timeout_s=SETTLE_S)
+        parts.check(job_ids)
+        retried = sum(job.submit_attempts > 1 for job in parts.jobs(job_ids))
+        parts.record("API 429/5xx/drops", N, submits_retried=retried)
+        assert retried > 0  # the outage really hit the submits
+
+
+def test_ambiguous_submits_are_adopted_not_repeated(tmp_path: Path) -> None:
+    """Every submit's answer is lost after the API accepted it: each job is looked up and
+    adopted; the API accepts each job once."""
+    with cluster(tmp_path) as parts:
+        job_ids = parts.enqueue(N, prompt="a castle sim:submitdrop=1")
+        parts.settle(job_ids, timeout_s=SETTLE_S)
+        parts.check(job_ids)
+        assert {job.submit_attempts for job in parts.jobs(job_ids)} == {2}
+        parts.record("ambiguous submit", N)
+
+
+def test_webhook_receiver_down_for_a_while(tmp_path: Path) -> None:
+    """The receiver answers 503 for a while: deliveries are retried, each lands once."""
+    with cluster(tmp_path) as parts:
+        parts.receiver.down = True
+        job_ids = parts.enqueue(N)
+        parts.wait(job_ids, lambda job: len(job.webhook_attempts) >= 2,
+                   timeout_s=90, what="retrying their webhook")  # fmt: skip
+        parts.receiver.down = False
+        back = time.monotonic()
+        parts.settle(job_ids, timeout_s=SETTLE_S)
+        parts.check(job_ids)
+        assert all(job.webhook_state == Delivery.SENT for job in parts.jobs(job_ids))
+        parts.record(
+            "webhook receiver down", N, delivered_after_s=round(time.monotonic() - back, 1)
+        )
+
+
+def test_every_poll_message_delivered_twice(tmp_path: Path) -> None:
+    """A copy of each job's pending poll message is sent: no chain forks, one result each."""
+    with cluster(tmp_path) as parts:
+        job_ids = parts.enqueue(N)
+        in_flight(parts, job_ids)
+        for job in parts.jobs(job_ids):
+            if job.status is JobStatus.SUBMITTED:
+                parts.queue._app.send_task(POLL_TASK, args=[job.job_id, job.poll_token])
+        parts.settle(job_ids, timeout_s=SETTLE_S)
+        parts.check(job_ids)
+        queries = parts.simulator.stats()["queries_by_task_id"]
+        for job in parts.jobs(job_ids):
+            assert job.remote_task_id is not None
+            assert queries[job.remote_task_id] <= job.poll_count + 1  # one chain each
+        parts.record("poll message twice", N)
