@@ -137,6 +137,16 @@ class LimitSettings(BaseModel):
         return self
 
 
+class SweepSettings(BaseModel):
+    """The sweeper, which re-sends work that a lost worker or message left overdue."""
+
+    # How often the beat runs it; with grace_s this bounds recovery: a job whose message was
+    # lost resumes within grace_s + interval_s of when its work was due.
+    interval_s: float = Field(5.0, gt=0)
+    grace_s: float = Field(15.0, gt=0)
+    batch_size: int = Field(1000, ge=1)
+
+
 class WorkerSettings(BaseModel):
     """The Celery worker and its queues."""
 
@@ -153,6 +163,27 @@ class WorkerSettings(BaseModel):
     # A message fetched longer ago than this is handed out again, so it must stay well above
     # the longest countdown (countdown tasks are fetched at once and held until due).
     visibility_timeout_s: int = Field(600, gt=0)
+
+
+class ScheduleSettings(BaseModel):
+    """Scheduled bulk runs: the schedule file, where their manifests go, and the beat's lock."""
+
+    # A TOML file of [[run]] tables (see the README); unset or missing: nothing is scheduled.
+    file: str | None = None
+    manifest_dir: str = "var/manifests"
+    # The active beat renews a lock in Redis on every loop; a standby beat takes over once it
+    # has lapsed, so this must outlast a few loops.
+    lock_timeout_s: int = Field(30, gt=0)
+    loop_interval_s: float = Field(5.0, gt=0)
+
+    @model_validator(mode="after")
+    def _lock_outlasts_loops(self) -> ScheduleSettings:
+        if self.lock_timeout_s < 2 * self.loop_interval_s:
+            raise ValueError(
+                "schedule.lock_timeout_s must be at least twice schedule.loop_interval_s,"
+                " or the active beat loses its lock between two loops"
+            )
+        return self
 
 
 class Settings(BaseSettings):
@@ -172,7 +203,9 @@ class Settings(BaseSettings):
     webhook: WebhookSettings = WebhookSettings()
     storage: StorageSettings = StorageSettings()
     limits: LimitSettings = LimitSettings()
+    sweep: SweepSettings = SweepSettings()
     worker: WorkerSettings = WorkerSettings()
+    schedule: ScheduleSettings = ScheduleSettings()
 
     @model_validator(mode="after")
     def _visibility_above_countdowns(self) -> Settings:

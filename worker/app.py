@@ -19,6 +19,7 @@ from worker.steps.actions import (
     DOWNLOAD_TASK,
     POLL_TASK,
     SUBMIT_TASK,
+    SWEEP_TASK,
     WEBHOOK_TASK,
 )
 
@@ -42,6 +43,8 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "result_accept_content": ["json"],
         # Results live in the job store; Celery's own result backend is not used.
         "task_ignore_result": True,
+        # Nor expired: without this, beat would schedule a daily `celery.backend_cleanup`.
+        "result_expires": None,
         "task_acks_late": True,
         "task_reject_on_worker_lost": True,
         "worker_prefetch_multiplier": 1,
@@ -62,12 +65,30 @@ def celery_config(settings: Settings) -> dict[str, Any]:
             CALLBACK_TASK: {"queue": worker.notify_queue},
             WEBHOOK_TASK: {"queue": worker.notify_queue},
             BATCH_TASK: {"queue": worker.notify_queue},
+            SWEEP_TASK: {"queue": worker.poll_queue},
+        },
+        # Cron schedules are in UTC, as the schedule file says.
+        "timezone": "UTC",
+        "enable_utc": True,
+        # `celery -A worker.app beat`: celery-redbeat, the schedule file's runs as its entries
+        # (worker/beat.py). The schedule and a lock live in Redis, so a standby beat can wait
+        # beside the active one and take over once its lock lapses.
+        "beat_scheduler": "worker.beat:ScheduleFileScheduler",
+        "beat_max_loop_interval": settings.schedule.loop_interval_s,
+        "redbeat_redis_url": settings.redis.broker_url,
+        # Given explicitly, so redbeat does not fall back to the broker's transport options.
+        "redbeat_redis_options": {"socket_timeout": 10, "socket_connect_timeout": 5},
+        "redbeat_key_prefix": f"{settings.redis.key_prefix}:redbeat:",
+        "redbeat_lock_timeout": settings.schedule.lock_timeout_s,
+        # The sweeper re-sends work a lost worker or message left overdue (worker/steps/sweep.py).
+        "beat_schedule": {
+            "sweep": {"task": SWEEP_TASK, "schedule": settings.sweep.interval_s},
         },
     }
 
 
 def create_app(settings: Settings) -> Celery:
-    app = Celery("imageq", include=["worker.tasks"], set_as_current=False)
+    app = Celery("imageq", include=["worker.tasks", "worker.scheduled_tasks"], set_as_current=False)
     app.conf.update(celery_config(settings))
     return app
 

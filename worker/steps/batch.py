@@ -1,4 +1,5 @@
-"""A batch's own notifications, once its last job is terminal: callback and webhook.
+"""A batch's own notifications, once its last job is terminal: callback and webhook (and, for a
+scheduled run's batch, its manifest).
 
 Only the write that finished the batch's last job asks for this, so it runs once; it waits
 (a few short hops) for outputs still being saved, so the payload names where they went.
@@ -15,6 +16,7 @@ from worker.runtime import Runtime
 from worker.steps.actions import Actions, BatchFinished
 from worker.steps.callback import SendCallback
 from worker.steps.common import log
+from worker.steps.scheduled import SCHEDULED_NOTE, save_run_manifest
 from worker.webhooks import build_webhook
 
 _WAIT_ROUNDS = 60
@@ -30,6 +32,8 @@ def batch_finished(rt: Runtime, batch_id: str, round_: int, *, send: SendCallbac
     saving = any(job and job.downloads_state == Downloads.PENDING for job in jobs.values())
     if saving and round_ < _WAIT_ROUNDS:
         return [BatchFinished(batch_id, countdown_s=_WAIT_S, round=round_ + 1)]
+    if (scheduled := rt.store.read_batch_note(batch_id, SCHEDULED_NOTE)) is not None:
+        save_run_manifest(rt, batch_id, jobs, scheduled)
     payload = batch_payload(batch, jobs)
     if batch.callback is not None and rt.store.mark_batch(batch_id, "callback_sent"):
         send(batch.callback, payload)
