@@ -172,6 +172,13 @@ def worker(ctx: typer.Context) -> None:
     os.execv(sys.executable, command)  # noqa: S606 -- replacing this process is the point
 
 
+@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def scheduler(ctx: typer.Context) -> None:
+    """Run the beat (scheduled runs and the sweeper): `celery -A worker.app beat`."""
+    command = [sys.executable, "-m", "celery", "-A", "worker.app", "beat", *ctx.args]
+    os.execv(sys.executable, command)  # noqa: S606 -- replacing this process is the point
+
+
 @app.command()
 def demo() -> None:
     """Run the demo (the same as `make demo`)."""
