@@ -147,6 +147,16 @@ class SweepSettings(BaseModel):
     batch_size: int = Field(1000, ge=1)
 
 
+class ObservabilitySettings(BaseModel):
+    """Metrics and logs."""
+
+    # The worker serves Prometheus metrics on this port (0: off).
+    metrics_port: int = Field(9108, ge=0, le=65535)
+    # "json": one JSON object a line; "console": for people; "auto": console on a terminal.
+    log_format: Literal["auto", "json", "console"] = "auto"
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+
 class WorkerSettings(BaseModel):
     """The Celery worker and its queues."""
 
@@ -204,6 +214,7 @@ class Settings(BaseSettings):
     storage: StorageSettings = StorageSettings()
     limits: LimitSettings = LimitSettings()
     sweep: SweepSettings = SweepSettings()
+    observability: ObservabilitySettings = ObservabilitySettings()
     worker: WorkerSettings = WorkerSettings()
     schedule: ScheduleSettings = ScheduleSettings()
 

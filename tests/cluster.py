@@ -44,6 +44,7 @@ def base_settings(redis_url: str, api_url: str, *, sweep: dict[str, float]) -> d
             "allow_private_targets": True,
         },
         "sweep": sweep,
+        "observability": {"metrics_port": 0, "log_format": "json"},
         "worker": {"concurrency": 16, "max_countdown_s": 5},
         "schedule": {"loop_interval_s": 1, "lock_timeout_s": 5},
     }

@@ -18,7 +18,7 @@ import pytest
 import redis
 
 from config import Settings
-from devenv.redis_server import RedisServer
+from devenv.redis_server import RedisServer, free_port
 from devenv.webhook_receiver import WebhookReceiver
 from devenv.worker_process import WorkerProcess, settings_env
 from producers import ImageQueue
@@ -78,6 +78,7 @@ def settings_values(
             "url": str(tmp_path_factory.mktemp("images")),
             "max_bytes": 2_000_000,
         },
+        "observability": {"metrics_port": free_port(), "log_format": "json"},
         # Hops of 0.1 s: webhook retries 0.2 s apart take two hops each, so hopping is exercised.
         "worker": {"concurrency": 8, "max_countdown_s": 0.1},
     }

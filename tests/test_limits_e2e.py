@@ -32,6 +32,7 @@ def capped(
         server = values["redis"]["broker_url"].rsplit("/", 1)[0]
         values["redis"] = {"broker_url": f"{server}/8", "store_url": f"{server}/9"}
         values["api"]["base_url"] = sim.base_url
+        values["observability"] = {"metrics_port": 0}
         values["limits"] = {
             "max_in_flight": CAP,
             "interactive_reserve": RESERVE,

@@ -6,13 +6,23 @@ name through the same app, so they never import the tasks module.
 
 from __future__ import annotations
 
+import logging
 from typing import Any
+from urllib.parse import urlsplit
 
 from celery import Celery
-from celery.signals import worker_init, worker_process_init
+from celery.signals import (
+    setup_logging,
+    task_postrun,
+    task_prerun,
+    worker_init,
+    worker_process_init,
+)
 from kombu.entity import Queue
 
 from config import Settings, get_settings
+from worker.logs import bind_task, configure_logging, unbind
+from worker.metrics import serve_metrics
 from worker.steps.actions import (
     BATCH_TASK,
     CALLBACK_TASK,
@@ -87,20 +97,60 @@ def celery_config(settings: Settings) -> dict[str, Any]:
     }
 
 
+def secret_values(settings: Settings) -> list[str]:
+    """Every secret in the settings, as it could appear in text, for the log redactor."""
+    values = [secret.get_secret_value() for secret in settings.webhook.secrets]
+    values += [value.removeprefix("whsec_") for value in values]
+    if settings.api.key is not None:
+        values.append(settings.api.key.get_secret_value())
+    for url in (settings.redis.broker_url, settings.redis.store_url):
+        password = urlsplit(url).password
+        if password:
+            values.append(password)
+    return values
+
+
 def create_app(settings: Settings) -> Celery:
     app = Celery("imageq", include=["worker.tasks", "worker.scheduled_tasks"], set_as_current=False)
     app.conf.update(celery_config(settings))
     return app
 
 
+log = logging.getLogger(__name__)
 app = create_app(get_settings())
+
+
+@setup_logging.connect
+def _structured_logs(**_: Any) -> None:
+    # Connected, this signal tells Celery to leave logging to us: its lines and ours alike.
+    settings = get_settings()
+    configure_logging(settings.observability, secrets=secret_values(settings))
 
 
 @worker_init.connect
 def _refuse_to_start_without_a_key(**_: Any) -> None:
     # Without a key every submit would fail; better one clear error at start than many later.
-    if get_settings().api.key is None:
+    settings = get_settings()
+    if settings.api.key is None:
         raise SystemExit("imageq worker: set IMAGEQ_API__KEY (the aireiter API key) to start")
+    port = settings.observability.metrics_port
+    if port:
+        from worker.runtime import runtime
+
+        try:
+            serve_metrics(port, in_flight=lambda: runtime().store.in_flight_count())
+        except OSError as error:  # another worker on this host has the port
+            log.warning("metrics not served on port %d: %s", port, error.strerror)
+
+
+@task_prerun.connect
+def _bind_task_ids(task_id: str | None = None, task: Any = None, **_: Any) -> None:
+    bind_task(task_id, getattr(task, "name", None))
+
+
+@task_postrun.connect
+def _unbind_task_ids(**_: Any) -> None:
+    unbind()
 
 
 @worker_process_init.connect

@@ -17,6 +17,7 @@ from requests.adapters import HTTPAdapter
 
 from config import ApiSettings
 from worker.errors import ApiError, ApiUnavailable, TaskNotFound
+from worker.metrics import API_RATE_LIMITED, API_REQUESTS
 from worker.params import GenerationParams
 from worker.responses import RemoteTask, error_for_http, parse_task
 
@@ -53,15 +54,14 @@ class ApiClient:
             "params": params.to_api(reference_images_field=self._settings.reference_images_field),
             "out_task_id": out_task_id,
         }
-        return parse_task(self._request("POST", SUBMIT_PATH, json=body))
+        return parse_task(self._request("POST", SUBMIT_PATH, json=body, endpoint="submit"))
 
     def get_task(self, task_id: str) -> RemoteTask:
         """The task's state: `GET /v1/tasks/{id}`, or the POST query where that path is absent."""
         if not self._query_by_post:
             try:
-                return parse_task(
-                    self._request("GET", TASK_PATH.format(task_id=quote(task_id, safe="")))
-                )
+                path = TASK_PATH.format(task_id=quote(task_id, safe=""))
+                return parse_task(self._request("GET", path, endpoint="task"))
             except ApiError as error:
                 if error.http_status not in (404, 405):
                     raise
@@ -78,9 +78,9 @@ class ApiClient:
             return None
 
     def _query(self, body: dict[str, str]) -> RemoteTask:
-        return parse_task(self._request("POST", QUERY_PATH, json=body))
+        return parse_task(self._request("POST", QUERY_PATH, json=body, endpoint="query"))
 
-    def _request(self, method: str, path: str, *, json: Any = None) -> object:
+    def _request(self, method: str, path: str, *, endpoint: str, json: Any = None) -> object:
         try:
             response = self._session().request(
                 method,
@@ -92,9 +92,14 @@ class ApiClient:
         # `from None`: requests' exceptions hold the prepared request, headers and all, and a
         # chained traceback is one careless log call away from printing them.
         except requests.Timeout as error:
+            API_REQUESTS.labels(endpoint, "error").inc()
             raise ApiUnavailable(f"{method} {path}: timed out ({type(error).__name__})") from None
         except requests.RequestException as error:
+            API_REQUESTS.labels(endpoint, "error").inc()
             raise ApiUnavailable(f"{method} {path}: {type(error).__name__}") from None
+        API_REQUESTS.labels(endpoint, str(response.status_code)).inc()
+        if response.status_code == 429:
+            API_RATE_LIMITED.inc()
         if not 200 <= response.status_code < 300:
             raise error_for_http(response.status_code, response.text, response.headers)
         try:

@@ -272,6 +272,10 @@ class JobStore:
         if job_ids:
             self._redis.zadd(self.in_flight_key, dict.fromkeys(job_ids, until), xx=True)
 
+    def in_flight_count(self) -> int:
+        """Jobs with work left to do."""
+        return int(self._redis.zcard(self.in_flight_key))
+
     def slots_in_use(self) -> int:
         """API slots held now (expired ones not counted)."""
         return int(self._redis.zcount(self.slots_key, time.time(), "+inf"))

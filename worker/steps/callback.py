@@ -12,6 +12,7 @@ from collections.abc import Callable
 from typing import Any
 
 from worker.job import Delivery
+from worker.metrics import NOTIFICATION_LAG
 from worker.payload import completion_payload
 from worker.runtime import Runtime
 from worker.steps.actions import Actions
@@ -45,6 +46,8 @@ def callback(rt: Runtime, job_id: str, *, send: SendCallback) -> Actions:
     if not claimed:
         return []
     send(job.callback, completion_payload(job))
+    if job.finished_at is not None:
+        NOTIFICATION_LAG.labels("callback").observe(rt.clock() - job.finished_at)
     sending = {"callback_state": Delivery.SENDING}
     webhook_busy = job.webhook_state in (Delivery.PENDING, Delivery.SENDING)
     rt.store.update(

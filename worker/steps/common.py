@@ -6,6 +6,7 @@ import logging
 
 from worker.errors import JobNotFound
 from worker.job import Job
+from worker.logs import bind_job
 from worker.runtime import Runtime
 
 log = logging.getLogger("worker.steps")
@@ -14,7 +15,9 @@ log = logging.getLogger("worker.steps")
 def load(rt: Runtime, job_id: str) -> Job | None:
     """The job, or None (logged) if its record is gone: the message is then dropped."""
     try:
-        return rt.store.get(job_id)
+        job = rt.store.get(job_id)
     except JobNotFound:
         log.warning("job %s has no record (expired or never created); message dropped", job_id)
         return None
+    bind_job(job.job_id, remote_task_id=job.remote_task_id, batch_id=job.batch_id)
+    return job

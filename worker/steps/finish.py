@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from worker.job import Delivery, Downloads, Job
+from worker.metrics import JOBS_FINISHED, POLLS_PER_JOB, TIME_TO_COMPLETION
 from worker.polling import Finish
 from worker.runtime import Runtime
 from worker.status import JobStatus
@@ -35,6 +36,9 @@ def finish(
     if not write:
         return []
     log.info("job %s finished: %s", job.job_id, step.status)
+    JOBS_FINISHED.labels(str(step.status)).inc()
+    POLLS_PER_JOB.observe(changes.get("poll_count", job.poll_count))
+    TIME_TO_COMPLETION.observe(now - job.created_at)
     return after_finish(job, batch_complete=write.batch_complete, saving=saving)
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from worker.errors import ApiError
+from worker.metrics import POLLS
 from worker.polling import Finish, next_step
 from worker.responses import RemoteTask
 from worker.runtime import Runtime
@@ -20,6 +21,7 @@ def poll(rt: Runtime, job_id: str, token: int) -> Actions:
     assert job.deadline_at is not None
     remote: RemoteTask | None = None
     error: ApiError | None = None
+    POLLS.inc()
     try:
         remote = rt.client.get_task(job.remote_task_id)
     except ApiError as caught:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from worker.errors import ApiError
 from worker.job import Job
+from worker.metrics import JOBS_SUBMITTED
 from worker.polling import Finish, backoff_delay_s, first_poll_delay_s
 from worker.responses import RemoteTask
 from worker.runtime import Runtime
@@ -81,7 +82,10 @@ def _submitted(rt: Runtime, job: Job, attempt: int, remote: RemoteTask) -> Actio
         },
         due_at=now + delay,
     )
-    return [SchedulePoll(job.job_id, 1, delay)] if recorded else []
+    if not recorded:
+        return []
+    JOBS_SUBMITTED.inc()
+    return [SchedulePoll(job.job_id, 1, delay)]
 
 
 def _failed(rt: Runtime, job: Job, attempt: int, error: ApiError) -> Actions:

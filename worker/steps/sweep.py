@@ -12,6 +12,7 @@ normal chain and beside other sweepers.
 from __future__ import annotations
 
 from worker.job import Delivery, Downloads, Job
+from worker.metrics import SWEEPER_RESENT
 from worker.polling import Finish
 from worker.runtime import Runtime
 from worker.status import JobStatus
@@ -42,6 +43,7 @@ def sweep(rt: Runtime) -> Actions:
     rt.store.postpone(overdue, now + settings.grace_s)
     if actions:
         log.warning("sweeper re-sent %d piece(s) of overdue work", len(actions))
+        SWEEPER_RESENT.inc(len(actions))
     return actions
 
 

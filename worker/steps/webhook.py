@@ -14,6 +14,7 @@ from typing import Any
 from worker.delivery import Delivered, GiveUp, RetryIn, next_delivery
 from worker.errors import UnsafeTarget
 from worker.job import Delivery, Job
+from worker.metrics import DEAD_LETTERS, NOTIFICATION_LAG, WEBHOOK_ATTEMPTS
 from worker.payload import completion_payload
 from worker.runtime import Runtime
 from worker.steps.actions import Actions, ScheduleWebhook
@@ -93,7 +94,11 @@ def _record(rt: Runtime, job: Job, attempt: int, sent: DeliveryAttempt, *, final
     match outcome:
         case Delivered():
             changes.update(webhook_state=Delivery.SENT, webhook_next_at=None)
+            WEBHOOK_ATTEMPTS.labels("delivered").inc()
+            if job.finished_at is not None:
+                NOTIFICATION_LAG.labels("webhook").observe(now - job.finished_at)
         case RetryIn(delay_s):
+            WEBHOOK_ATTEMPTS.labels("failed").inc()
             changes["webhook_next_at"] = now + delay_s
             index = {"due_at": now + delay_s}
             hop_s = min(delay_s, rt.settings.worker.max_countdown_s)
@@ -102,6 +107,8 @@ def _record(rt: Runtime, job: Job, attempt: int, sent: DeliveryAttempt, *, final
             changes.update(webhook_state=Delivery.DEAD, webhook_next_at=None)
             dead_letter = {"reason": reason, "at": now, "attempts": len(attempts)}
             log.warning("webhook of job %s given up: %s", job.job_id, reason)
+            WEBHOOK_ATTEMPTS.labels("failed").inc()
+            DEAD_LETTERS.inc()
     recorded = rt.store.update(
         job.job_id,
         expect={"webhook_state": Delivery.PENDING, "webhook_attempts": job.webhook_attempts},
