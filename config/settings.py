@@ -45,6 +45,14 @@ class PollingSettings(BaseModel):
     interval_s: float = Field(4.0, gt=0)
     jitter_s: float = Field(1.0, ge=0)
     deadline_s: float = Field(180.0, gt=0)
+    # Adaptive first poll: at this percentile of recent generation times of the same quality
+    # and resolution, within [adaptive_min_s, adaptive_max_s], once there are enough samples.
+    adaptive: bool = True
+    adaptive_percentile: float = Field(10.0, gt=0, le=100)
+    adaptive_min_samples: int = Field(10, ge=1)
+    adaptive_window: int = Field(50, ge=1)
+    adaptive_min_s: float = Field(10.0, ge=0)
+    adaptive_max_s: float = Field(120.0, gt=0)
 
     @model_validator(mode="after")
     def _jitter_below_delays(self) -> PollingSettings:
@@ -53,8 +61,14 @@ class PollingSettings(BaseModel):
         return self
 
     @property
+    def max_retry_wait_s(self) -> float:
+        """The longest a poll waits on a Retry-After: a few intervals, the deadline rules."""
+        return 10 * self.interval_s
+
+    @property
     def longest_countdown_s(self) -> float:
-        return max(self.first_delay_s, self.interval_s) + self.jitter_s
+        first = max(self.first_delay_s, self.adaptive_max_s if self.adaptive else 0.0)
+        return max(first, self.interval_s) + self.jitter_s
 
 
 class RetrySettings(BaseModel):

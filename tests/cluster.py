@@ -35,7 +35,14 @@ def base_settings(redis_url: str, api_url: str, *, sweep: dict[str, float]) -> d
     return {
         "api": {"base_url": api_url, "key": API_KEY, "connect_timeout_s": 2, "read_timeout_s": 3},
         "redis": {"broker_url": f"{redis_url}/0", "store_url": f"{redis_url}/1"},
-        "polling": {"first_delay_s": 1, "interval_s": 1, "jitter_s": 0.2, "deadline_s": 90},
+        "polling": {
+            "first_delay_s": 1,
+            "interval_s": 1,
+            "jitter_s": 0.2,
+            "deadline_s": 90,
+            "adaptive_min_s": 1,
+            "adaptive_max_s": 10,
+        },
         "retry": {"base_delay_s": 0.2, "max_delay_s": 2},
         "webhook": {
             "secrets": SECRET,

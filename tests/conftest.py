@@ -64,6 +64,8 @@ def settings_values(
             "interval_s": 0.25,
             "jitter_s": 0.05,
             "deadline_s": DEADLINE_S,
+            "adaptive_min_s": 0.2,
+            "adaptive_max_s": 2,
         },
         "retry": {"base_delay_s": 0.1, "max_delay_s": 0.5},
         "webhook": {

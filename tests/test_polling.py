@@ -97,7 +97,7 @@ def test_retryable_error_polls_again_and_respects_retry_after() -> None:
     """A transient poll error is not the end; Retry-After stretches the wait."""
     assert step(error=ApiUnavailable("503")) == PollAgain(4.0)
     assert step(error=RateLimited("429", retry_after_s=9.0)) == PollAgain(9.0)
-    assert step(error=RateLimited("429", retry_after_s=900.0)) == PollAgain(180.0)
+    assert step(error=RateLimited("429", retry_after_s=900.0)) == PollAgain(40.0)  # 10 intervals
 
 
 def test_final_error_fails_the_job() -> None:

@@ -7,8 +7,9 @@ name through the same app, so they never import the tasks module.
 from __future__ import annotations
 
 import logging
+import ssl
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import parse_qs, urlsplit
 
 from celery import Celery
 from celery.signals import (
@@ -37,7 +38,7 @@ from worker.steps.actions import (
 def celery_config(settings: Settings) -> dict[str, Any]:
     """Celery settings derived from imageq's, as a plain mapping (tested on its own)."""
     worker = settings.worker
-    return {
+    return _tls(settings.redis.broker_url) | {
         "broker_url": settings.redis.broker_url,
         "broker_connection_retry_on_startup": True,
         "broker_transport_options": {
@@ -95,6 +96,15 @@ def celery_config(settings: Settings) -> dict[str, Any]:
             "sweep": {"task": SWEEP_TASK, "schedule": settings.sweep.interval_s},
         },
     }
+
+
+def _tls(broker_url: str) -> dict[str, Any]:
+    """A `rediss://` broker URL without `ssl_cert_reqs` verifies the server's certificate, as
+    redis-py does for the job store; kombu alone would fall back to not checking it."""
+    parts = urlsplit(broker_url)
+    if parts.scheme != "rediss" or "ssl_cert_reqs" in parse_qs(parts.query):
+        return {}
+    return {"broker_use_ssl": {"ssl_cert_reqs": ssl.CERT_REQUIRED}}
 
 
 def secret_values(settings: Settings) -> list[str]:

@@ -104,7 +104,7 @@ class ApiClient:
             raise error_for_http(response.status_code, response.text, response.headers)
         try:
             return response.json()
-        except ValueError:
+        except (ValueError, RecursionError):
             raise ApiUnavailable(
                 f"{method} {path}: HTTP {response.status_code} with a body that is not JSON",
                 http_status=response.status_code,

@@ -91,7 +91,11 @@ def validate_params(
     extra: Mapping[str, Any] | None = None,
 ) -> GenerationParams:
     """Check every field against the model's rules; raise `InvalidParams` on the first bad one."""
+    if extra is not None and not isinstance(extra, Mapping):
+        raise InvalidParams("extra_params", "must be an object of extra API params")
     extra = dict(extra or {})
+    if not all(isinstance(key, str) for key in extra):
+        raise InvalidParams("extra_params", "keys must be strings")
     clash = sorted(_OWN_FIELDS & extra.keys())
     if clash:
         raise InvalidParams(clash[0], "pass it as its own argument, not among extra params")

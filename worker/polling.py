@@ -6,11 +6,12 @@ and lives in the job record, so redeliveries and retries cannot stretch it.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from config import PollingSettings, RetrySettings
+from worker.adaptive import first_poll_base_s
 from worker.errors import ApiError
 from worker.responses import RemoteTask
 from worker.status import JobStatus, RemoteStatus
@@ -38,9 +39,12 @@ class Finish:
 Step = PollAgain | Finish
 
 
-def first_poll_delay_s(timing: PollingSettings, rand: Random) -> float:
-    """Delay from submit to the first poll: `first_delay_s` +/- jitter, never negative."""
-    return max(0.0, timing.first_delay_s + _jitter(timing.jitter_s, rand))
+def first_poll_delay_s(
+    timing: PollingSettings, rand: Random, *, samples: Sequence[float] = ()
+) -> float:
+    """Delay from submit to the first poll: `first_delay_s`, or the adaptive estimate from
+    recent generation times (`samples`) when there are enough, +/- jitter, never negative."""
+    return max(0.0, first_poll_base_s(samples, timing) + _jitter(timing.jitter_s, rand))
 
 
 def next_step(
@@ -75,7 +79,7 @@ def next_step(
         return Finish(JobStatus.TIMED_OUT, error=_error("no result before the deadline"))
     delay = timing.interval_s + _jitter(timing.jitter_s, rand)
     if error is not None and error.retry_after_s is not None:
-        delay = max(delay, error.retry_after_s)
+        delay = max(delay, min(error.retry_after_s, timing.max_retry_wait_s))
     return PollAgain(delay_s=max(0.0, min(delay, deadline - now)))
 
 

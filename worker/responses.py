@@ -7,6 +7,7 @@ Two envelopes are documented (`{"code", "data": [...]}` for gpt_image_2_official
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -26,6 +27,7 @@ from worker.status import RemoteStatus, remote_status
 
 _SAFETY_WORDS: Final = ("safety", "sensitive", "moderation", "violat", "unsafe", "policy")
 _MAX_MESSAGE_CHARS: Final = 500
+MAX_RETRY_AFTER_S: Final = 24 * 3600.0
 
 
 @dataclass(frozen=True)
@@ -38,6 +40,15 @@ class RemoteTask:
     out_task_id: str | None = None
     output_urls: tuple[str, ...] = ()
     error: str | None = None
+    created_at: float | None = None
+    completed_at: float | None = None
+
+    @property
+    def generation_s(self) -> float | None:
+        """How long the platform took, when it says when it started and finished."""
+        if self.created_at is None or self.completed_at is None:
+            return None
+        return max(0.0, self.completed_at - self.created_at)
 
 
 def parse_task(body: object) -> RemoteTask:
@@ -62,7 +73,25 @@ def parse_task(body: object) -> RemoteTask:
         out_task_id=out_task_id if isinstance(out_task_id, str) else None,
         output_urls=find_output_urls(data),
         error=_error_text(data),
+        created_at=parse_time(data.get("created_at")),
+        completed_at=parse_time(data.get("completed_at")),
     )
+
+
+def parse_time(value: object) -> float | None:
+    """An ISO 8601 time (`2025-12-18T10:13:41.000Z`) or epoch number as epoch seconds; None if
+    absent or unreadable (a missing time is never an error)."""
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return float(value)
+    if not isinstance(value, str) or not value:
+        return None
+    try:
+        moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return moment.timestamp()
 
 
 def raise_for_body_code(body: Mapping[str, Any]) -> None:
@@ -72,7 +101,7 @@ def raise_for_body_code(body: Mapping[str, Any]) -> None:
         return
     try:
         number = int(code)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         raise ApiUnavailable(f"the answer has an unreadable code {code!r}") from None
     message = _message(body)
     raise classify(number, message)(message or f"code {number}", http_status=200, code=number)
@@ -117,10 +146,7 @@ def error_for_http(
     http_status: int, text: str, headers: Mapping[str, str], *, now: datetime | None = None
 ) -> ApiError:
     """The error for a non-2xx answer, keeping the body's code and message."""
-    try:
-        body = json.loads(text)
-    except ValueError:
-        body = None
+    body = loads_or_none(text)
     if isinstance(body, Mapping):
         message = _message(body)
         code = body.get("code", body.get("statusCode"))
@@ -134,22 +160,33 @@ def error_for_http(
     )
 
 
+def loads_or_none(text: str) -> Any:
+    """Decoded JSON, or None for anything that is not JSON (nesting too deep included)."""
+    try:
+        return json.loads(text)
+    except (ValueError, RecursionError):
+        return None
+
+
 def parse_retry_after(value: str | None, *, now: datetime | None = None) -> float | None:
-    """`Retry-After` as seconds: either delta-seconds or an HTTP date."""
+    """`Retry-After` as seconds: either delta-seconds or an HTTP date, at most a day (a server
+    asking for more, or for `inf`, gets a day: a wait is never unbounded)."""
     if not value:
         return None
     value = value.strip()
     try:
-        return max(0.0, float(value))
+        seconds = float(value)
     except ValueError:
-        pass
-    try:
-        when = parsedate_to_datetime(value)
-    except (TypeError, ValueError):
+        try:
+            when = parsedate_to_datetime(value)
+        except (TypeError, ValueError, OverflowError):
+            return None
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=UTC)
+        seconds = (when - (now or datetime.now(UTC))).total_seconds()
+    if math.isnan(seconds):
         return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    return max(0.0, (when - (now or datetime.now(UTC))).total_seconds())
+    return min(max(0.0, seconds), MAX_RETRY_AFTER_S)
 
 
 def _url_of(item: object) -> str | None:

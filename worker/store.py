@@ -272,6 +272,22 @@ class JobStore:
         if job_ids:
             self._redis.zadd(self.in_flight_key, dict.fromkeys(job_ids, until), xx=True)
 
+    def generation_samples(self, quality: str, resolution: str) -> list[float]:
+        """Recent generation times (s) of jobs of this quality and resolution, newest first."""
+        key = f"{self._prefix}:generation_s:{quality}:{resolution}"
+        return [float(value) for value in self._redis.lrange(key, 0, -1)]
+
+    def add_generation_sample(
+        self, quality: str, resolution: str, seconds: float, *, window: int
+    ) -> None:
+        """Keep one more generation time, and only the `window` newest."""
+        key = f"{self._prefix}:generation_s:{quality}:{resolution}"
+        with self._redis.pipeline(transaction=False) as pipe:
+            pipe.lpush(key, f"{seconds:.3f}")
+            pipe.ltrim(key, 0, window - 1)
+            pipe.expire(key, self._ttl_s)
+            pipe.execute()
+
     def in_flight_count(self) -> int:
         """Jobs with work left to do."""
         return int(self._redis.zcard(self.in_flight_key))

@@ -78,8 +78,9 @@ def check_webhook_target(
     try:
         parts = urlsplit(url)
         host = parts.hostname
-    except ValueError as error:  # e.g. an unclosed "[" around an IPv6 host
-        raise UnsafeTarget(f"webhook_url is not a valid URL ({error})") from None
+    except ValueError:  # e.g. an unclosed "[" around an IPv6 host
+        # Not the parser's message: it quotes the netloc, credentials and all.
+        raise UnsafeTarget("webhook_url is not a valid URL") from None
     if parts.scheme not in _SCHEMES:
         raise UnsafeTarget(f"webhook_url scheme {parts.scheme!r} is not http or https")
     if not host:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from worker.errors import ApiError
+from worker.job import Job
 from worker.metrics import POLLS
 from worker.polling import Finish, next_step
 from worker.responses import RemoteTask
@@ -38,6 +39,8 @@ def poll(rt: Runtime, job_id: str, token: int) -> Actions:
     )
     expect = {"status": JobStatus.SUBMITTED, "poll_token": token}
     if isinstance(step, Finish):
+        if remote is not None and step.status is JobStatus.SUCCEEDED:
+            _learn_generation_time(rt, job, remote, now)
         return finish(rt, job, step, expect=expect, poll_count=job.poll_count + 1)
     due = now + step.delay_s
     moved = rt.store.update(
@@ -52,3 +55,15 @@ def poll(rt: Runtime, job_id: str, token: int) -> Actions:
         due_at=due,
     )
     return [SchedulePoll(job_id, token + 1, step.delay_s)] if moved else []
+
+
+def _learn_generation_time(rt: Runtime, job: Job, remote: RemoteTask, now: float) -> None:
+    """Keep how long this job took, for the adaptive first poll of the next ones like it: the
+    platform's own times when it gives them, else submit to now (an upper bound)."""
+    assert job.submitted_at is not None
+    seconds = remote.generation_s
+    if seconds is None:
+        seconds = now - job.submitted_at
+    params = job.generation_params
+    window = rt.settings.polling.adaptive_window
+    rt.store.add_generation_sample(params.quality, params.resolution, seconds, window=window)

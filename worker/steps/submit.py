@@ -65,7 +65,9 @@ def _slot(rt: Runtime, job: Job, *, expires_at: float) -> Slot | None:
 
 def _submitted(rt: Runtime, job: Job, attempt: int, remote: RemoteTask) -> Actions:
     now = rt.clock()
-    delay = first_poll_delay_s(rt.settings.polling, rt.rand)
+    params = job.generation_params
+    samples = rt.store.generation_samples(params.quality, params.resolution)
+    delay = first_poll_delay_s(rt.settings.polling, rt.rand, samples=samples)
     recorded = rt.store.update(
         job.job_id,
         expect={"status": JobStatus.QUEUED, "submit_attempts": attempt},
@@ -93,6 +95,9 @@ def _failed(rt: Runtime, job: Job, attempt: int, error: ApiError) -> Actions:
     expect = {"status": JobStatus.QUEUED, "submit_attempts": attempt}
     if error.retryable and attempt < rt.settings.retry.max_attempts:
         delay = max(backoff_delay_s(attempt, rt.settings.retry, rt.rand), error.retry_after_s or 0)
+        # A countdown longer than this would be held past the visibility timeout; asking again
+        # sooner than a huge Retry-After wants costs one more 429 at worst.
+        delay = min(delay, rt.settings.worker.max_countdown_s)
         released = rt.store.update(
             job.job_id,
             expect=expect,
