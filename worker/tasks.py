@@ -18,6 +18,8 @@ from worker.steps.actions import (
     SWEEP_TASK,
     WEBHOOK_TASK,
     Actions,
+    ScheduleCallback,
+    ScheduleWebhook,
     message,
 )
 from worker.steps.batch import batch_finished
@@ -87,7 +89,16 @@ def _publish_callback(stored: dict[str, Any], payload: dict[str, Any]) -> None:
 
 
 def _publish(actions: Actions) -> None:
-    queues = runtime().settings.worker
+    """Send each follow-up as a task message, except the first notification attempts: those run
+    here, in the task that finished the job (one task fewer per job, and no queue wait before
+    the result goes out); only a failed webhook is handed to the retrying webhook task."""
+    rt = runtime()
     for action in actions:
-        name, args, options = message(action, queues)
-        app.send_task(name, args=args, **options)
+        match action:
+            case ScheduleCallback(job_id):
+                _publish(callback(rt, job_id, send=_publish_callback))
+            case ScheduleWebhook(job_id, attempt, countdown_s) if attempt == 1 and not countdown_s:
+                _publish(webhook(rt, job_id, attempt))
+            case _:
+                name, args, options = message(action, rt.settings.worker)
+                app.send_task(name, args=args, **options)

@@ -16,6 +16,7 @@ from config import get_settings
 from producers.api import ImageQueue
 from producers.cli.bulk import bulk
 from producers.cli.exits import Exit, exit_for
+from producers.cli.ops import report, top
 from producers.cli.views import batch_json, batch_table, is_finished, job_json, job_table
 from producers.cli.webhooks import webhooks
 from worker.errors import ImageqError, InvalidParams, JobNotFound, WaitTimeout
@@ -28,6 +29,8 @@ app = typer.Typer(
 )
 app.add_typer(webhooks, name="webhooks")
 app.command()(bulk)
+app.command()(top)
+app.command()(report)
 out = Console()
 err = Console(stderr=True)
 
