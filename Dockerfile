@@ -1,15 +1,41 @@
-# One image for the worker, the producers' CLI and the API simulator.
-FROM python:3.11-slim
+# One image for every imageq process: the worker (the default command), the scheduler (beat),
+# Flower, the producers' CLI and the API simulator; docker-compose.yml picks the command.
+# Patch release and Debian release pinned, so a rebuild gets the same base (bump them together).
+FROM python:3.11.13-slim-bookworm
 
-ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1
+ENV PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1
 RUN useradd --create-home --uid 10001 imageq
 WORKDIR /app
+
+# Exact versions of every dependency (and of the build backend), so the image runs what the
+# tests ran; its own layer, rebuilt only when a pin changes. The header says how to regenerate.
+COPY requirements.lock ./
+RUN pip install --no-cache-dir -r requirements.lock
+
 COPY pyproject.toml README.md ./
 COPY config ./config
 COPY worker ./worker
 COPY producers ./producers
 COPY simulator ./simulator
 COPY devenv ./devenv
-RUN pip install --no-cache-dir .
+# --no-deps: everything came from the lock above; --no-build-isolation: built with its setuptools.
+RUN pip install --no-cache-dir --no-deps --no-build-isolation . \
+    && mkdir -p /app/var \
+    && chown imageq:imageq /app/var
+
+# The code stays root's and read-only; the process writes only under /app/var (manifests,
+# saved images), where docker-compose.yml mounts a volume.
 USER imageq
+
+# Prometheus metrics of the worker (IMAGEQ_OBSERVABILITY__METRICS_PORT).
+EXPOSE 9108
+
+# The worker's healthcheck: broker, job store, API key and a worker answering a ping, each
+# bounded by --timeout and run side by side. Other services override it in docker-compose.yml.
+HEALTHCHECK --interval=30s --timeout=20s --start-period=30s --retries=3 \
+    CMD ["python", "-m", "producers.health", "--json", "--timeout", "5"]
+
 CMD ["celery", "-A", "worker.app", "worker", "--loglevel=INFO"]

@@ -16,6 +16,7 @@ from config import get_settings
 from producers.api import ImageQueue
 from producers.cli.bulk import bulk
 from producers.cli.exits import Exit, exit_for
+from producers.cli.health import health_command
 from producers.cli.ops import report, top
 from producers.cli.views import batch_json, batch_table, is_finished, job_json, job_table
 from producers.cli.webhooks import webhooks
@@ -31,6 +32,7 @@ app.add_typer(webhooks, name="webhooks")
 app.command()(bulk)
 app.command()(top)
 app.command()(report)
+app.command("health")(health_command)
 out = Console()
 err = Console(stderr=True)
 

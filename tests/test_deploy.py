@@ -1,0 +1,254 @@
+"""The deployment files, checked statically (no Docker engine here): docker-compose.yml, the
+Dockerfile, requirements.lock and the Prometheus scrape config."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import tomllib
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
+from pydantic import BaseModel
+
+from config import Settings
+
+ROOT = Path(__file__).parent.parent
+IMAGEQ_VARIABLE = re.compile(r"\bIMAGEQ_[A-Z0-9_]+\b")
+METRICS_PORT = Settings.model_fields["observability"].default.metrics_port
+
+
+def load_yaml(name: str) -> dict[str, Any]:
+    loaded = yaml.safe_load((ROOT / name).read_text())
+    assert isinstance(loaded, dict)
+    return loaded
+
+
+@pytest.fixture(scope="module")
+def compose() -> dict[str, Any]:
+    return load_yaml("docker-compose.yml")
+
+
+@pytest.fixture(scope="module")
+def services(compose: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    found: dict[str, dict[str, Any]] = compose["services"]
+    return found
+
+
+def setting_variables() -> set[str]:
+    """IMAGEQ_GROUP__NAME for every field of every group of `config.Settings`."""
+    names = set()
+    for group_name, group in Settings.model_fields.items():
+        model = group.annotation
+        if isinstance(model, type) and issubclass(model, BaseModel):
+            names |= {f"IMAGEQ_{group_name}__{name}".upper() for name in model.model_fields}
+        else:
+            names.add(f"IMAGEQ_{group_name}".upper())
+    return names
+
+
+def environment(service: dict[str, Any]) -> dict[str, str]:
+    """A service's `environment`, in either of compose's forms (mapping or KEY=VALUE list)."""
+    env = service.get("environment") or {}
+    if isinstance(env, list):
+        return dict(item.partition("=")[::2] for item in env)
+    return {str(key): str(value) for key, value in env.items()}
+
+
+def strings(node: object) -> Iterator[str]:
+    """Every string in a parsed YAML document, keys and values."""
+    if isinstance(node, str):
+        yield node
+    elif isinstance(node, dict):
+        for key, value in node.items():
+            yield from strings(key)
+            yield from strings(value)
+    elif isinstance(node, list):
+        for item in node:
+            yield from strings(item)
+
+
+def dockerfile_instructions() -> list[tuple[str, str]]:
+    """(INSTRUCTION, arguments) pairs, continuation lines joined and comments dropped."""
+    text = (ROOT / "Dockerfile").read_text()
+    lines = [line for line in text.splitlines() if not line.lstrip().startswith("#")]
+    joined = re.sub(r"\\\n", " ", "\n".join(lines))
+    pairs = []
+    for line in joined.splitlines():
+        if line.strip():
+            instruction, _, arguments = line.strip().partition(" ")
+            pairs.append((instruction.upper(), " ".join(arguments.split())))
+    return pairs
+
+
+def test_required_services(services: dict[str, dict[str, Any]]) -> None:
+    """Redis, workers, the scheduler, Flower, the simulator and Prometheus are all declared."""
+    assert {"redis", "worker", "scheduler", "flower", "simulator", "prometheus"} <= set(services)
+
+
+def test_redis_is_durable_and_never_evicts(services: dict[str, dict[str, Any]]) -> None:
+    """AOF on, noeviction, a healthcheck and a volume for its data."""
+    redis = services["redis"]
+    command = " ".join(redis["command"])
+    assert "--appendonly yes" in command
+    assert "--maxmemory-policy noeviction" in command
+    assert "ping" in " ".join(redis["healthcheck"]["test"])
+    assert any(str(volume).endswith(":/data") for volume in redis["volumes"])
+
+
+def test_worker_scales_and_checks_its_health(services: dict[str, dict[str, Any]]) -> None:
+    """No container_name (so --scale works), the health command as healthcheck, restarts."""
+    worker = services["worker"]
+    assert "container_name" not in worker
+    assert "ports" not in worker, "a published port would clash between replicas"
+    assert "producers.health" in " ".join(worker["healthcheck"]["test"])
+    assert worker["restart"] == "unless-stopped"
+    assert worker["command"][:4] == ["celery", "-A", "worker.app", "worker"]
+    assert worker["depends_on"]["redis"]["condition"] == "service_healthy"
+
+
+def test_scheduler_and_flower_commands(services: dict[str, dict[str, Any]]) -> None:
+    """The scheduler is the Redis-backed beat; Flower serves on 5555."""
+    assert services["scheduler"]["command"][:4] == ["celery", "-A", "worker.app", "beat"]
+    assert services["flower"]["command"] == [
+        "celery", "-A", "worker.app", "flower", "--port=5555",
+    ]  # fmt: skip
+
+
+def test_every_service_of_the_image_has_its_own_healthcheck(
+    services: dict[str, dict[str, Any]],
+) -> None:
+    """The image's healthcheck is the worker's; every other service of the image sets its own."""
+    for name, service in services.items():
+        if service.get("image") == "imageq:latest":
+            assert "healthcheck" in service, name
+
+
+def test_profiles(services: dict[str, dict[str, Any]]) -> None:
+    """The simulator runs only with --profile demo, Prometheus only with monitoring."""
+    assert services["simulator"]["profiles"] == ["demo"]
+    assert services["prometheus"]["profiles"] == ["monitoring"]
+    always = ("redis", "worker", "scheduler", "flower")
+    assert all("profiles" not in services[name] for name in always)
+
+
+def test_demo_defaults_reach_the_simulator_without_a_key(
+    services: dict[str, dict[str, Any]],
+) -> None:
+    """With no .env the workers' API URL and key default to the demo simulator's."""
+    env = environment(services["worker"])
+    assert env["IMAGEQ_API__BASE_URL"] == "${IMAGEQ_API__BASE_URL:-http://simulator:8080}"
+    assert env["IMAGEQ_API__KEY"] == "${IMAGEQ_API__KEY:-sk-simulator}"
+    command = services["simulator"]["command"]
+    assert command[command.index("--api-key") + 1] == "sk-simulator"
+    assert command[command.index("--port") + 1] == "8080"
+
+
+def test_every_variable_set_is_a_real_setting(compose: dict[str, Any]) -> None:
+    """Each IMAGEQ_* set in an environment, or read in a ${...}, is a field of Settings."""
+    known = setting_variables()
+    used = set()
+    for service in compose["services"].values():
+        used |= {key for key in environment(service) if key.startswith("IMAGEQ_")}
+    for text in strings(compose):
+        used |= set(IMAGEQ_VARIABLE.findall(text))
+    assert used, "the compose file sets no IMAGEQ_ variable at all"
+    assert used <= known, sorted(used - known)
+
+
+def test_dockerfile_is_slim_pinned_and_not_root() -> None:
+    """A slim Python base pinned to a release, installs from the lock, runs as a named user."""
+    instructions = dockerfile_instructions()
+    bases = [arguments for instruction, arguments in instructions if instruction == "FROM"]
+    assert len(bases) == 1
+    assert re.fullmatch(r"python:3\.11\.\d+-slim(-[a-z]+)?", bases[0]), bases[0]
+    users = [arguments for instruction, arguments in instructions if instruction == "USER"]
+    assert users, "no USER: the image would run as root"
+    assert users[-1] not in ("root", "0")
+    last_user = max(i for i, (instruction, _) in enumerate(instructions) if instruction == "USER")
+    runs = [i for i, (instruction, _) in enumerate(instructions) if instruction == "RUN"]
+    assert max(runs) < last_user, "a RUN after the last USER would run as that user"
+    run_text = " ".join(args for instruction, args in instructions if instruction == "RUN")
+    assert "pip install --no-cache-dir -r requirements.lock" in run_text
+    assert "--no-deps" in run_text
+    assert ("EXPOSE", str(METRICS_PORT)) in instructions
+    assert any(instruction == "HEALTHCHECK" for instruction, _ in instructions)
+
+
+def locked_versions() -> dict[str, str]:
+    """Normalised name -> exact version, from requirements.lock; every entry must be `==`."""
+    pins: dict[str, str] = {}
+    for line in (ROOT / "requirements.lock").read_text().splitlines():
+        line = line.split("#", 1)[0].strip()
+        if not line:
+            continue
+        requirement = Requirement(line)
+        (specifier,) = requirement.specifier
+        assert specifier.operator == "==", line
+        pins[canonicalize_name(requirement.name)] = specifier.version
+    return pins
+
+
+def test_lock_pins_every_runtime_dependency() -> None:
+    """Each [project] dependency (and the ops extra the image installs) is pinned ==, to a
+    version pyproject allows."""
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    pins = locked_versions()
+    declared = [*project["dependencies"], *project["optional-dependencies"]["ops"]]
+    for line in declared:
+        requirement = Requirement(line)
+        name = canonicalize_name(requirement.name)
+        assert name in pins, f"{requirement.name} is not in requirements.lock"
+        assert requirement.specifier.contains(pins[name], prereleases=True), (
+            f"requirements.lock pins {name}=={pins[name]}, pyproject wants {requirement.specifier}"
+        )
+        for extra in requirement.extras:  # celery[redis] needs redis itself in the lock
+            assert canonicalize_name(extra) in pins, f"{line}: {extra} is not in the lock"
+
+
+def test_prometheus_scrapes_every_worker_on_the_metrics_port() -> None:
+    """The scrape config parses and discovers the worker replicas on the metrics port."""
+    config = load_yaml("deploy/prometheus.yml")
+    worker_jobs = [
+        sd
+        for job in config["scrape_configs"]
+        for sd in job.get("dns_sd_configs", [])
+        if "worker" in sd["names"]
+    ]
+    assert worker_jobs, "no scrape job discovers the worker service"
+    assert all(sd["port"] == METRICS_PORT for sd in worker_jobs)
+
+
+def test_compose_mounts_the_prometheus_config(services: dict[str, dict[str, Any]]) -> None:
+    """The file the test above checks is the one Prometheus reads."""
+    volumes = services["prometheus"]["volumes"]
+    assert "./deploy/prometheus.yml:/etc/prometheus/prometheus.yml:ro" in volumes
+
+
+def compose_plugin_works() -> bool:
+    if shutil.which("docker") is None:
+        return False
+    result = subprocess.run(
+        ["docker", "compose", "version"], capture_output=True, check=False, timeout=30
+    )
+    return result.returncode == 0
+
+
+@pytest.mark.skipif(
+    not compose_plugin_works(),
+    reason="`docker compose` is not available here (no docker CLI or no compose plugin)",
+)
+def test_docker_compose_config_accepts_the_file() -> None:
+    """`docker compose config -q` validates the file (it needs no engine), every profile on."""
+    result = subprocess.run(
+        ["docker", "compose", "-f", "docker-compose.yml",
+         "--profile", "demo", "--profile", "monitoring", "config", "-q"],
+        cwd=ROOT, capture_output=True, text=True, check=False, timeout=60,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
