@@ -172,8 +172,10 @@ def cancel(id_: Annotated[str, typer.Argument(metavar="JOB_ID|BATCH_ID")]) -> No
 
 @app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
 def worker(ctx: typer.Context) -> None:
-    """Run a worker: `celery -A worker.app worker` with any extra arguments."""
-    command = [sys.executable, "-m", "celery", "-A", "worker.app", "worker", *ctx.args]
+    """Run a worker: `celery -A worker.app worker`, lean (no gossip, mingle or heartbeat: imageq
+    uses none of them), with any extra arguments."""
+    lean = ["--without-gossip", "--without-mingle", "--without-heartbeat"]
+    command = [sys.executable, "-m", "celery", "-A", "worker.app", "worker", *lean, *ctx.args]
     os.execv(sys.executable, command)  # noqa: S606 -- replacing this process is the point
 
 
