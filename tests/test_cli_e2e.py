@@ -198,7 +198,8 @@ def test_watch_json_follows_a_job_to_its_end(
     worker: WorkerProcess, cli_env: dict[str, str], queue: ImageQueue
 ) -> None:
     """watch --json prints a line per change and exits 0 when the job succeeds."""
-    job_id = queue.enqueue("a castle sim:latency=1", aspect_ratio="1:1", resolution="1K")
+    # Long enough to outlast the command's own start-up on a busy machine.
+    job_id = queue.enqueue("a castle sim:latency=5", aspect_ratio="1:1", resolution="1K")
     result = imageq(cli_env, "watch", job_id, "--json", "--interval", "0.1")
     assert result.returncode == 0, result.stderr
     states = [json.loads(line)["status"] for line in result.stdout.splitlines()]

@@ -1,0 +1,258 @@
+"""The report: medians per N and design, ratios imageq/naive, the issue's targets, a plot."""
+
+from __future__ import annotations
+
+import importlib
+import math
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any, Final
+
+from bench.metrics import median_of, median_ratio, ratio
+
+Result = Mapping[str, Any]
+
+# (key, label, format) of each row of the per-N tables.
+ROWS: Final = (
+    ("completed", "jobs completed (succeeded)", "{:.0f}"),
+    ("notified_once", "jobs notified exactly once", "{:.0f}"),
+    ("notifications_max", "most notifications of one job", "{:.0f}"),
+    ("lag_p50_s", "notification lag p50 (s)", "{:.2f}"),
+    ("lag_p99_s", "notification lag p99 (s)", "{:.2f}"),
+    ("polls_per_job", "polls per job (simulator's count)", "{:.2f}"),
+    ("submits_per_job", "accepted submits per job (simulator's count)", "{:.2f}"),
+    ("submits_max", "most accepted submits of one job", "{:.0f}"),
+    ("cpu_s_per_job", "worker CPU-seconds per job", "{:.4f}"),
+    ("idle_cpu_ms_per_s", "worker CPU when idle, all processes (ms per s)", "{:.0f}"),
+    ("rss_peak_mb", "worker peak RSS, all processes (MB)", "{:.1f}"),
+    ("rss_growth_kb_per_job", "worker RSS growth per in-flight job (KB)", "{:.2f}"),
+    ("redis_kb_per_job", "Redis memory per in-flight job (KB)", "{:.2f}"),
+    ("peak_poll_rate", "peak poll rate (polls/s, 2 s windows)", "{:.0f}"),
+    ("submit_s", "time to hand over the N jobs (s)", "{:.1f}"),
+    ("all_notified_s", "hand-over to last notification (s)", "{:.1f}"),
+    ("machine_busy_pct", "machine CPU busy in the round (% of all cores)", "{:.0f}"),
+)
+PLOTTED: Final = (("lag_p99_s", "notification lag p99 (s)"), ("cpu_s_per_job", "CPU-s per job"))
+
+
+def by_design(results: Sequence[Result], n: int) -> dict[str, list[Result]]:
+    """Rounds at N, per design, in repetition order."""
+    rounds: dict[str, list[Result]] = {}
+    for result in sorted(results, key=lambda r: r["rep"]):
+        if result["n"] == n:
+            rounds.setdefault(result["design"], []).append(result)
+    return rounds
+
+
+def pairs(results: Sequence[Result], n: int) -> list[tuple[Result, Result]]:
+    """(imageq, naive) rounds of the same repetition at N."""
+    rounds = by_design(results, n)
+    naive = {r["rep"]: r for r in rounds.get("naive", [])}
+    return [(r, naive[r["rep"]]) for r in rounds.get("imageq", []) if r["rep"] in naive]
+
+
+def ns_of(results: Sequence[Result]) -> list[int]:
+    return sorted({int(r["n"]) for r in results})
+
+
+def ratios(results: Sequence[Result]) -> dict[int, dict[str, float]]:
+    """Per N, per metric: the median of the per-repetition ratios imageq/naive."""
+    return {
+        n: {key: median_ratio(pairs(results, n), key) for key, _, _ in ROWS} for n in ns_of(results)
+    }
+
+
+def marginal(results: Sequence[Result], design: str, key: str, n: int) -> float:
+    """The growth per job between the next smaller N run and N, in KB: fixed costs (threads,
+    connections, lazy imports) cancel out. `key` is a per-job growth figure (KB per job)."""
+    smaller = [m for m in ns_of(results) if m < n]
+    if not smaller:
+        return math.nan
+    low = max(smaller)
+    total = {m: median_of(by_design(results, m).get(design, []), key) * m for m in (low, n)}
+    return (total[n] - total[low]) / (n - low)
+
+
+MARGINAL: Final = (
+    ("rss_growth_kb_per_job", "worker RSS growth per job, marginal from the next smaller N (KB)"),
+    ("redis_kb_per_job", "Redis memory per job, marginal from the next smaller N (KB)"),
+)
+
+
+def _cell(value: float, form: str) -> str:
+    return "-" if math.isnan(value) else form.format(value)
+
+
+def table(results: Sequence[Result], n: int) -> list[str]:
+    rounds = by_design(results, n)
+    reps = {design: len(found) for design, found in rounds.items()}
+    ratio_at = ratios(results)[n]
+    lines = [
+        f"### N = {n:,} in flight ({', '.join(f'{d}: {k} run(s)' for d, k in reps.items())})",
+        "",
+        "| metric | imageq | naive | ratio imageq/naive |",
+        "|---|---:|---:|---:|",
+    ]
+    for key, label, form in ROWS:
+        imageq = median_of(rounds.get("imageq", []), key)
+        naive = median_of(rounds.get("naive", []), key)
+        lines.append(
+            f"| {label} | {_cell(imageq, form)} | {_cell(naive, form)} |"
+            f" {_cell(ratio_at[key], '{:.2f}')} |"
+        )
+    for key, label in MARGINAL:
+        imageq, naive = (marginal(results, design, key, n) for design in ("imageq", "naive"))
+        if not math.isnan(imageq):  # NaN at the smallest N
+            lines.append(
+                f"| {label} | {imageq:.2f} | {_cell(naive, '{:.2f}')} |"
+                f" {_cell(ratio(imageq, naive), '{:.2f}')} |"
+            )
+    return [*lines, ""]
+
+
+def targets(results: Sequence[Result], meta: Mapping[str, Any], n: int = 1000) -> list[str]:
+    """The issue's targets at N = 1000, checked against this run's medians."""
+    rounds = by_design(results, n).get("imageq", [])
+    if not rounds:
+        return [f"N = {n:,} was not part of this run: no target is checked.", ""]
+    every_once = all(r["notified_once"] == n and r["completed"] == n for r in rounds)
+    lag = median_of(rounds, "lag_p99_s")
+    bound = meta["lag_target_s"]
+    cpu = ratios(results)[n]["cpu_s_per_job"]
+    rss = median_of(rounds, "rss_growth_kb_per_job")
+    memory = median_of(rounds, "redis_kb_per_job")
+    rss_marginal = marginal(results, "imageq", "rss_growth_kb_per_job", n)
+    memory_marginal = marginal(results, "imageq", "redis_kb_per_job", n)
+    checks = [
+        ("every job completed and notified exactly once, in every run", "yes" if every_once
+         else "no", every_once),
+        (f"notification lag p99 ≤ interval + jitter = {bound:.2f} s", f"{lag:.2f} s", lag <= bound),
+        ("worker CPU-seconds per job ≤ 1.0 x naive", f"{cpu:.2f} x", cpu <= 1.0),
+        ("worker RSS growth ≤ 10 KB per job in flight: (peak - idle) / N", f"{rss:.2f} KB",
+         rss <= 10),
+        ("... the same, marginal from the next smaller N", f"{rss_marginal:.2f} KB",
+         rss_marginal <= 10),
+        ("Redis ≤ 3 KB per job in flight: (peak - idle) / N", f"{memory:.2f} KB", memory <= 3),
+        ("... the same, marginal from the next smaller N", f"{memory_marginal:.2f} KB",
+         memory_marginal <= 3),
+    ]  # fmt: skip
+    lines = [f"At N = {n:,} in flight, {meta['processes']} imageq worker processes "
+             f"({len(rounds)} run(s), medians):", "",
+             "| target | measured | met |", "|---|---:|:---:|"]  # fmt: skip
+    lines += [
+        f"| {what} | {value} | {'✅' if ok else '❌'} |"
+        for what, value, ok in checks
+        if not value.startswith("nan")  # a marginal figure needs a smaller N in the run
+    ]
+    return [*lines, ""]
+
+
+def capacity(results: Sequence[Result], meta: Mapping[str, Any]) -> list[str]:
+    """Where imageq's lag p99 leaves the bound, per worker process, at the production cadence."""
+    bound, processes = meta["lag_target_s"], meta["processes"]
+    # Polls per second per job grow as the schedule shrinks: N jobs in flight at a schedule
+    # `speedup` times faster load the workers as `speedup` x N would at production's.
+    speedup = meta["production_interval_s"] / meta["interval_s"]
+    per_process = {n: n / processes * speedup for n in ns_of(results)}
+    lag = {n: median_of(by_design(results, n).get("imageq", []), "lag_p99_s") for n in per_process}
+    within = [n for n in per_process if lag[n] <= bound]
+    beyond = [n for n in per_process if not lag[n] <= bound]
+    lines = ["| N | production-equivalent in flight per process | lag p99 (s) | within bound |",
+             "|---:|---:|---:|:---:|"]  # fmt: skip
+    lines += [
+        f"| {n:,} | {per_process[n]:,.0f} | {lag[n]:.2f} | {'✅' if n in within else '❌'} |"
+        for n in per_process
+    ]
+    top = ns_of(results)[-1]
+    rate = median_of(by_design(results, top).get("imageq", []), "peak_poll_rate") / processes
+    production_interval = meta["production_interval_s"]
+    lines += ["", _capacity_sentence(within, beyond, per_process), ""]
+    if top in beyond:
+        lines += [
+            f"Saturated at N = {top:,}, each process answered at most {rate:.0f} polls/s; at the "
+            f"production cadence of one poll per {production_interval:g} s that is "
+            f"≈ {rate * production_interval:,.0f} jobs in flight per process before polls queue "
+            "(an upper estimate: lag p99 reaches the bound somewhat before that).",
+            "",
+        ]
+    return lines
+
+
+def _capacity_sentence(
+    within: Sequence[int], beyond: Sequence[int], per_process: Mapping[int, float]
+) -> str:
+    if within and not beyond:
+        return (
+            f"Lag p99 stayed within the bound at every N run, up to {per_process[max(within)]:,.0f}"
+            " production-equivalent jobs in flight per worker process: capacity is at least that."
+        )
+    if not within:
+        return (
+            f"Lag p99 exceeded the bound at every N run, from {per_process[min(beyond)]:,.0f}"
+            " production-equivalent jobs in flight per worker process: capacity is below that."
+        )
+    low = max(within)
+    higher = [n for n in beyond if n > low]
+    if not higher:  # beyond only below a point within: noise, not a threshold
+        return (
+            f"Lag p99 was within the bound up to N = {low:,} but beyond it at N = "
+            f"{', '.join(f'{n:,}' for n in beyond)}: not monotone, rerun with more repetitions."
+        )
+    high = min(higher)
+    return (
+        "In-flight capacity per worker process at which lag p99 stays within the bound: between "
+        f"{per_process[low]:,.0f} (N = {low:,}, within) and {per_process[high]:,.0f} "
+        f"(N = {high:,}, beyond) production-equivalent jobs."
+    )
+
+
+def write_report(
+    path: Path, results: Sequence[Result], meta: Mapping[str, Any], notes: Sequence[str]
+) -> None:
+    """The Markdown report: run facts, targets, capacity, a table per N, method notes."""
+    lines = ["# imageq benchmark: imageq against the naive sleeping design", ""]
+    lines += [f"- {key}: {value}" for key, value in meta["facts"].items()]
+    lines += ["", "## Targets (issue)", "", *targets(results, meta)]
+    lines += ["## Lag against load, and the in-flight capacity per worker process", ""]
+    lines += capacity(results, meta)
+    lines += [
+        "## Results per N",
+        "",
+        "Medians over runs; each ratio is the median of the per-run ratios (both designs of a run",
+        "get the same jobs and completion times).",
+        "",
+    ]
+    for n in ns_of(results):
+        lines += table(results, n)
+    lines += ["## How it was measured", "", *notes, ""]
+    path.write_text("\n".join(lines))
+
+
+def write_plot(path: Path, results: Sequence[Result], meta: Mapping[str, Any]) -> None:
+    """Lag p99 and CPU-s per job against N, both designs: runs as dots, medians as lines."""
+    # matplotlib is an optional extra (`bench`); imported when drawing, so the type check and
+    # the test install need not have it.
+    matplotlib = importlib.import_module("matplotlib")
+    matplotlib.use("Agg")
+    pyplot = importlib.import_module("matplotlib.pyplot")
+    figure, axes = pyplot.subplots(1, 2, figsize=(11, 4.2))
+    ns = ns_of(results)
+    for axis, (key, label) in zip(axes, PLOTTED, strict=True):
+        for design, colour in (("imageq", "tab:blue"), ("naive", "tab:orange")):
+            runs = [(r["n"], r[key]) for r in results if r["design"] == design]
+            axis.scatter(*zip(*runs, strict=True), color=colour, alpha=0.35, s=14)
+            medians = [median_of(by_design(results, n).get(design, []), key) for n in ns]
+            axis.plot(ns, medians, marker="o", color=colour, label=design)
+        if key == "lag_p99_s":
+            axis.axhline(meta["lag_target_s"], color="grey", linestyle="--", label="bound")
+        axis.set_xscale("log")
+        axis.set_xticks(ns, [f"{n:,}" for n in ns])
+        axis.set_xlabel("jobs in flight (N)")
+        axis.set_ylabel(label)
+        axis.set_ylim(bottom=0)
+        axis.grid(alpha=0.3)
+        axis.legend()
+    figure.suptitle(f"imageq vs naive, {meta['processes']} worker processes each; {meta['title']}")
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    pyplot.close(figure)

@@ -1,0 +1,41 @@
+"""The benchmark's smoke version (`python -m bench.run --smoke`): N = 20, one run of each design,
+completion times of 1-3 s, so the whole pipeline is checked in well under a minute."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+N = 20
+
+
+@pytest.mark.e2e
+def test_bench_smoke_completes_both_designs_and_writes_the_report(tmp_path: Path) -> None:
+    """Both designs complete every job, notify each once, submit each once; report and plot
+    are written."""
+    for module in ("gevent", "matplotlib"):
+        pytest.importorskip(module, reason="the benchmark's extra: pip install -e '.[bench]'")
+    done = subprocess.run(
+        [sys.executable, "-m", "bench.run", "--smoke", "--out", str(tmp_path)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=110,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    results = json.loads((tmp_path / "results.json").read_text())["results"]
+    assert sorted(result["design"] for result in results) == ["imageq", "naive"]
+    for result in results:
+        assert result["completed"] == N, result
+        assert result["notified_once"] == N, result
+        assert result["notifications_max"] == 1, result
+        assert result["submits_per_job"] == 1.0, result
+        assert result["submits_max"] == 1, result
+    assert (tmp_path / "report.md").read_text().startswith("# imageq benchmark")
+    assert (tmp_path / "plot.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
