@@ -80,7 +80,11 @@ def settings_values(
             "url": str(tmp_path_factory.mktemp("images")),
             "max_bytes": 2_000_000,
         },
-        "observability": {"metrics_port": free_port(), "log_format": "json"},
+        "observability": {
+            "metrics_port": free_port(),
+            "log_format": "json",
+            "log_task_lines": True,  # some tests wait on Celery's "succeeded" lines
+        },
         # Hops of 0.1 s: webhook retries 0.2 s apart take two hops each, so hopping is exercised.
         "worker": {"concurrency": 8, "max_countdown_s": 0.1},
     }

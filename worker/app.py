@@ -57,6 +57,8 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         # Nor expired: without this, beat would schedule a daily `celery.backend_cleanup`.
         "result_expires": None,
         "task_acks_late": True,
+        # No rate limits are used: skip Celery's per-task check.
+        "worker_disable_rate_limits": True,
         "task_reject_on_worker_lost": True,
         "worker_prefetch_multiplier": 1,
         "worker_pool": worker.pool,
