@@ -198,10 +198,24 @@ def test_watch_json_follows_a_job_to_its_end(
     worker: WorkerProcess, cli_env: dict[str, str], queue: ImageQueue
 ) -> None:
     """watch --json prints a line per change and exits 0 when the job succeeds."""
-    # Long enough to outlast the command's own start-up on a busy machine.
-    job_id = queue.enqueue("a castle sim:latency=5", aspect_ratio="1:1", resolution="1K")
-    result = imageq(cli_env, "watch", job_id, "--json", "--interval", "0.1")
-    assert result.returncode == 0, result.stderr
-    states = [json.loads(line)["status"] for line in result.stdout.splitlines()]
+    # Held until the watch is up, so the test does not race the command's start-up.
+    report = queue.enqueue_many(
+        [{"prompt": "a castle", "aspect_ratio": "1:1", "resolution": "1K"}], hold=True
+    )
+    (job_id,) = report.jobs.values()
+    watch = subprocess.Popen(
+        [sys.executable, "-m", "producers.cli", "watch", job_id, "--json", "--interval", "0.1"],
+        env=cli_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert watch.stdout is not None
+        first = json.loads(watch.stdout.readline())
+        assert first["status"] == "queued"
+        assert queue.release(job_id)
+        rest, errors = watch.communicate(timeout=60)
+    finally:
+        watch.kill()
+    assert watch.returncode == 0, errors
+    states = [first["status"]] + [json.loads(line)["status"] for line in rest.splitlines()]
+    assert states[0] == "queued"
     assert states[-1] == "succeeded"
-    assert len(states) >= 2
