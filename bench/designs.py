@@ -159,14 +159,16 @@ class Imageq:
 
     name = "imageq"
 
-    def __init__(self, *, concurrency: int, loglevel: str) -> None:
+    def __init__(self, *, concurrency: int, loglevel: str, polling_mode: str) -> None:
         self._concurrency = concurrency
         self._loglevel = loglevel
+        self._polling_mode = polling_mode
         self._queue: ImageQueue | None = None
         self._webhook_url = ""
 
     def start(self, parts: Round) -> list[WorkerProcess]:
         values = imageq_values(parts, concurrency=self._concurrency)
+        values["polling"]["mode"] = self._polling_mode
         settings = Settings(_env_file=None, **copy.deepcopy(values))
         self._queue = ImageQueue(settings)
         self._webhook_url = parts.webhook_url
@@ -262,10 +264,12 @@ def _pythonpath() -> str:
 DESIGNS: Final = ("imageq", "naive")
 
 
-def make_design(name: str, *, concurrency: int, loglevel: str) -> Design:
+def make_design(
+    name: str, *, concurrency: int, loglevel: str, polling_mode: str = "countdown"
+) -> Design:
     """A fresh design object by name; `concurrency` is imageq's threads per process."""
     if name == "imageq":
-        return Imageq(concurrency=concurrency, loglevel=loglevel)
+        return Imageq(concurrency=concurrency, loglevel=loglevel, polling_mode=polling_mode)
     if name == "naive":
         return Naive(loglevel=loglevel)
     raise ValueError(f"unknown design {name!r}: expected one of {', '.join(DESIGNS)}")

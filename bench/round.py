@@ -62,6 +62,7 @@ class RoundPlan:
     concurrency: int
     loglevel: str
     log_dir: Path
+    polling_mode: str = "countdown"
 
 
 def run_round(plan: RoundPlan) -> dict[str, Any]:
@@ -75,7 +76,12 @@ def run_round(plan: RoundPlan) -> dict[str, Any]:
         )  # fmt: skip
         stack.callback(_stop, simulator)
         receiver = stack.enter_context(ArrivalReceiver())
-        design = make_design(plan.design, concurrency=plan.concurrency, loglevel=plan.loglevel)
+        design = make_design(
+            plan.design,
+            concurrency=plan.concurrency,
+            loglevel=plan.loglevel,
+            polling_mode=plan.polling_mode,
+        )
         stack.callback(design.close)
         parts = Round(
             redis_url=server.url().rsplit("/", 1)[0],

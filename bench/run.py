@@ -63,6 +63,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     add("--request-delay", default="fixed:0.05", help="the simulator's delay before each answer")
     add("--processes", type=int, default=2, help="worker processes of each design")
     add("--concurrency", type=int, default=32, help="imageq's threads per worker process")
+    add("--polling-mode", choices=("countdown", "poller"), default="countdown",
+        help="imageq's polling.mode")  # fmt: skip
     add("--loglevel", default="INFO", help="workers' log level (INFO, as the README runs them)")
     add("--designs", default=",".join(DESIGNS), help="designs to run")
     add("--seed", type=int, default=1)
@@ -121,6 +123,7 @@ def plan(args: argparse.Namespace, log_dir: Path) -> list[RoundPlan]:
                         concurrency=args.concurrency,
                         loglevel=args.loglevel,
                         log_dir=log_dir,
+                        polling_mode=args.polling_mode,
                     )
                 )
     return rounds
@@ -199,7 +202,7 @@ def describe(
         f"{timing.interval_s:g} s ± {timing.jitter_s:g} s, deadline {timing.deadline_s:g} s",
         "simulator": f"request delay {args.request_delay}, canonical status words",
         "imageq": f"{args.processes} x `celery -A worker.app worker`, threads x "
-        f"{args.concurrency}, log level {args.loglevel}, no beat",
+        f"{args.concurrency}, log level {args.loglevel}, polling mode {args.polling_mode}, no beat",
         "naive": f"{args.processes} x `celery -A bench.naive worker -P gevent -c N`, "
         f"log level {args.loglevel}",
         "imageq polling settings": ", ".join(

@@ -53,6 +53,12 @@ class PollingSettings(BaseModel):
     adaptive_window: int = Field(50, ge=1)
     adaptive_min_s: float = Field(10.0, ge=0)
     adaptive_max_s: float = Field(120.0, gt=0)
+    # "countdown": each poll is a Celery message with a countdown (the classic chain).
+    # "poller": a thread in each worker takes due polls from the poll schedule in Redis and
+    # runs them on a small thread pool, without a Celery message per poll.
+    mode: Literal["countdown", "poller"] = "countdown"
+    poller_tick_s: float = Field(0.25, gt=0)
+    poller_threads: int = Field(16, ge=1)
 
     @model_validator(mode="after")
     def _jitter_below_delays(self) -> PollingSettings:

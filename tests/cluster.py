@@ -31,7 +31,9 @@ SECRET = "whsec_ZmF1bHQtaW5qZWN0aW9uLXdlYmhvb2stc2VjcmV0"
 RESULTS = Path("var/fault-results.jsonl")
 
 
-def base_settings(redis_url: str, api_url: str, *, sweep: dict[str, float]) -> dict[str, Any]:
+def base_settings(
+    redis_url: str, api_url: str, *, sweep: dict[str, float], polling_mode: str = "countdown"
+) -> dict[str, Any]:
     return {
         "api": {"base_url": api_url, "key": API_KEY, "connect_timeout_s": 2, "read_timeout_s": 3},
         "redis": {"broker_url": f"{redis_url}/0", "store_url": f"{redis_url}/1"},
@@ -42,6 +44,7 @@ def base_settings(redis_url: str, api_url: str, *, sweep: dict[str, float]) -> d
             "deadline_s": 90,
             "adaptive_min_s": 1,
             "adaptive_max_s": 10,
+            "mode": polling_mode,
         },
         "retry": {"base_delay_s": 0.2, "max_delay_s": 2},
         "webhook": {
@@ -172,6 +175,7 @@ def cluster(
     beat: bool = True,
     sweep: dict[str, float] | None = None,
     latency: str = "uniform:4,8",
+    polling_mode: str = "countdown",
 ) -> Iterator[Cluster]:
     """Start everything (Redis with AOF on a fixed directory, so it can be restarted), and stop
     everything at the end, whatever happened."""
@@ -183,6 +187,7 @@ def cluster(
             server.url().rsplit("/", 1)[0],
             sim.base_url,
             sweep=sweep or {"interval_s": 1, "grace_s": 3},
+            polling_mode=polling_mode,
         )
         settings = Settings(_env_file=None, **copy.deepcopy(values))
         parts = Cluster(root, server, sim, receiver, values, ImageQueue(settings))

@@ -149,3 +149,20 @@ def test_every_poll_message_delivered_twice(tmp_path: Path) -> None:
             assert job.remote_task_id is not None
             assert queries[job.remote_task_id] <= job.poll_count + 1  # one chain each
         parts.record("poll message twice", N)
+
+
+def test_poller_mode_worker_sigkill_then_restart(tmp_path: Path) -> None:
+    """With the poller (no message per poll), a killed worker's claimed polls lapse and are
+    taken again: every job still ends once, submitted once, notified once."""
+    with cluster(tmp_path, polling_mode="poller", latency="uniform:8,14") as parts:
+        job_ids = parts.enqueue(N)
+        in_flight(parts, job_ids)
+        parts.workers["w0"].kill()
+        killed = time.monotonic()
+        parts.start_worker("w1")
+        parts.time_to_progress(job_ids, timeout_s=60)
+        recovery_s = time.monotonic() - killed
+        parts.settle(job_ids, timeout_s=SETTLE_S)
+        parts.check(job_ids)
+        parts.record("poller mode: worker SIGKILL, restart", N, recovery_s=round(recovery_s, 1))
+        assert recovery_s <= 30

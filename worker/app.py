@@ -18,6 +18,8 @@ from celery.signals import (
     task_prerun,
     worker_init,
     worker_process_init,
+    worker_ready,
+    worker_shutdown,
 )
 from kombu.entity import Queue
 
@@ -153,6 +155,27 @@ def _refuse_to_start_without_a_key(**_: Any) -> None:
             serve_metrics(port, in_flight=lambda: runtime().store.in_flight_count())
         except OSError as error:  # another worker on this host has the port
             log.warning("metrics not served on port %d: %s", port, error.strerror)
+
+
+_poller: Any = None
+
+
+@worker_ready.connect
+def _start_poller(**_: Any) -> None:
+    global _poller
+    if get_settings().polling.mode == "poller":
+        from worker.poller import Poller
+        from worker.runtime import runtime
+        from worker.tasks import publish_actions
+
+        _poller = Poller(runtime(), publish_actions)
+        _poller.start()
+
+
+@worker_shutdown.connect
+def _stop_poller(**_: Any) -> None:
+    if _poller is not None:
+        _poller.stop()
 
 
 @task_prerun.connect

@@ -88,10 +88,34 @@ if #flat > 0 then redis.call('HSET', job, unpack(flat)) end
 redis.call('EXPIRE', job, a.ttl)
 if a.due_at then redis.call('ZADD', KEYS[2], a.due_at, a.job_id) end
 if a.settled then redis.call('ZREM', KEYS[2], a.job_id) end
+-- The poll schedule follows the job's next_poll_at (null: no more polls).
+if a.set.next_poll_at then
+  local at = cjson.decode(a.set.next_poll_at)
+  if at == cjson.null then
+    redis.call('ZREM', KEYS[5], a.job_id)
+  else
+    redis.call('ZADD', KEYS[5], at, a.job_id)
+  end
+end
 if a.free_slot then redis.call('ZREM', KEYS[4], a.job_id) end
 if a.dead_letter then redis.call('HSET', KEYS[3], a.job_id, a.dead_letter) end
 if a.revive then redis.call('HDEL', KEYS[3], a.job_id) end
 return result
+"""
+_CLAIM_POLLS: Final = """
+local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, ARGV[2])
+local out = {}
+for _, id in ipairs(ids) do
+  local token = redis.call('HGET', ARGV[4] .. ':job:' .. id, 'poll_token')
+  if token then
+    redis.call('ZADD', KEYS[1], ARGV[3], id)
+    out[#out + 1] = id
+    out[#out + 1] = token
+  else
+    redis.call('ZREM', KEYS[1], id)
+  end
+end
+return out
 """
 _TERMINAL: Final = {str(status): True for status in TERMINAL_JOB_STATUSES}
 
@@ -126,6 +150,7 @@ class JobStore:
         self._prefix = prefix
         self._ttl_s = ttl_s
         self._write = client.register_script(_WRITE)
+        self._claim = client.register_script(_CLAIM_POLLS)
 
     def __repr__(self) -> str:
         return f"JobStore(prefix={self._prefix!r})"
@@ -141,6 +166,20 @@ class JobStore:
     @property
     def slots_key(self) -> str:
         return f"{self._prefix}:api_slots"
+
+    @property
+    def poll_schedule_key(self) -> str:
+        return f"{self._prefix}:poll_schedule"
+
+    def claim_due_polls(self, *, now: float, limit: int, lease_s: float) -> list[tuple[str, int]]:
+        """Take up to `limit` polls due by `now` (job id, poll token), oldest first; each is due
+        again after `lease_s` unless its poll moves it first, so a poller lost mid-poll only
+        delays it, and no two pollers take the same one."""
+        raw = self._claim(
+            keys=[self.poll_schedule_key],
+            args=[now, limit, now + lease_s, self._prefix],
+        )
+        return [(_text(raw[i]), int(raw[i + 1])) for i in range(0, len(raw), 2)]
 
     def key(self, job_id: str) -> str:
         return f"{self._prefix}:job:{job_id}"
@@ -316,7 +355,13 @@ class JobStore:
             "create": create,
             **(extra or {}),
         }
-        keys = [self.key(job_id), self.in_flight_key, self.dead_letters_key, self.slots_key]
+        keys = [
+            self.key(job_id),
+            self.in_flight_key,
+            self.dead_letters_key,
+            self.slots_key,
+            self.poll_schedule_key,
+        ]
         result = int(self._write(keys=keys, args=[json.dumps(args)]))
         if result == -1:
             raise JobNotFound(job_id)

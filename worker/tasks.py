@@ -19,6 +19,7 @@ from worker.steps.actions import (
     WEBHOOK_TASK,
     Actions,
     ScheduleCallback,
+    SchedulePoll,
     ScheduleWebhook,
     message,
 )
@@ -88,13 +89,21 @@ def _publish_callback(stored: dict[str, Any], payload: dict[str, Any]) -> None:
     signature(stored, app=app).apply_async(args=(payload,))
 
 
+def publish_actions(actions: Actions) -> None:
+    """Carry out a step's follow-up actions (for code outside a task, such as the poller)."""
+    _publish(actions)
+
+
 def _publish(actions: Actions) -> None:
     """Send each follow-up as a task message, except the first notification attempts: those run
     here, in the task that finished the job (one task fewer per job, and no queue wait before
     the result goes out); only a failed webhook is handed to the retrying webhook task."""
     rt = runtime()
+    polled_by_poller = rt.settings.polling.mode == "poller"
     for action in actions:
         match action:
+            case SchedulePoll() if polled_by_poller:
+                pass  # the poll schedule in Redis has it; the poller will take it
             case ScheduleCallback(job_id):
                 _publish(callback(rt, job_id, send=_publish_callback))
             case ScheduleWebhook(job_id, attempt, countdown_s) if attempt == 1 and not countdown_s:
