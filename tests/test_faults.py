@@ -29,10 +29,15 @@ def in_flight(parts: Cluster, job_ids: list[str]) -> None:
     )
 
 
-def test_worker_sigkill_mid_polling_then_restart(tmp_path: Path) -> None:
-    """SIGKILL loses every countdown the worker held; with the default sweep settings every
-    in-flight job polls again within 30 s."""
-    with cluster(tmp_path, sweep={"interval_s": 5, "grace_s": 15}, latency="uniform:8,14") as parts:
+@pytest.mark.parametrize(
+    ("mode", "scenario"),
+    [("countdown", "worker SIGKILL, restart"), ("poller", "poller mode: worker SIGKILL, restart")],
+)
+def test_worker_sigkill_mid_polling_then_restart(tmp_path: Path, mode: str, scenario: str) -> None:
+    """SIGKILL loses every countdown the worker held (or, with the poller, the polls it had
+    claimed); with the default sweep settings every in-flight job polls again within 30 s."""
+    sweep = {"interval_s": 5.0, "grace_s": 15.0}
+    with cluster(tmp_path, sweep=sweep, latency="uniform:8,14", polling_mode=mode) as parts:
         job_ids = parts.enqueue(N)
         in_flight(parts, job_ids)
         parts.workers["w0"].kill()
@@ -42,7 +47,7 @@ def test_worker_sigkill_mid_polling_then_restart(tmp_path: Path) -> None:
         recovery_s = time.monotonic() - killed
         parts.settle(job_ids, timeout_s=SETTLE_S)
         parts.check(job_ids)
-        parts.record("worker SIGKILL, restart", N, recovery_s=round(recovery_s, 1))
+        parts.record(scenario, N, recovery_s=round(recovery_s, 1))
         assert recovery_s <= 30
 
 
@@ -149,20 +154,3 @@ def test_every_poll_message_delivered_twice(tmp_path: Path) -> None:
             assert job.remote_task_id is not None
             assert queries[job.remote_task_id] <= job.poll_count + 1  # one chain each
         parts.record("poll message twice", N)
-
-
-def test_poller_mode_worker_sigkill_then_restart(tmp_path: Path) -> None:
-    """With the poller (no message per poll), a killed worker's claimed polls lapse and are
-    taken again: every job still ends once, submitted once, notified once."""
-    with cluster(tmp_path, polling_mode="poller", latency="uniform:8,14") as parts:
-        job_ids = parts.enqueue(N)
-        in_flight(parts, job_ids)
-        parts.workers["w0"].kill()
-        killed = time.monotonic()
-        parts.start_worker("w1")
-        parts.time_to_progress(job_ids, timeout_s=60)
-        recovery_s = time.monotonic() - killed
-        parts.settle(job_ids, timeout_s=SETTLE_S)
-        parts.check(job_ids)
-        parts.record("poller mode: worker SIGKILL, restart", N, recovery_s=round(recovery_s, 1))
-        assert recovery_s <= 30
