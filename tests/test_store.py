@@ -127,3 +127,34 @@ def test_batch_counts_follow_statuses_and_complete_once(store: JobStore) -> None
     assert (batch.finished, batch.is_complete) == (2, True)
     late = store.update("y", expect={}, changes={"status": JobStatus.CANCELLED})
     assert not late.batch_complete
+
+
+def test_defaults_are_not_stored(store: JobStore, redis_server: RedisServer) -> None:
+    """A field at its default is left out of the hash (and read back as the default); setting
+    one back to its default drops it; compare-and-set and the poll claim see the default."""
+    client = redis.Redis.from_url(redis_server.url(3), decode_responses=True)
+    store.create(new_job())
+    assert sorted(client.hkeys(store.key("j1"))) == [
+        "created_at",
+        "job_id",
+        "metadata",
+        "params",
+        "status",
+    ]
+    assert store.update(
+        "j1",
+        expect={"poll_token": 0, "webhook_lease_until": 0.0, "outputs": []},
+        changes={"poll_token": 1, "next_poll_at": 5.0, "webhook_lease_until": 9.0},
+    )
+    assert client.hget(store.key("j1"), "poll_token") == "1"
+    assert store.update(
+        "j1", expect={"poll_token": 1}, changes={"poll_token": 0, "webhook_lease_until": 0.0}
+    )
+    stored = client.hkeys(store.key("j1"))
+    assert "poll_token" not in stored
+    assert "webhook_lease_until" not in stored
+    assert store.get("j1") == replace(
+        new_job(), next_poll_at=5.0, updated_at=store.get("j1").updated_at
+    )
+    assert store.claim_due_polls(now=10.0, limit=5, lease_s=1.0) == [("j1", 0)]
+    client.close()

@@ -26,7 +26,7 @@ import redis
 
 from worker.batch import Batch
 from worker.errors import JobNotFound
-from worker.job import Job, encode_fields
+from worker.job import DEFAULTS, Job, encode_fields, is_default
 from worker.status import TERMINAL_JOB_STATUSES
 
 _WRITE: Final = """
@@ -38,8 +38,9 @@ if a.create then
 elseif not exists then
   return -1
 end
+-- A field that is not stored holds its default (a.defaults).
 for f, v in pairs(a.expect) do
-  if redis.call('HGET', job, f) ~= v then return 0 end
+  if (redis.call('HGET', job, f) or a.defaults[f]) ~= v then return 0 end
 end
 
 -- An API slot, taken before a submit; refused (-2) while the cap is reached, and then the job
@@ -79,12 +80,18 @@ if a.set.status and batch and batch ~= 'null' then
   end
 end
 
-local flat = {}
+-- Fields set back to their default are dropped, not stored.
+local flat, gone = {}, {}
 for f, v in pairs(a.set) do
-  flat[#flat + 1] = f
-  flat[#flat + 1] = v
+  if a.drop[f] then
+    gone[#gone + 1] = f
+  else
+    flat[#flat + 1] = f
+    flat[#flat + 1] = v
+  end
 end
 if #flat > 0 then redis.call('HSET', job, unpack(flat)) end
+if #gone > 0 and exists then redis.call('HDEL', job, unpack(gone)) end
 redis.call('EXPIRE', job, a.ttl)
 if a.due_at then redis.call('ZADD', KEYS[2], a.due_at, a.job_id) end
 if a.settled then redis.call('ZREM', KEYS[2], a.job_id) end
@@ -106,7 +113,9 @@ _CLAIM_POLLS: Final = """
 local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, ARGV[2])
 local out = {}
 for _, id in ipairs(ids) do
-  local token = redis.call('HGET', ARGV[4] .. ':job:' .. id, 'poll_token')
+  local job = ARGV[4] .. ':job:' .. id
+  local token = redis.call('HGET', job, 'poll_token')
+  if not token and redis.call('EXISTS', job) == 1 then token = '0' end
   if token then
     redis.call('ZADD', KEYS[1], ARGV[3], id)
     out[#out + 1] = id
@@ -344,10 +353,13 @@ class JobStore:
         create: bool = False,
         extra: Mapping[str, Any] | None = None,
     ) -> Write:
+        expect = dict(expect or {})
         args: dict[str, Any] = {
             "job_id": job_id,
-            "expect": dict(expect or {}),
+            "expect": expect,
+            "defaults": {name: DEFAULTS[name] for name in expect if name in DEFAULTS},
             "set": dict(changes),
+            "drop": {name: True for name, value in changes.items() if is_default(name, value)},
             "ttl": self._ttl_s,
             "now": time.time(),
             "prefix": self._prefix,
