@@ -31,7 +31,8 @@ from bench import procfs
 from bench.designs import API_KEY, Round, Timing, make_design, stop_all
 from bench.metrics import Observed, measure
 from bench.receiver import ArrivalReceiver
-from bench.workload import make_jobs
+from bench.workload import make_history, make_jobs
+from config import PollingSettings
 from devenv.redis_server import RedisServer
 from simulator.server import start_simulator_process
 
@@ -63,6 +64,8 @@ class RoundPlan:
     loglevel: str
     log_dir: Path
     polling_mode: str = "countdown"
+    # Start imageq's adaptive first poll with a window of earlier completion times per cell.
+    warm: bool = True
 
 
 def run_round(plan: RoundPlan) -> dict[str, Any]:
@@ -90,6 +93,7 @@ def run_round(plan: RoundPlan) -> dict[str, Any]:
             timing=plan.timing,
             processes=plan.processes,
             n=plan.n,
+            history=_history(plan),
             log_dir=plan.log_dir / f"{plan.design}-n{plan.n}-r{plan.rep}",
         )
         workers = design.start(parts)
@@ -135,6 +139,13 @@ def run_round(plan: RoundPlan) -> dict[str, Any]:
         machine_busy=machine_busy,
     )
     return {"design": plan.design, "n": plan.n, "rep": plan.rep, **measure(observed)}
+
+
+def _history(plan: RoundPlan) -> dict[tuple[str, str], list[float]]:
+    if not plan.warm:
+        return {}
+    window = PollingSettings().adaptive_window
+    return make_history(window, seed=plan.seed, latency=plan.latency, scale=plan.scale)
 
 
 class Sampler:

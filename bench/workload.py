@@ -61,3 +61,21 @@ def make_jobs(n: int, *, seed: int, latency: str, scale: float) -> list[JobSpec]
             )
         )
     return jobs
+
+
+def make_history(
+    window: int, *, seed: int, latency: str, scale: float
+) -> dict[tuple[str, str], list[float]]:
+    """`window` earlier completion times per quality x resolution cell, drawn like the jobs'
+    (another seed): what a worker that has been running for a while has seen, to start the
+    adaptive first poll warm."""
+    distribution = parse_distribution(latency)
+    rng = random.Random(f"history-{seed}")
+    return {
+        (quality, resolution): [
+            scale * distribution.sample(rng, quality=quality, resolution=resolution)
+            for _ in range(window)
+        ]
+        for quality in QUALITIES
+        for resolution in RESOLUTIONS
+    }

@@ -47,10 +47,11 @@ class PollingSettings(BaseModel):
     deadline_s: float = Field(180.0, gt=0)
     # Adaptive first poll: at this percentile of recent generation times of the same quality
     # and resolution, within [adaptive_min_s, adaptive_max_s], once there are enough samples.
+    # p5 of the last 100 is as late as it goes without raising lag p99 (`bench.adaptive_model`).
     adaptive: bool = True
-    adaptive_percentile: float = Field(10.0, gt=0, le=100)
+    adaptive_percentile: float = Field(5.0, gt=0, le=100)
     adaptive_min_samples: int = Field(10, ge=1)
-    adaptive_window: int = Field(50, ge=1)
+    adaptive_window: int = Field(100, ge=1)
     adaptive_min_s: float = Field(10.0, ge=0)
     adaptive_max_s: float = Field(120.0, gt=0)
     # "countdown": each poll is a Celery message with a countdown (the classic chain).
