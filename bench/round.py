@@ -138,7 +138,14 @@ def run_round(plan: RoundPlan) -> dict[str, Any]:
         peak_poll_rate=sampler.peak_poll_rate,
         machine_busy=machine_busy,
     )
-    return {"design": plan.design, "n": plan.n, "rep": plan.rep, **measure(observed)}
+    generation_s_mean = statistics.mean(job.latency_s for job in jobs)
+    return {
+        "design": plan.design,
+        "n": plan.n,
+        "rep": plan.rep,
+        "generation_s_mean": generation_s_mean,
+        **measure(observed),
+    }
 
 
 def _history(plan: RoundPlan) -> dict[tuple[str, str], list[float]]:

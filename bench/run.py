@@ -19,6 +19,7 @@ import json
 import math
 import os
 import platform
+import shlex
 import sys
 import tempfile
 import time
@@ -72,6 +73,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     add("--seed", type=int, default=1)
     add("--out", type=Path, default=Path("bench/results"), help="where the report goes")
     add("--logs", type=Path, default=None, help="keep worker logs here (default: discarded)")
+    add("--render", action="store_true",
+        help="only write the report and plot again from --out's results.json")  # fmt: skip
     add(
         "--smoke",
         action="store_true",
@@ -145,6 +148,8 @@ def estimate_s(rounds: Sequence[RoundPlan]) -> float:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.render:
+        return render(args.out)
     missing = [name for name in ("gevent", "matplotlib") if importlib.util.find_spec(name) is None]
     if missing:
         sys.exit(f"bench needs {', '.join(missing)}: pip install -e '.[bench]'")
@@ -175,6 +180,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     write_plot(args.out / "plot.png", results, meta)
     print_ratios(results)
     print(f"report: {args.out / 'report.md'}, plot: {args.out / 'plot.png'}")
+    return 0
+
+
+def render(out: Path) -> int:
+    """Write report.md and plot.png again from a run's results.json (the run's own options)."""
+    saved = json.loads((out / "results.json").read_text())
+    meta, results = saved["meta"], saved["results"]
+    args = parse_args(shlex.split(meta["facts"]["command"])[3:])
+    write_report(out / "report.md", results, meta, notes(args))
+    write_plot(out / "plot.png", results, meta)
+    print(f"report: {out / 'report.md'}, plot: {out / 'plot.png'}")
     return 0
 
 

@@ -37,5 +37,11 @@ def test_bench_smoke_completes_both_designs_and_writes_the_report(tmp_path: Path
         assert result["notifications_max"] == 1, result
         assert result["submits_per_job"] == 1.0, result
         assert result["submits_max"] == 1, result
-    assert (tmp_path / "report.md").read_text().startswith("# imageq benchmark")
+    report = (tmp_path / "report.md").read_text()
+    assert report.startswith("# imageq benchmark")
     assert (tmp_path / "plot.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # The report can be written again from results.json alone, to the same text.
+    (tmp_path / "report.md").unlink()
+    again = [sys.executable, "-m", "bench.run", "--render", "--out", str(tmp_path)]
+    subprocess.run(again, cwd=REPO, capture_output=True, timeout=60, check=True)
+    assert (tmp_path / "report.md").read_text() == report
