@@ -6,8 +6,10 @@ name through the same app, so they never import the tasks module.
 
 from __future__ import annotations
 
+import importlib
 import logging
 import ssl
+import sys
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -139,6 +141,26 @@ def _structured_logs(**_: Any) -> None:
     # Connected, this signal tells Celery to leave logging to us: its lines and ours alike.
     settings = get_settings()
     configure_logging(settings.observability, secrets=secret_values(settings))
+
+
+@worker_init.connect
+def _refuse_an_unpatched_gevent_pool(sender: Any = None, **_: Any) -> None:
+    # Celery monkey-patches for gevent only when the pool is named on its command line
+    # (`-P gevent`); chosen in the settings alone, every greenlet would block the others.
+    pool = str(getattr(sender, "pool_cls", ""))
+    if "gevent" in pool and not _gevent_patched():
+        raise SystemExit(
+            "imageq worker: the gevent pool needs `-P gevent` on the command line (Celery "
+            "patches for gevent only then): run `imageq worker`, which passes the pool of "
+            "IMAGEQ_WORKER__POOL, or `celery -A worker.app worker -P gevent`"
+        )
+
+
+def _gevent_patched() -> bool:
+    if "gevent" not in sys.modules:
+        return False
+    monkey = importlib.import_module("gevent.monkey")  # gevent is optional and untyped
+    return bool(monkey.is_module_patched("socket"))
 
 
 @worker_init.connect

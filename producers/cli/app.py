@@ -173,9 +173,13 @@ def cancel(id_: Annotated[str, typer.Argument(metavar="JOB_ID|BATCH_ID")]) -> No
 @app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
 def worker(ctx: typer.Context) -> None:
     """Run a worker: `celery -A worker.app worker`, lean (no gossip, mingle or heartbeat: imageq
-    uses none of them), with any extra arguments."""
+    uses none of them), on the pool of IMAGEQ_WORKER__POOL, with any extra arguments."""
     lean = ["--without-gossip", "--without-mingle", "--without-heartbeat"]
-    command = [sys.executable, "-m", "celery", "-A", "worker.app", "worker", *lean, *ctx.args]
+    # Named on the command line, so that Celery patches for gevent before anything else loads.
+    named = any(arg in ("-P", "--pool") or arg.startswith("--pool=") for arg in ctx.args)
+    pool = [] if named else ["--pool", get_settings().worker.pool]
+    command = [sys.executable, "-m", "celery", "-A", "worker.app", "worker", *lean, *pool]
+    command += ctx.args
     os.execv(sys.executable, command)  # noqa: S606 -- replacing this process is the point
 
 
