@@ -88,8 +88,16 @@ class _CleanEnvWorker(WorkerProcess):
     """A worker that inherits no `IMAGEQ_*` or `NAIVE_*` variable from the benchmark's shell,
     so a developer's own settings cannot leak into the measurement."""
 
-    def __init__(self, env: dict[str, str], log_path: Path, *, name: str, loglevel: str) -> None:
-        super().__init__(env, log_path, name=name)
+    def __init__(
+        self,
+        env: dict[str, str],
+        log_path: Path,
+        *,
+        name: str,
+        loglevel: str,
+        extra_args: tuple[str, ...] = (),
+    ) -> None:
+        super().__init__(env, log_path, name=name, extra_args=extra_args)
         self._loglevel = loglevel
         self._env = {
             key: value
@@ -134,7 +142,7 @@ def stop_all(workers: Sequence[WorkerProcess]) -> None:
         list(pool.map(lambda worker: worker.stop(), workers))
 
 
-def imageq_values(parts: Round, *, concurrency: int) -> dict[str, Any]:
+def imageq_values(parts: Round, *, concurrency: int, pool: str = "threads") -> dict[str, Any]:
     """imageq's settings for a round: the production schedule (scaled), threads, metrics off
     (two workers on one host would contend for its port)."""
     return {
@@ -145,7 +153,7 @@ def imageq_values(parts: Round, *, concurrency: int) -> dict[str, Any]:
         "storage": {"enabled": False},
         "limits": {"max_in_flight": 0},
         "observability": {"metrics_port": 0},
-        "worker": {"pool": "threads", "concurrency": concurrency},
+        "worker": {"pool": pool, "concurrency": concurrency},
     }
 
 
@@ -167,15 +175,18 @@ class Imageq:
 
     name = "imageq"
 
-    def __init__(self, *, concurrency: int, loglevel: str, polling_mode: str) -> None:
+    def __init__(
+        self, *, concurrency: int, loglevel: str, polling_mode: str, pool: str = "threads"
+    ) -> None:
         self._concurrency = concurrency
+        self._pool = pool
         self._loglevel = loglevel
         self._polling_mode = polling_mode
         self._queue: ImageQueue | None = None
         self._webhook_url = ""
 
     def start(self, parts: Round) -> list[WorkerProcess]:
-        values = imageq_values(parts, concurrency=self._concurrency)
+        values = imageq_values(parts, concurrency=self._concurrency, pool=self._pool)
         values["polling"]["mode"] = self._polling_mode
         settings = Settings(_env_file=None, **copy.deepcopy(values))
         store = connect_store(settings)
@@ -194,6 +205,7 @@ class Imageq:
                     parts.log_dir / f"imageq-{index}.log",
                     name=f"imageq{index}",
                     loglevel=self._loglevel,
+                    extra_args=("-P", self._pool),  # on the command line: gevent patches
                 )
                 for index in range(parts.processes)
             ]
@@ -279,11 +291,18 @@ DESIGNS: Final = ("imageq", "naive")
 
 
 def make_design(
-    name: str, *, concurrency: int, loglevel: str, polling_mode: str = "countdown"
+    name: str,
+    *,
+    concurrency: int,
+    loglevel: str,
+    polling_mode: str = "countdown",
+    pool: str = "threads",
 ) -> Design:
     """A fresh design object by name; `concurrency` is imageq's threads per process."""
     if name == "imageq":
-        return Imageq(concurrency=concurrency, loglevel=loglevel, polling_mode=polling_mode)
+        return Imageq(
+            concurrency=concurrency, loglevel=loglevel, polling_mode=polling_mode, pool=pool
+        )
     if name == "naive":
         return Naive(loglevel=loglevel)
     raise ValueError(f"unknown design {name!r}: expected one of {', '.join(DESIGNS)}")

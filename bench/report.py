@@ -259,6 +259,8 @@ def write_plot(path: Path, results: Sequence[Result], meta: Mapping[str, Any]) -
     for axis, (key, label) in zip(axes, PLOTTED, strict=True):
         for design, colour in (("imageq", "tab:blue"), ("naive", "tab:orange")):
             runs = [(r["n"], r[key]) for r in results if r["design"] == design]
+            if not runs:  # a run of one design (--designs)
+                continue
             axis.scatter(*zip(*runs, strict=True), color=colour, alpha=0.35, s=14)
             medians = [median_of(by_design(results, n).get(design, []), key) for n in ns]
             axis.plot(ns, medians, marker="o", color=colour, label=design)

@@ -64,6 +64,7 @@ class RoundPlan:
     loglevel: str
     log_dir: Path
     polling_mode: str = "countdown"
+    pool: str = "threads"
     # Start imageq's adaptive first poll with a window of earlier completion times per cell.
     warm: bool = True
 
@@ -84,6 +85,7 @@ def run_round(plan: RoundPlan) -> dict[str, Any]:
             concurrency=plan.concurrency,
             loglevel=plan.loglevel,
             polling_mode=plan.polling_mode,
+            pool=plan.pool,
         )
         stack.callback(design.close)
         parts = Round(

@@ -66,6 +66,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     add("--concurrency", type=int, default=32, help="imageq's threads per worker process")
     add("--polling-mode", choices=("countdown", "poller"), default="countdown",
         help="imageq's polling.mode")  # fmt: skip
+    add("--pool", choices=("threads", "gevent", "prefork"), default="threads",
+        help="imageq's worker pool")  # fmt: skip
     add("--cold", action="store_true",
         help="start imageq's adaptive first poll with no history (default: warm)")  # fmt: skip
     add("--loglevel", default="INFO", help="workers' log level (INFO, as the README runs them)")
@@ -129,6 +131,7 @@ def plan(args: argparse.Namespace, log_dir: Path) -> list[RoundPlan]:
                         loglevel=args.loglevel,
                         log_dir=log_dir,
                         polling_mode=args.polling_mode,
+                        pool=args.pool,
                         warm=not args.cold,
                     )
                 )
@@ -220,7 +223,7 @@ def describe(
         "polling (both designs)": f"first poll {timing.first_delay_s:g} s, every "
         f"{timing.interval_s:g} s ± {timing.jitter_s:g} s, deadline {timing.deadline_s:g} s",
         "simulator": f"request delay {args.request_delay}, canonical status words",
-        "imageq": f"{args.processes} x `celery -A worker.app worker`, threads x "
+        "imageq": f"{args.processes} x `celery -A worker.app worker`, {args.pool} x "
         f"{args.concurrency}, log level {args.loglevel}, polling mode {args.polling_mode}, no beat",
         "naive": f"{args.processes} x `celery -A bench.naive worker -P gevent -c N`, "
         f"log level {args.loglevel}",
