@@ -185,7 +185,7 @@ class WorkerSettings(BaseModel):
     """The Celery worker and its queues."""
 
     pool: Literal["threads", "prefork", "solo", "gevent"] = "threads"
-    concurrency: int = Field(16, ge=1)
+    concurrency: int = Field(32, ge=1)
     submit_queue: str = "imageq.submit"
     bulk_submit_queue: str = "imageq.submit.bulk"
     poll_queue: str = "imageq.poll"
