@@ -80,6 +80,31 @@ def test_redis_restarted_mid_run(tmp_path: Path) -> None:
         parts.record("Redis restart (AOF)", N, recovery_s=round(recovery_s, 1))
 
 
+def test_beat_outlives_redis_down(tmp_path: Path) -> None:
+    """Redis is down for several of beat's loops (so a tick lands in the outage): beat stays
+    up, says why it waits, and sends the sweeper again once Redis is back. (redbeat alone
+    raises, and beat exits: no sweeper until someone restarts it.)"""
+    with cluster(tmp_path) as parts:
+        assert parts.beat is not None
+        log = parts.root / "beat.log"
+        parts.redis.stop()
+        _wait_for_text(log, "Redis unavailable", after=0, limit_s=30)
+        time.sleep(3)  # the outage itself: beat's loop is 1 s, so three more ticks fail
+        mark = log.stat().st_size
+        parts.redis.start()
+        _wait_for_text(log, "Sending due task", after=mark, limit_s=30)
+        assert parts.beat.running
+
+
+def _wait_for_text(path: Path, text: str, *, after: int, limit_s: float) -> None:
+    give_up = time.monotonic() + limit_s
+    while time.monotonic() < give_up:
+        if text.encode() in path.read_bytes()[after:]:
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"{text!r} not in {path.name} within {limit_s} s")
+
+
 def test_broker_connections_dropped(tmp_path: Path) -> None:
     """CLIENT KILL drops every connection to Redis mid-run; everyone reconnects."""
     with cluster(tmp_path) as parts:

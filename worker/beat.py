@@ -14,8 +14,10 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+import redis
 from celery.schedules import crontab, schedule
 from redbeat import RedBeatScheduler
+from redis.exceptions import LockNotOwnedError
 
 from config import get_settings
 from producers.schedule import ScheduledRun, load_schedule
@@ -55,6 +57,28 @@ class ScheduleFileScheduler(RedBeatScheduler):  # type: ignore[misc]  # redbeat 
         own = dict(self.app.conf.beat_schedule or {})
         self.app.conf.beat_schedule = {**own, **beat_entries(_configured_runs())}
         super().setup_schedule()
+
+    def tick(self, *args: Any, **kwargs: Any) -> float:
+        """redbeat's tick, but a Redis that is down or restarting costs a wait, not the beat:
+        redbeat raises, and beat would exit, taking the sweeper with it. A lock that lapsed
+        meanwhile is taken back, unless another beat has it (then this one waits on)."""
+        retry_s = float(self.max_interval)
+        try:
+            return float(super().tick(*args, **kwargs))
+        except (redis.ConnectionError, redis.TimeoutError) as error:
+            log.warning("beat: Redis unavailable (%s); trying again in %.0f s", error, retry_s)
+        except LockNotOwnedError:
+            if self.lock.acquire(blocking=False):
+                log.warning("beat: the lock had lapsed; taken back")
+                return 0.0
+            log.info("beat: another beat holds the lock; standing by")
+        return retry_s
+
+    def close(self) -> None:
+        try:
+            super().close()
+        except (redis.ConnectionError, redis.TimeoutError) as error:
+            log.warning("beat: lock not released, Redis unavailable (%s); it lapses", error)
 
 
 def _configured_runs() -> list[ScheduledRun]:
