@@ -84,7 +84,7 @@ class Design(Protocol):
         """Release the producer's connections."""
 
 
-class _CleanEnvWorker(WorkerProcess):
+class CleanEnvWorker(WorkerProcess):
     """A worker that inherits no `IMAGEQ_*` or `NAIVE_*` variable from the benchmark's shell,
     so a developer's own settings cannot leak into the measurement."""
 
@@ -110,7 +110,7 @@ class _CleanEnvWorker(WorkerProcess):
         return [level if arg.startswith("--loglevel=") else arg for arg in super().command()]
 
 
-class _NaiveWorker(_CleanEnvWorker):
+class _NaiveWorker(CleanEnvWorker):
     def __init__(
         self, env: dict[str, str], log_path: Path, *, name: str, loglevel: str, concurrency: int
     ) -> None:
@@ -200,7 +200,7 @@ class Imageq:
         env = settings_env(values)
         return start_all(
             [
-                _CleanEnvWorker(
+                CleanEnvWorker(
                     env,
                     parts.log_dir / f"imageq-{index}.log",
                     name=f"imageq{index}",
