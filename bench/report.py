@@ -119,9 +119,9 @@ def targets(results: Sequence[Result], meta: Mapping[str, Any], n: int = 1000) -
     lag = median_of(rounds, "lag_p99_s")
     bound = meta["lag_target_s"]
     scaled = f" (all x {meta['scale']:g})" if meta["scale"] != 1 else ""
-    cpu = ratios(results)[n]["cpu_s_per_job"]
-    polls = ratios(results)[n]["polls_per_job"]
-    lag_ratio = ratios(results)[n]["lag_p99_s"]
+    against_naive = ratios(results)[n]
+    cpu, polls = against_naive["cpu_s_per_job"], against_naive["polls_per_job"]
+    lag_ratio = against_naive["lag_p99_s"]
     rss = median_of(rounds, "rss_growth_kb_per_job")
     memory = median_of(rounds, "redis_kb_per_job")
     rss_marginal = marginal(results, "imageq", "rss_growth_kb_per_job", n)

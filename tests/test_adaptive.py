@@ -32,7 +32,7 @@ def test_too_few_samples_keep_the_documented_schedule() -> None:
 
 
 def test_enough_samples_move_the_first_poll() -> None:
-    """With 20 samples of a slow kind of job, the first poll waits for most of them."""
+    """With 40 samples of a slow kind of job, the first poll waits for most of them."""
     samples = [float(s) for s in range(40, 80)]
     assert first_poll_base_s(samples, TIMING) == 41.0
 

@@ -3,8 +3,9 @@
 A `Job` is immutable; changes are made with `dataclasses.replace` and written back by the
 store with a compare-and-set. Every field is plain JSON, so the record reads well in redis-cli.
 
-A field at its default value is not stored (reading fills it in): a job in flight has about 15
-of its 33 fields set, and Redis keeps a hash at a cost per field, so this halves the record.
+A field at its default value is not stored (the store drops it, reading fills it in): a job in
+flight has about 15 of its 33 fields set, and Redis keeps a hash at a cost per field, so this
+halves the record.
 """
 
 from __future__ import annotations
@@ -111,9 +112,8 @@ class Job:
         return GenerationParams.from_record(self.params)
 
     def to_hash(self) -> dict[str, str]:
-        """The Redis hash: one JSON value per field, fields at their default left out."""
-        encoded = encode_fields(asdict(self))
-        return {name: value for name, value in encoded.items() if not is_default(name, value)}
+        """One JSON value per field (the store leaves out those at their default)."""
+        return encode_fields(asdict(self))
 
     @classmethod
     def from_hash(cls, raw: Mapping[bytes | str, bytes | str]) -> Job:

@@ -115,7 +115,7 @@ local out = {}
 for _, id in ipairs(ids) do
   local job = ARGV[4] .. ':job:' .. id
   local token = redis.call('HGET', job, 'poll_token')
-  if not token and redis.call('EXISTS', job) == 1 then token = '0' end
+  if not token and redis.call('EXISTS', job) == 1 then token = ARGV[5] end
   if token then
     redis.call('ZADD', KEYS[1], ARGV[3], id)
     out[#out + 1] = id
@@ -186,7 +186,7 @@ class JobStore:
         delays it, and no two pollers take the same one."""
         raw = self._claim(
             keys=[self.poll_schedule_key],
-            args=[now, limit, now + lease_s, self._prefix],
+            args=[now, limit, now + lease_s, self._prefix, DEFAULTS["poll_token"]],
         )
         return [(_text(raw[i]), int(raw[i + 1])) for i in range(0, len(raw), 2)]
 
