@@ -35,6 +35,7 @@ from producers.jobs import build_job
 from simulator.server import SimulatorServer
 from tests.conftest import API_KEY, DEADLINE_S, WEBHOOK_SECRET, wait_for
 from worker.app import celery_config, create_app
+from worker.broker import TRANSPORT
 from worker.client import ApiClient
 from worker.errors import ApiError, AuthenticationFailed
 from worker.job import Delivery
@@ -321,7 +322,8 @@ def test_redis_auth_end_to_end(
     job_id, worker = run_one_job(values, tmp_path / "worker.log", "imageq-auth")
 
     log = worker.log()
-    assert "redis://:**@127.0.0.1" in log  # Celery's banner names the broker, masked
+    # Celery's banner names the broker, masked (its scheme is imageq's Redis transport)
+    assert f"{TRANSPORT}://:**@127.0.0.1" in log
     assert REDIS_PASSWORD not in log
     assert API_KEY not in log
     for db in (0, 1):
@@ -348,9 +350,9 @@ def test_rediss_url_is_kept_and_verifies_certificates() -> None:
     app = create_app(settings)  # no network: kombu connects lazily
     connection = app.connection_for_write()
     try:
-        assert connection.transport_cls == "rediss"
+        assert connection.transport_cls == TRANSPORT  # kombu's Redis transport, subclassed
         assert connection.ssl == {"ssl_cert_reqs": ssl.CERT_REQUIRED}
-        assert connection.as_uri() == "rediss://:**@redis.example:6380/0"
+        assert connection.as_uri() == f"{TRANSPORT}://:**@redis.example:6380/0"
     finally:
         connection.release()
         app.close()
@@ -448,7 +450,7 @@ def test_redis_tls_end_to_end(
     values = with_redis(settings_values, f"{base}/0?{options}", f"{base}/1?{options}")
     _, worker = run_one_job(values, tmp_path / "worker.log", "imageq-tls")
     log = worker.log()
-    assert "rediss://:**@127.0.0.1" in log
+    assert f"{TRANSPORT}://:**@127.0.0.1" in log
     assert "defaulting to insecure SSL" not in log
     assert REDIS_PASSWORD not in log
 

@@ -26,6 +26,7 @@ from celery.signals import (
 from kombu.entity import Queue
 
 from config import Settings, get_settings
+from worker import broker
 from worker.logs import bind_task, configure_logging, unbind
 from worker.metrics import serve_metrics
 from worker.steps.actions import (
@@ -42,7 +43,7 @@ from worker.steps.actions import (
 def celery_config(settings: Settings) -> dict[str, Any]:
     """Celery settings derived from imageq's, as a plain mapping (tested on its own)."""
     worker = settings.worker
-    return _tls(settings.redis.broker_url) | {
+    return _broker(settings.redis.broker_url) | {
         "broker_url": settings.redis.broker_url,
         "broker_connection_retry_on_startup": True,
         "broker_transport_options": {
@@ -102,6 +103,13 @@ def celery_config(settings: Settings) -> dict[str, Any]:
             "sweep": {"task": SWEEP_TASK, "schedule": settings.sweep.interval_s},
         },
     }
+
+
+def _broker(broker_url: str) -> dict[str, Any]:
+    """For a Redis broker: imageq's Redis transport (worker/broker.py), and TLS settings."""
+    if urlsplit(broker_url).scheme not in ("redis", "rediss"):
+        return {}
+    return {"broker_transport": broker.TRANSPORT} | _tls(broker_url)
 
 
 def _tls(broker_url: str) -> dict[str, Any]:
