@@ -11,7 +11,7 @@ import redis
 from celery import signature
 from standardwebhooks import Webhook
 
-from config import Settings
+from config import Settings, WorkerSettings
 from devenv.webhook_receiver import Received, WebhookReceiver
 from devenv.worker_process import WorkerProcess
 from producers import ImageQueue
@@ -27,7 +27,8 @@ from tests.conftest import (
 from worker.errors import InvalidParams
 from worker.job import Delivery
 from worker.status import JobStatus
-from worker.steps.actions import POLL_TASK
+from worker.steps.actions import SchedulePoll, message
+from worker.steps.poll import poll_facts
 
 pytestmark = pytest.mark.e2e
 WAIT_S = DEADLINE_S + 10
@@ -185,9 +186,10 @@ def test_duplicate_poll_message_notifies_once(
     )
     wait_for(lambda: queue.get(job_id).poll_count >= 1, timeout_s=5, what="first poll")
     job = queue.get(job_id)
-    duplicates = [  # the same message, delivered twice more
-        queue._app.send_task(POLL_TASK, args=[job_id, job.poll_token]).id for _ in range(2)
-    ]
+    # The message the worker sends (with the job's facts), delivered twice more.
+    resend = SchedulePoll(job_id, job.poll_token, 0.0, poll_facts(job))
+    name, args, _ = message(resend, WorkerSettings())
+    duplicates = [queue._app.send_task(name, args=args).id for _ in range(2)]
     done = queue.wait(job_id, timeout_s=WAIT_S)
     assert done.status is JobStatus.SUCCEEDED
     wait_for(

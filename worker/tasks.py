@@ -18,6 +18,7 @@ from worker.steps.actions import (
     SWEEP_TASK,
     WEBHOOK_TASK,
     Actions,
+    PollFacts,
     ScheduleCallback,
     SchedulePoll,
     ScheduleWebhook,
@@ -48,9 +49,10 @@ def submit_job(self: Task, job_id: str) -> None:
 
 
 @app.task(name=POLL_TASK, bind=True, **_TRANSIENT)
-def poll_job(self: Task, job_id: str, token: int) -> None:
+def poll_job(self: Task, job_id: str, token: int, facts: dict[str, Any] | None = None) -> None:
     """Poll a submitted job once; the token makes a duplicate message a no-op."""
-    _publish(poll(runtime(), job_id, token))
+    known = PollFacts.from_message(facts) if facts is not None else None
+    _publish(poll(runtime(), job_id, token, known))
 
 
 @app.task(name=DOWNLOAD_TASK, bind=True, **_TRANSIENT)

@@ -6,7 +6,7 @@ its publishing options, for the worker's tasks and the producers alike.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any
 
 from config import WorkerSettings
@@ -30,12 +30,33 @@ class Submit:
 
 
 @dataclass(frozen=True)
+class PollFacts:
+    """What a poll needs of the job record, carried in its message: with them the poll asks the
+    API before reading the record at all (its write still checks the status and the token, so a
+    stale or repeated message changes nothing). None of them changes while the job is polled."""
+
+    remote_task_id: str
+    deadline_at: float
+    poll_count: int
+
+    @classmethod
+    def from_message(cls, value: dict[str, Any]) -> PollFacts:
+        return cls(
+            remote_task_id=str(value["remote_task_id"]),
+            deadline_at=float(value["deadline_at"]),
+            poll_count=int(value["poll_count"]),
+        )
+
+
+@dataclass(frozen=True)
 class SchedulePoll:
-    """Run the poll step with this token after `countdown_s`."""
+    """Run the poll step with this token after `countdown_s` (with the job's `facts`, if known:
+    a message without them makes the poll read the record first)."""
 
     job_id: str
     token: int
     countdown_s: float
+    facts: PollFacts | None = None
 
 
 @dataclass(frozen=True)
@@ -88,8 +109,9 @@ def message(action: Action, queues: WorkerSettings) -> Message:
         case Submit(job_id, lane, countdown_s):
             queue = queues.bulk_submit_queue if lane == "bulk" else queues.submit_queue
             return SUBMIT_TASK, [job_id], {"countdown": countdown_s, "queue": queue}
-        case SchedulePoll(job_id, token, countdown_s):
-            return POLL_TASK, [job_id, token], {"countdown": countdown_s}
+        case SchedulePoll(job_id, token, countdown_s, facts):
+            args: list[Any] = [job_id, token] if facts is None else [job_id, token, asdict(facts)]
+            return POLL_TASK, args, {"countdown": countdown_s}
         case ScheduleDownload(job_id, attempt, countdown_s):
             return DOWNLOAD_TASK, [job_id, attempt], {"countdown": countdown_s}
         case ScheduleCallback(job_id):

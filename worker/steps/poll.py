@@ -2,29 +2,36 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from worker.errors import ApiError
 from worker.job import Job
+from worker.logs import bind_job
 from worker.metrics import POLLS
 from worker.polling import Finish, next_step
 from worker.responses import RemoteTask
 from worker.runtime import Runtime
 from worker.status import JobStatus
-from worker.steps.actions import Actions, SchedulePoll
+from worker.steps.actions import Actions, PollFacts, SchedulePoll
 from worker.steps.common import load, log
 from worker.steps.finish import finish
 
 
-def poll(rt: Runtime, job_id: str, token: int) -> Actions:
-    job = load(rt, job_id)
-    if job is None or job.status is not JobStatus.SUBMITTED or job.poll_token != token:
-        return []
-    assert job.remote_task_id is not None
-    assert job.deadline_at is not None
+def poll(rt: Runtime, job_id: str, token: int, facts: PollFacts | None = None) -> Actions:
+    """One poll. With the job's `facts` from the message, the record is read only to finish it:
+    a poll that goes on costs one Redis round trip (the checked write), not two."""
+    if facts is None:
+        job = _pollable(rt, job_id, token)
+        if job is None:
+            return []
+        facts = poll_facts(job)
+    else:
+        bind_job(job_id, remote_task_id=facts.remote_task_id, batch_id=None)
     remote: RemoteTask | None = None
     error: ApiError | None = None
     POLLS.inc()
     try:
-        remote = rt.client.get_task(job.remote_task_id)
+        remote = rt.client.get_task(facts.remote_task_id)
     except ApiError as caught:
         error = caught
         log.info("poll of job %s failed: %r", job_id, caught)
@@ -33,28 +40,52 @@ def poll(rt: Runtime, job_id: str, token: int) -> Actions:
         remote=remote,
         error=error,
         now=now,
-        deadline=job.deadline_at,
+        deadline=facts.deadline_at,
         timing=rt.settings.polling,
         rand=rt.rand,
     )
     expect = {"status": JobStatus.SUBMITTED, "poll_token": token}
     if isinstance(step, Finish):
+        finishing = _pollable(rt, job_id, token)
+        if finishing is None:
+            return []
         if remote is not None and step.status is JobStatus.SUCCEEDED:
-            _learn_generation_time(rt, job, remote, now)
-        return finish(rt, job, step, expect=expect, poll_count=job.poll_count + 1)
+            _learn_generation_time(rt, finishing, remote, now)
+        return finish(rt, finishing, step, expect=expect, poll_count=facts.poll_count + 1)
     due = now + step.delay_s
     moved = rt.store.update(
         job_id,
         expect=expect,
         changes={
             "poll_token": token + 1,
-            "poll_count": job.poll_count + 1,
+            "poll_count": facts.poll_count + 1,
             "next_poll_at": due,
             "remote_status": remote.status_word if remote else None,
         },
         due_at=due,
     )
-    return [SchedulePoll(job_id, token + 1, step.delay_s)] if moved else []
+    if not moved:
+        return []
+    return [
+        SchedulePoll(
+            job_id, token + 1, step.delay_s, replace(facts, poll_count=facts.poll_count + 1)
+        )
+    ]
+
+
+def poll_facts(job: Job) -> PollFacts:
+    """The facts a submitted job's poll messages carry."""
+    assert job.remote_task_id is not None
+    assert job.deadline_at is not None
+    return PollFacts(job.remote_task_id, job.deadline_at, job.poll_count)
+
+
+def _pollable(rt: Runtime, job_id: str, token: int) -> Job | None:
+    """The job, if this poll (token) is still its current one."""
+    job = load(rt, job_id)
+    if job is None or job.status is not JobStatus.SUBMITTED or job.poll_token != token:
+        return None
+    return job
 
 
 def _learn_generation_time(rt: Runtime, job: Job, remote: RemoteTask, now: float) -> None:

@@ -9,7 +9,7 @@ from worker.polling import Finish, backoff_delay_s, first_poll_delay_s
 from worker.responses import RemoteTask
 from worker.runtime import Runtime
 from worker.status import JobStatus
-from worker.steps.actions import Actions, SchedulePoll, Submit
+from worker.steps.actions import Actions, PollFacts, SchedulePoll, Submit
 from worker.steps.common import load, log
 from worker.steps.finish import finish
 from worker.store import Slot
@@ -68,6 +68,7 @@ def _submitted(rt: Runtime, job: Job, attempt: int, remote: RemoteTask) -> Actio
     params = job.generation_params
     samples = rt.store.generation_samples(params.quality, params.resolution)
     delay = first_poll_delay_s(rt.settings.polling, rt.rand, samples=samples)
+    deadline = now + rt.settings.polling.deadline_s
     recorded = rt.store.update(
         job.job_id,
         expect={"status": JobStatus.QUEUED, "submit_attempts": attempt},
@@ -77,7 +78,7 @@ def _submitted(rt: Runtime, job: Job, attempt: int, remote: RemoteTask) -> Actio
             "remote_task_id": remote.task_id,
             "remote_status": remote.status_word,
             "submitted_at": now,
-            "deadline_at": now + rt.settings.polling.deadline_s,
+            "deadline_at": deadline,
             "submit_lease_until": 0.0,
             "poll_token": 1,
             "next_poll_at": now + delay,
@@ -87,7 +88,8 @@ def _submitted(rt: Runtime, job: Job, attempt: int, remote: RemoteTask) -> Actio
     if not recorded:
         return []
     JOBS_SUBMITTED.inc()
-    return [SchedulePoll(job.job_id, 1, delay)]
+    facts = PollFacts(remote.task_id, deadline, job.poll_count)
+    return [SchedulePoll(job.job_id, 1, delay, facts)]
 
 
 def _failed(rt: Runtime, job: Job, attempt: int, error: ApiError) -> Actions:

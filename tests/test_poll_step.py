@@ -1,0 +1,119 @@
+"""The poll step against a real Redis and the simulator: a poll message carries the job's facts,
+so a poll that goes on reads nothing before asking the API, and a stale message still changes
+nothing."""
+
+from __future__ import annotations
+
+import copy
+import time
+from typing import Any
+
+import pytest
+import redis
+
+from config import Settings
+from producers.jobs import build_job
+from worker.runtime import Runtime, build_runtime
+from worker.status import JobStatus
+from worker.steps.actions import POLL_TASK, PollFacts, SchedulePoll, message
+from worker.steps.poll import poll, poll_facts
+from worker.steps.submit import submit
+
+
+@pytest.fixture
+def rt(settings_values: dict[str, Any]) -> Runtime:
+    """A runtime on databases of its own (no worker reads them), storage off."""
+    values = copy.deepcopy(settings_values)
+    server = values["redis"]["broker_url"].rsplit("/", 1)[0]
+    values["redis"] = {"broker_url": f"{server}/14", "store_url": f"{server}/15"}
+    values["storage"] = {"enabled": False}
+    settings = Settings(_env_file=None, **values)
+    redis.Redis.from_url(settings.redis.store_url).flushdb()
+    return build_runtime(settings)
+
+
+def submitted(rt: Runtime, prompt: str = "a castle sim:latency=30") -> tuple[str, SchedulePoll]:
+    job = build_job(rt.settings, prompt, aspect_ratio="1:1", resolution="1K", now=time.time())
+    assert rt.store.create(job, due_at=time.time())
+    (first,) = submit(rt, job.job_id)
+    assert isinstance(first, SchedulePoll)
+    return job.job_id, first
+
+
+def polled(actions: list[Any]) -> SchedulePoll:
+    """The one follow-up of a poll that goes on: the next poll."""
+    (action,) = actions
+    assert isinstance(action, SchedulePoll)
+    return action
+
+
+class CountingRedis:
+    """The store's client, counting the commands that reach Redis."""
+
+    def __init__(self, client: redis.Redis, calls: list[str]) -> None:
+        self._client = client
+        self._calls = calls
+
+    def __getattr__(self, name: str) -> Any:
+        attribute = getattr(self._client, name)
+        if callable(attribute):
+            self._calls.append(name)
+        return attribute
+
+
+def test_submit_and_polls_hand_on_the_facts(rt: Runtime) -> None:
+    job_id, first = submitted(rt)
+    job = rt.store.get(job_id)
+    assert (
+        first.facts
+        == poll_facts(job)
+        == PollFacts(job.remote_task_id or "", job.deadline_at or 0, 0)
+    )
+    second = polled(poll(rt, job_id, first.token, first.facts))
+    assert second.facts == PollFacts(job.remote_task_id or "", job.deadline_at or 0, 1)
+    assert rt.store.get(job_id).poll_count == 1
+
+
+def test_the_message_round_trips_the_facts(rt: Runtime) -> None:
+    facts = PollFacts("task-1", 1_800_000_000.5, 3)
+    name, args, options = message(SchedulePoll("j1", 4, 2.5, facts), rt.settings.worker)
+    assert (name, options) == (POLL_TASK, {"countdown": 2.5})
+    assert args[:2] == ["j1", 4]
+    assert PollFacts.from_message(args[2]) == facts
+    # Without facts (the sweeper's re-sends), the message is the plain one.
+    assert message(SchedulePoll("j1", 4, 0.0), rt.settings.worker)[1] == ["j1", 4]
+
+
+def test_a_poll_that_goes_on_makes_one_store_call(
+    rt: Runtime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    job_id, first = submitted(rt)
+    calls: list[str] = []
+    monkeypatch.setattr(rt.store, "_redis", CountingRedis(rt.store._redis, calls))
+    polled(poll(rt, job_id, first.token, first.facts))
+    assert "hgetall" not in calls
+    calls.clear()
+    polled(poll(rt, job_id, first.token + 1))  # a message without facts reads the record first
+    assert "hgetall" in calls
+
+
+def test_stale_messages_with_facts_change_nothing(rt: Runtime) -> None:
+    job_id, first = submitted(rt)
+    second = polled(poll(rt, job_id, first.token, first.facts))
+    assert poll(rt, job_id, first.token, first.facts) == []  # the first message again
+    assert rt.store.get(job_id).poll_count == 1
+    assert rt.store.update(
+        job_id, expect={"status": JobStatus.SUBMITTED}, changes={"status": JobStatus.CANCELLED}
+    )
+    assert poll(rt, job_id, second.token, second.facts) == []  # the job was cancelled
+    cancelled = rt.store.get(job_id)
+    assert (cancelled.status, cancelled.poll_count) == (JobStatus.CANCELLED, 1)
+
+
+def test_a_finishing_poll_reads_the_record_and_checks_it(rt: Runtime) -> None:
+    job_id, first = submitted(rt, "a castle sim:latency=0")
+    poll(rt, job_id, first.token, first.facts)
+    done = rt.store.get(job_id)
+    assert (done.status, done.poll_count) == (JobStatus.SUCCEEDED, 1)
+    assert poll(rt, job_id, first.token, first.facts) == []  # a duplicate finishes nothing
+    assert rt.store.get(job_id).finished_at == done.finished_at
