@@ -7,6 +7,7 @@ end-to-end tests take seconds, and every wait is on a condition with a bounded t
 from __future__ import annotations
 
 import base64
+import copy
 import json
 import re
 import time
@@ -24,6 +25,7 @@ from devenv.worker_process import WorkerProcess, settings_env
 from producers import ImageQueue
 from simulator.config import SimConfig
 from simulator.server import SimulatorServer
+from worker.runtime import Runtime, build_runtime
 
 API_KEY = "sk-test-9f8e7d6c5b4a-never-log-me"
 WEBHOOK_SECRET = "whsec_dGVzdC13ZWJob29rLXNlY3JldC0xMjM0NTY3OA=="
@@ -134,6 +136,21 @@ def callback_payloads(broker: redis.Redis, job_id: str) -> list[dict[str, Any]]:
         if args and args[0].get("job_id") == job_id:
             payloads.append(args[0])
     return payloads
+
+
+def step_runtime(
+    settings_values: dict[str, Any], *, dbs: tuple[int, int], **sections: Any
+) -> Runtime:
+    """A runtime for calling steps directly: broker and store on databases `dbs` of the test
+    Redis (no worker reads them; the store's emptied), storage off, `sections` overridden."""
+    values = copy.deepcopy(settings_values)
+    server = values["redis"]["broker_url"].rsplit("/", 1)[0]
+    values["redis"] = {"broker_url": f"{server}/{dbs[0]}", "store_url": f"{server}/{dbs[1]}"}
+    values["storage"] = {"enabled": False}
+    values.update(sections)
+    settings = Settings(_env_file=None, **values)
+    redis.Redis.from_url(settings.redis.store_url).flushdb()
+    return build_runtime(settings)
 
 
 def wait_for(condition: Callable[[], Any], *, timeout_s: float, what: str) -> Any:

@@ -4,16 +4,15 @@ nothing."""
 
 from __future__ import annotations
 
-import copy
 import time
 from typing import Any
 
 import pytest
 import redis
 
-from config import Settings
 from producers.jobs import build_job
-from worker.runtime import Runtime, build_runtime
+from tests.conftest import step_runtime
+from worker.runtime import Runtime
 from worker.status import JobStatus
 from worker.steps.actions import POLL_TASK, PollFacts, SchedulePoll, message
 from worker.steps.poll import poll, poll_facts
@@ -22,14 +21,7 @@ from worker.steps.submit import submit
 
 @pytest.fixture
 def rt(settings_values: dict[str, Any]) -> Runtime:
-    """A runtime on databases of its own (no worker reads them), storage off."""
-    values = copy.deepcopy(settings_values)
-    server = values["redis"]["broker_url"].rsplit("/", 1)[0]
-    values["redis"] = {"broker_url": f"{server}/14", "store_url": f"{server}/15"}
-    values["storage"] = {"enabled": False}
-    settings = Settings(_env_file=None, **values)
-    redis.Redis.from_url(settings.redis.store_url).flushdb()
-    return build_runtime(settings)
+    return step_runtime(settings_values, dbs=(14, 15))
 
 
 def submitted(rt: Runtime, prompt: str = "a castle sim:latency=30") -> tuple[str, SchedulePoll]:

@@ -3,18 +3,16 @@ of lost work is sent again, exactly what was lost, and re-sent work runs once.""
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import time
 from typing import Any
 
 import pytest
-import redis
 
-from config import Settings
 from producers.jobs import build_job
+from tests.conftest import step_runtime
 from worker.job import Delivery
-from worker.runtime import Runtime, build_runtime
+from worker.runtime import Runtime
 from worker.status import JobStatus
 from worker.steps.actions import (
     ScheduleCallback,
@@ -31,15 +29,7 @@ GRACE_S = 15.0
 
 @pytest.fixture
 def rt(settings_values: dict[str, Any]) -> Runtime:
-    """A runtime on databases of its own (no worker reads them), storage off."""
-    values = copy.deepcopy(settings_values)
-    server = values["redis"]["broker_url"].rsplit("/", 1)[0]
-    values["redis"] = {"broker_url": f"{server}/12", "store_url": f"{server}/13"}
-    values["storage"] = {"enabled": False}
-    values["sweep"] = {"grace_s": GRACE_S, "interval_s": 5}
-    settings = Settings(_env_file=None, **values)
-    redis.Redis.from_url(settings.redis.store_url).flushdb()
-    return build_runtime(settings)
+    return step_runtime(settings_values, dbs=(12, 13), sweep={"grace_s": GRACE_S, "interval_s": 5})
 
 
 def at(rt: Runtime, when: float) -> Runtime:
