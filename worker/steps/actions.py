@@ -33,7 +33,8 @@ class Submit:
 class PollFacts:
     """What a poll needs of the job record, carried in its message: with them the poll asks the
     API before reading the record at all (its write still checks the status and the token, so a
-    stale or repeated message changes nothing). None of them changes while the job is polled."""
+    stale or repeated message changes nothing). The remote task id and the deadline are fixed at
+    submit; each poll hands on the count, as it writes it."""
 
     remote_task_id: str
     deadline_at: float

@@ -20,6 +20,7 @@ from worker.steps.finish import finish
 def poll(rt: Runtime, job_id: str, token: int, facts: PollFacts | None = None) -> Actions:
     """One poll. With the job's `facts` from the message, the record is read only to finish it:
     a poll that goes on costs one Redis round trip (the checked write), not two."""
+    job: Job | None = None
     if facts is None:
         job = _pollable(rt, job_id, token)
         if job is None:
@@ -45,20 +46,21 @@ def poll(rt: Runtime, job_id: str, token: int, facts: PollFacts | None = None) -
         rand=rt.rand,
     )
     expect = {"status": JobStatus.SUBMITTED, "poll_token": token}
+    count = facts.poll_count + 1
     if isinstance(step, Finish):
-        finishing = _pollable(rt, job_id, token)
-        if finishing is None:
+        job = job or _pollable(rt, job_id, token)
+        if job is None:
             return []
         if remote is not None and step.status is JobStatus.SUCCEEDED:
-            _learn_generation_time(rt, finishing, remote, now)
-        return finish(rt, finishing, step, expect=expect, poll_count=facts.poll_count + 1)
+            _learn_generation_time(rt, job, remote, now)
+        return finish(rt, job, step, expect=expect, poll_count=count)
     due = now + step.delay_s
     moved = rt.store.update(
         job_id,
         expect=expect,
         changes={
             "poll_token": token + 1,
-            "poll_count": facts.poll_count + 1,
+            "poll_count": count,
             "next_poll_at": due,
             "remote_status": remote.status_word if remote else None,
         },
@@ -66,11 +68,7 @@ def poll(rt: Runtime, job_id: str, token: int, facts: PollFacts | None = None) -
     )
     if not moved:
         return []
-    return [
-        SchedulePoll(
-            job_id, token + 1, step.delay_s, replace(facts, poll_count=facts.poll_count + 1)
-        )
-    ]
+    return [SchedulePoll(job_id, token + 1, step.delay_s, replace(facts, poll_count=count))]
 
 
 def poll_facts(job: Job) -> PollFacts:
