@@ -9,8 +9,10 @@ import pytest
 from kombu.connection import Connection
 from kombu.entity import Exchange, Queue
 
+from config import Settings
 from devenv.redis_server import RedisServer
-from worker.broker import TRANSPORT
+from worker.app import celery_config
+from worker.broker import TRANSPORT, serves
 
 
 @pytest.fixture
@@ -59,3 +61,12 @@ def test_messages_go_through_and_acks_clear_the_unacked_store(connection: Connec
     client = channel.client
     assert client.hlen("unacked") == 0
     assert client.zcard("unacked_index") == 0
+
+
+def test_only_workers_take_it(settings: Settings) -> None:
+    """Producers, beat and Flower keep kombu's own transport and URL scheme (Flower chooses how
+    to read queue lengths by it); a worker sets it at start, for Redis brokers only."""
+    assert "broker_transport" not in celery_config(settings)
+    assert serves("redis://127.0.0.1:6379/0")
+    assert serves("rediss://:pw@redis.example:6380/0")
+    assert not serves("amqp://guest@127.0.0.1:5672//")

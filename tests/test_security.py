@@ -322,7 +322,7 @@ def test_redis_auth_end_to_end(
     job_id, worker = run_one_job(values, tmp_path / "worker.log", "imageq-auth")
 
     log = worker.log()
-    # Celery's banner names the broker, masked (its scheme is imageq's Redis transport)
+    # Celery's banner names the broker, masked; a worker's scheme is imageq's Redis transport
     assert f"{TRANSPORT}://:**@127.0.0.1" in log
     assert REDIS_PASSWORD not in log
     assert API_KEY not in log
@@ -350,9 +350,10 @@ def test_rediss_url_is_kept_and_verifies_certificates() -> None:
     app = create_app(settings)  # no network: kombu connects lazily
     connection = app.connection_for_write()
     try:
-        assert connection.transport_cls == TRANSPORT  # kombu's Redis transport, subclassed
+        # Outside a worker, kombu's own transport and URL scheme (workers: worker/broker.py)
+        assert connection.transport_cls == "rediss"
         assert connection.ssl == {"ssl_cert_reqs": ssl.CERT_REQUIRED}
-        assert connection.as_uri() == f"{TRANSPORT}://:**@redis.example:6380/0"
+        assert connection.as_uri() == "rediss://:**@redis.example:6380/0"
     finally:
         connection.release()
         app.close()

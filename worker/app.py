@@ -43,7 +43,7 @@ from worker.steps.actions import (
 def celery_config(settings: Settings) -> dict[str, Any]:
     """Celery settings derived from imageq's, as a plain mapping (tested on its own)."""
     worker = settings.worker
-    return _broker(settings.redis.broker_url) | {
+    return _tls(settings.redis.broker_url) | {
         "broker_url": settings.redis.broker_url,
         "broker_connection_retry_on_startup": True,
         "broker_transport_options": {
@@ -105,13 +105,6 @@ def celery_config(settings: Settings) -> dict[str, Any]:
     }
 
 
-def _broker(broker_url: str) -> dict[str, Any]:
-    """For a Redis broker: imageq's Redis transport (worker/broker.py), and TLS settings."""
-    if urlsplit(broker_url).scheme not in ("redis", "rediss"):
-        return {}
-    return {"broker_transport": broker.TRANSPORT} | _tls(broker_url)
-
-
 def _tls(broker_url: str) -> dict[str, Any]:
     """A `rediss://` broker URL without `ssl_cert_reqs` verifies the server's certificate, as
     redis-py does for the job store; kombu alone would fall back to not checking it."""
@@ -162,6 +155,16 @@ def _refuse_an_unpatched_gevent_pool(sender: Any = None, **_: Any) -> None:
             "patches for gevent only then): run `imageq worker`, which passes the pool of "
             "IMAGEQ_WORKER__POOL, or `celery -A worker.app worker -P gevent`"
         )
+
+
+@worker_init.connect
+def _one_broker_client_per_channel(sender: Any = None, **_: Any) -> None:
+    # In workers only, where every poll is a publish, a delivery and an ack (worker/broker.py).
+    # Producers, beat and Flower keep kombu's own transport and its URL scheme, by which
+    # Flower, for one, chooses how to read the queues.
+    conf = sender.app.conf
+    if broker.serves(conf.broker_url):
+        conf.broker_transport = broker.TRANSPORT
 
 
 def _gevent_patched() -> bool:

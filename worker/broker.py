@@ -11,12 +11,18 @@ pool), so the channel keeps one per pool and hands it out again.
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import urlsplit
 
 import redis
 from kombu.transport import redis as kombu_redis
 
 TRANSPORT = "worker.broker:Transport"
-"""The value of Celery's `broker_transport` for a `redis://` or `rediss://` broker URL."""
+"""The value of Celery's `broker_transport` that selects it (set by workers at start)."""
+
+
+def serves(broker_url: str) -> bool:
+    """Whether this transport can carry a broker URL: Redis, with or without TLS."""
+    return urlsplit(broker_url).scheme in ("redis", "rediss")
 
 
 class Channel(kombu_redis.Channel):
