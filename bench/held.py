@@ -3,7 +3,7 @@
     python -m bench.held [--n 2000] [--window 30]
 
 Starts a Redis of its own and one imageq worker (threads), measures the worker's CPU rate and
-RSS over `--window` seconds idle, then publishes N poll messages due in two minutes (for jobs
+RSS over `--window` seconds idle, then publishes N poll messages due in ten minutes (for jobs
 that do not exist, so nothing else happens), waits until the worker has fetched them all, and
 measures again. Prints both and the difference per held message.
 """
@@ -25,9 +25,10 @@ from config import Settings
 from devenv.redis_server import RedisServer
 from devenv.worker_process import settings_env
 from worker.app import create_app
-from worker.steps.actions import SchedulePoll, message
+from worker.steps.actions import PollFacts, SchedulePoll, message
 
-COUNTDOWN_S = 120.0
+# Far enough that none comes due while measured (with facts, a due one would call the API).
+COUNTDOWN_S = 600.0
 
 
 def sample(pids: Callable[[], list[int]], window_s: float) -> tuple[float, int]:
@@ -70,7 +71,9 @@ def main(argv: Sequence[str] | None = None) -> None:
             app = create_app(settings)
             with app.producer_or_acquire() as producer:
                 for index in range(args.n):
-                    poll = SchedulePoll(f"absent-{index}", 1, COUNTDOWN_S)
+                    # As the worker sends them: with the job's facts (worker/steps/poll.py).
+                    facts = PollFacts(f"task-{index}", time.time() + COUNTDOWN_S + 180, 0)
+                    poll = SchedulePoll(f"absent-{index}", 1, COUNTDOWN_S, facts)
                     name, task_args, options = message(poll, settings.worker)
                     app.send_task(name, args=task_args, producer=producer, **options)
             deadline = time.monotonic() + 60
