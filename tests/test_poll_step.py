@@ -40,7 +40,8 @@ def polled(actions: list[Any]) -> SchedulePoll:
 
 
 class CountingRedis:
-    """The store's client, counting the commands that reach Redis."""
+    """The store's client, noting each method called on it (its Lua scripts hold the client
+    itself, so the checked write is not noted: only the reads are)."""
 
     def __init__(self, client: redis.Redis, calls: list[str]) -> None:
         self._client = client
