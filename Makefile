@@ -9,7 +9,7 @@ STAMP  := $(VENV)/.installed
 .PHONY: demo test lint typecheck unit venv browser clean
 
 demo: $(STAMP)
-	$(BIN)/python -m devenv.demo
+	$(BIN)/python -m imageq.devenv.demo
 
 test: lint typecheck browser
 	$(BIN)/pytest

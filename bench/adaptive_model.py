@@ -2,7 +2,7 @@
 
 Each job's completion time is drawn from the simulator's `realistic` distribution (log-normal
 per quality and resolution); a window of earlier times of its cell gives the adaptive first poll
-(`worker.adaptive.first_poll_base_s`, the code the worker runs); then polls follow every
+(`imageq.worker.adaptive.first_poll_base_s`, the code the worker runs); then polls follow every
 `interval_s` +/- jitter, as in the worker. The fixed schedule is the documented one. No Redis, no
 Celery, no clock: it shows the trade-off that the benchmark then measures for one setting.
 
@@ -21,10 +21,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from bench.workload import QUALITIES, RESOLUTIONS
-from config import PollingSettings
-from simulator.latency import parse_distribution
-from worker.adaptive import percentile
-from worker.polling import first_poll_delay_s
+from imageq.config import PollingSettings
+from imageq.simulator.latency import parse_distribution
+from imageq.worker.adaptive import percentile
+from imageq.worker.polling import first_poll_delay_s
 
 
 @dataclass(frozen=True)

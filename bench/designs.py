@@ -1,6 +1,6 @@
 """The two designs under test: how to start each one's workers and hand it the round's jobs.
 
-imageq runs as `celery -A worker.app worker` (devenv's WorkerProcess) with settings passed as
+imageq runs as `celery -A imageq.worker.app worker` (devenv's WorkerProcess) with settings passed as
 `IMAGEQ_*` variables; the naive design as `celery -A bench.naive worker -P gevent`.
 """
 
@@ -18,10 +18,10 @@ from celery import Celery
 
 from bench import naive
 from bench.workload import JobSpec
-from config import PollingSettings, Settings
-from devenv.worker_process import WorkerProcess, settings_env
-from producers import ImageQueue
-from worker.runtime import connect_store
+from imageq.config import PollingSettings, Settings
+from imageq.devenv.worker_process import WorkerProcess, settings_env
+from imageq.producers import ImageQueue
+from imageq.worker.runtime import connect_store
 
 API_KEY: Final = "sk-bench-0123456789abcdef"
 # A made-up key and secret, for the simulator and receiver of a local benchmark only.

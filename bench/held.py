@@ -21,11 +21,11 @@ import redis
 
 from bench import procfs
 from bench.designs import PRODUCTION, CleanEnvWorker, Round, imageq_values, start_all, stop_all
-from config import Settings
-from devenv.redis_server import RedisServer
-from devenv.worker_process import settings_env
-from worker.app import create_app
-from worker.steps.actions import PollFacts, SchedulePoll, message
+from imageq.config import Settings
+from imageq.devenv.redis_server import RedisServer
+from imageq.devenv.worker_process import settings_env
+from imageq.worker.app import create_app
+from imageq.worker.steps.actions import PollFacts, SchedulePoll, message
 
 # Far enough that none comes due while measured (with facts, a due one would call the API).
 COUNTDOWN_S = 600.0

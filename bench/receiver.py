@@ -16,7 +16,7 @@ from typing import Self
 
 from aiohttp import web
 
-from simulator.server import base_url_of, bind, start_runner
+from imageq.simulator.server import base_url_of, bind, start_runner
 
 _START_TIMEOUT_S = 10.0
 

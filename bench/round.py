@@ -32,9 +32,9 @@ from bench.designs import API_KEY, Round, Timing, make_design, stop_all
 from bench.metrics import Observed, measure
 from bench.receiver import ArrivalReceiver
 from bench.workload import make_history, make_jobs
-from config import PollingSettings
-from devenv.redis_server import RedisServer
-from simulator.server import start_simulator_process
+from imageq.config import PollingSettings
+from imageq.devenv.redis_server import RedisServer
+from imageq.simulator.server import start_simulator_process
 
 SAMPLE_EVERY_S = 0.5
 # The simulator's stats list every task; read them less often than RSS, to spare it.

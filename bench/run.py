@@ -33,8 +33,8 @@ from typing import Any, Final
 from bench.designs import DESIGNS, PRODUCTION, Timing, polling_values
 from bench.report import ratios, write_plot, write_report
 from bench.round import DUPLICATE_GRACE_INTERVALS, RoundPlan, run_round
-from config import PollingSettings
-from simulator.latency import REALISTIC_CLIP_S, parse_distribution
+from imageq.config import PollingSettings
+from imageq.simulator.latency import REALISTIC_CLIP_S, parse_distribution
 
 DEFAULT_SCALE: Final = 0.3
 SMOKE_TIMING: Final = Timing(first_delay_s=1.0, interval_s=0.5, jitter_s=0.1, deadline_s=30.0)
@@ -218,12 +218,12 @@ def describe(
         f"{load[0]:.2f} at start (shared with other work)",
         "software": f"Python {platform.python_version()}, "
         + ", ".join(f"{p} {_version(p)}" for p in ("celery", "kombu", "redis", "gevent")),
-        "completion times": f"{args.latency} (simulator.latency) x {args.latency_scale:g}, "
+        "completion times": f"{args.latency} (imageq.simulator.latency) x {args.latency_scale:g}, "
         "drawn per job from a seed per run, the same for both designs",
         "polling (both designs)": f"first poll {timing.first_delay_s:g} s, every "
         f"{timing.interval_s:g} s ± {timing.jitter_s:g} s, deadline {timing.deadline_s:g} s",
         "simulator": f"request delay {args.request_delay}, canonical status words",
-        "imageq": f"{args.processes} x `celery -A worker.app worker`, {args.pool} x "
+        "imageq": f"{args.processes} x `celery -A imageq.worker.app worker`, {args.pool} x "
         f"{args.concurrency}, log level {args.loglevel}, polling mode {args.polling_mode}, no beat",
         "naive": f"{args.processes} x `celery -A bench.naive worker -P gevent -c N`, "
         f"log level {args.loglevel}",

@@ -1,8 +1,9 @@
 """The jobs of one round: a fixed mix of quality and resolution, and each job's completion time.
 
-Completion times are drawn here, from the simulator's own distributions (`simulator.latency`),
-and sent to the simulator as a `sim:latency=S` marker in each prompt. So both designs of a round
-get the very same job list (a paired comparison), and times can be scaled to fit a time budget.
+Completion times are drawn here, from the simulator's own distributions
+(`imageq.simulator.latency`), and sent to the simulator as a `sim:latency=S` marker in each
+prompt. So both designs of a round get the very same job list (a paired comparison), and times can
+be scaled to fit a time budget.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import random
 from dataclasses import dataclass
 from typing import Final
 
-from simulator.latency import Distribution, parse_distribution
+from imageq.simulator.latency import Distribution, parse_distribution
 
 QUALITIES: Final = ("low", "medium", "high")
 RESOLUTIONS: Final = ("1K", "2K", "4K")

@@ -1,6 +1,6 @@
 """imageq settings: one pydantic-settings root, read once from the environment and `.env`."""
 
-from config.settings import (
+from imageq.config.settings import (
     DEFAULT_WEBHOOK_SCHEDULE_S,
     ApiSettings,
     LimitSettings,

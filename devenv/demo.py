@@ -20,15 +20,15 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
-from config import Settings, get_settings
-from devenv.redis_server import RedisServer, is_reachable
-from devenv.webhook_receiver import WebhookReceiver
-from devenv.worker_process import WorkerProcess, settings_env
-from producers import ImageQueue, verify_webhook
-from simulator.server import start_simulator_process
-from worker.errors import InvalidParams, WebhookVerificationFailed
-from worker.job import Job
-from worker.webhooks import webhook_id
+from imageq.config import Settings, get_settings
+from imageq.devenv.redis_server import RedisServer, is_reachable
+from imageq.devenv.webhook_receiver import WebhookReceiver
+from imageq.devenv.worker_process import WorkerProcess, settings_env
+from imageq.producers import ImageQueue, verify_webhook
+from imageq.simulator.server import start_simulator_process
+from imageq.worker.errors import InvalidParams, WebhookVerificationFailed
+from imageq.worker.job import Job
+from imageq.worker.webhooks import webhook_id
 
 VAR = Path("var/demo")
 JOBS: list[dict[str, Any]] = [

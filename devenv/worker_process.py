@@ -25,7 +25,7 @@ def settings_env(values: Mapping[str, Any], *, prefix: str = "IMAGEQ_") -> dict[
 
 
 class WorkerProcess:
-    """`celery -A worker.app worker` in a child process, logging to a file."""
+    """`celery -A imageq.worker.app worker` in a child process, logging to a file."""
 
     ready_marker = " ready."
 
@@ -50,7 +50,7 @@ class WorkerProcess:
 
     def command(self) -> list[str]:
         return [
-            sys.executable, "-m", "celery", "-A", "worker.app", "worker",
+            sys.executable, "-m", "celery", "-A", "imageq.worker.app", "worker",
             "--loglevel=INFO", f"--hostname={self._name}@%h",
             "--without-gossip", "--without-mingle", "--without-heartbeat",
             *self._extra_args,
@@ -108,12 +108,12 @@ class WorkerProcess:
 
 
 class BeatProcess(WorkerProcess):
-    """`celery -A worker.app beat`: the scheduler (scheduled runs and the sweeper)."""
+    """`celery -A imageq.worker.app beat`: the scheduler (scheduled runs and the sweeper)."""
 
     ready_marker = "beat: Starting..."
 
     def command(self) -> list[str]:
         return [
-            sys.executable, "-m", "celery", "-A", "worker.app", "beat", "--loglevel=INFO",
+            sys.executable, "-m", "celery", "-A", "imageq.worker.app", "beat", "--loglevel=INFO",
             *self._extra_args,
         ]  # fmt: skip

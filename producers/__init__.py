@@ -3,7 +3,7 @@
 `verify_webhook` is for the receiving end: it checks a webhook imageq sent.
 """
 
-from producers.api import ImageQueue, enqueue, get, wait
-from producers.receiver import verify_webhook
+from imageq.producers.api import ImageQueue, enqueue, get, wait
+from imageq.producers.receiver import verify_webhook
 
 __all__ = ["ImageQueue", "enqueue", "get", "verify_webhook", "wait"]

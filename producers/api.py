@@ -14,19 +14,19 @@ from typing import Any
 
 from celery import Celery
 
-from config import Settings, get_settings
-from producers.jobs import Lane, build_job, check_job_id, check_webhook_url, plain_json
-from worker.app import create_app
-from worker.batch import Batch
-from worker.errors import InvalidParams, JobNotFound, WaitTimeout
-from worker.job import Delivery, Job
-from worker.params import DEFAULT_QUALITY
-from worker.polling import Finish
-from worker.runtime import connect_store
-from worker.status import JobStatus
-from worker.steps.actions import WEBHOOK_TASK, Actions, Submit, message
-from worker.steps.finish import after_finish, terminal_changes, work_left
-from worker.store import JobStore
+from imageq.config import Settings, get_settings
+from imageq.producers.jobs import Lane, build_job, check_job_id, check_webhook_url, plain_json
+from imageq.worker.app import create_app
+from imageq.worker.batch import Batch
+from imageq.worker.errors import InvalidParams, JobNotFound, WaitTimeout
+from imageq.worker.job import Delivery, Job
+from imageq.worker.params import DEFAULT_QUALITY
+from imageq.worker.polling import Finish
+from imageq.worker.runtime import connect_store
+from imageq.worker.status import JobStatus
+from imageq.worker.steps.actions import WEBHOOK_TASK, Actions, Submit, message
+from imageq.worker.steps.finish import after_finish, terminal_changes, work_left
+from imageq.worker.store import JobStore
 
 
 @dataclass(frozen=True)
@@ -289,3 +289,13 @@ def get(job_id: str) -> Job:
 def wait(job_id: str, timeout_s: float) -> Job:
     """`ImageQueue.wait` on the default queue."""
     return default_queue().wait(job_id, timeout_s)
+
+
+def enqueue_many(rows: Sequence[Mapping[str, Any]], **options: Any) -> BatchReport:
+    """`ImageQueue.enqueue_many` on the default queue."""
+    return default_queue().enqueue_many(rows, **options)
+
+
+def cancel(job_id: str) -> bool:
+    """`ImageQueue.cancel` on the default queue."""
+    return default_queue().cancel(job_id)

@@ -18,10 +18,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final, Literal
 
-from producers.jobs import MAX_METADATA_BYTES, check_job_id, plain_json
-from worker.errors import ImageqError, InvalidParams
-from worker.params import DEFAULT_QUALITY, validate_params
-from worker.sizes import ASPECT_RATIOS, RESOLUTIONS
+from imageq.producers.jobs import MAX_METADATA_BYTES, check_job_id, plain_json
+from imageq.worker.errors import ImageqError, InvalidParams
+from imageq.worker.params import DEFAULT_QUALITY, validate_params
+from imageq.worker.sizes import ASPECT_RATIOS, RESOLUTIONS
 
 BulkFormat = Literal["jsonl", "csv"]
 

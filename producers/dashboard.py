@@ -19,8 +19,8 @@ from rich.console import Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
-from worker.job import Job
-from worker.status import JobStatus
+from imageq.worker.job import Job
+from imageq.worker.status import JobStatus
 
 RECENT_FAILURES: Final = 10
 OLDEST_IN_FLIGHT: Final = 10

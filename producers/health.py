@@ -1,6 +1,6 @@
 """Health checks: the broker, the job store, the API and the workers, each bounded in time.
 
-`run_checks(settings)` runs them side by side; `python -m producers.health [--json]
+`run_checks(settings)` runs them side by side; `python -m imageq.producers.health [--json]
 [--skip NAME] [--timeout S]` prints them and exits 0 when every check passed and 1 when any
 failed, so it serves as a container healthcheck. No detail holds the API key or a Redis
 password.
@@ -27,10 +27,10 @@ from pydantic import ValidationError
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from config import Settings, get_settings
-from worker.app import create_app, secret_values
-from worker.client import ApiClient
-from worker.errors import ApiRejected, ApiUnavailable, AuthenticationFailed, RateLimited
+from imageq.config import Settings, get_settings
+from imageq.worker.app import create_app, secret_values
+from imageq.worker.client import ApiClient
+from imageq.worker.errors import ApiRejected, ApiUnavailable, AuthenticationFailed, RateLimited
 
 DEFAULT_TIMEOUT_S: Final = 5.0
 # How long to collect ping replies: Celery's own default. A worker answers from its consumer
@@ -225,9 +225,9 @@ def _redacted(check: Check, secrets: Sequence[str]) -> Check:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """`python -m producers.health`: print the checks; 0 healthy, 1 unhealthy, 2 bad usage."""
+    """`python -m imageq.producers.health`: print the checks; 0 healthy, 1 unhealthy, 2 usage."""
     parser = argparse.ArgumentParser(
-        prog="python -m producers.health",
+        prog="python -m imageq.producers.health",
         description="Check the broker, the job store, the API and that a worker answers a ping;"
         " exit 0 if every check passes, 1 if any fails.",
     )

@@ -15,10 +15,10 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, Final
 
-from producers.bulkfile import RowError
-from worker.job import Job
-from worker.payload import completion_payload
-from worker.status import TERMINAL_JOB_STATUSES, JobStatus
+from imageq.producers.bulkfile import RowError
+from imageq.worker.job import Job
+from imageq.worker.payload import completion_payload
+from imageq.worker.status import TERMINAL_JOB_STATUSES, JobStatus
 
 INVALID: Final = "invalid"
 """The status of a row refused before queueing; it has no job, so it is not a `JobStatus`."""

@@ -18,7 +18,7 @@ import time
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
-from worker.errors import WebhookVerificationFailed
+from imageq.worker.errors import WebhookVerificationFailed
 
 _SECRET_PREFIX = "whsec_"  # noqa: S105 - the scheme's prefix, not a secret
 _HEADERS = ("webhook-id", "webhook-timestamp", "webhook-signature")

@@ -21,9 +21,9 @@ from urllib.request import url2pathname
 
 from PIL import Image
 
-from worker.batch import Batch
-from worker.job import Job
-from worker.status import JobStatus
+from imageq.worker.batch import Batch
+from imageq.worker.job import Job
+from imageq.worker.status import JobStatus
 
 ThumbnailLoader = Callable[[str, int], str | None]
 """(saved location, longest side in px) -> a `data:image/png;base64,` URI, or None."""

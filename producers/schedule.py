@@ -25,8 +25,8 @@ from typing import Any, Final
 from celery.schedules import crontab
 from croniter import croniter
 
-from producers.jobs import JOB_ID
-from worker.errors import ImageqError
+from imageq.producers.jobs import JOB_ID
+from imageq.worker.errors import ImageqError
 
 RUN_FIELDS: Final = ("name", "file", "cron", "every_s", "webhook")
 # Batch ids add a slot stamp (up to 17 characters) and job ids a line (7 or more) to the name,

@@ -14,11 +14,11 @@ import signal
 import sys
 from collections.abc import Sequence
 
-from simulator.app import create_app
-from simulator.config import SimConfig
-from simulator.server import base_url_of, bind, start_runner
+from imageq.simulator.app import create_app
+from imageq.simulator.config import SimConfig
+from imageq.simulator.server import base_url_of, bind, start_runner
 
-log = logging.getLogger("simulator")
+log = logging.getLogger("imageq.simulator")
 
 
 def parse_args(argv: Sequence[str] | None = None) -> SimConfig:

@@ -9,13 +9,13 @@ from typing import Any, Final
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
-from simulator.config import SimConfig
-from simulator.markers import Fault, fault_for_attempt
-from simulator.png import gradient_png, padded_png
-from simulator.state import SimState, Task
-from simulator.statuses import Phase
-from simulator.submission import SubmitError, parse_submit
-from simulator.views import code_error, query_body, status_error, submit_body
+from imageq.simulator.config import SimConfig
+from imageq.simulator.markers import Fault, fault_for_attempt
+from imageq.simulator.png import gradient_png, padded_png
+from imageq.simulator.state import SimState, Task
+from imageq.simulator.statuses import Phase
+from imageq.simulator.submission import SubmitError, parse_submit
+from imageq.simulator.views import code_error, query_body, status_error, submit_body
 
 SIM: Final = web.AppKey("sim", SimState)
 GARBAGE_BODY: Final = "<html>bad gateway</html>"

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from simulator.latency import Distribution, parse_distribution
+from imageq.simulator.latency import Distribution, parse_distribution
 
 Envelope = Literal["gpt_image_2_official", "platform"]
 StatusWordsMode = Literal["canonical", "varied"]
@@ -15,7 +15,7 @@ StatusWordsMode = Literal["canonical", "varied"]
 class SimConfig:
     """Settings of one simulator instance; invalid values raise ValueError when built.
 
-    `latency` and `request_delay` are spec strings (see `simulator.latency`). Fault rates are
+    `latency` and `request_delay` are spec strings (see `imageq.simulator.latency`). Fault rates are
     probabilities per request: 429 and 503 hit submits and queries, drops hit queries only
     (a random ambiguous submit would make load tests measure the wrong thing).
     """

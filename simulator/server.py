@@ -17,8 +17,8 @@ from typing import Any, Final, Self, TypeVar
 
 from aiohttp import web
 
-from simulator.app import SIM, create_app
-from simulator.config import SimConfig
+from imageq.simulator.app import SIM, create_app
+from imageq.simulator.config import SimConfig
 
 _T = TypeVar("_T")
 READY_LINE: Final = re.compile(rb"simulator listening on (http://\S+)\r?\n")
@@ -155,7 +155,7 @@ def start_simulator_process(
     Waits at most `timeout_s` for the "simulator listening on" line; on timeout or early exit the
     process is killed and RuntimeError raised. The caller owns the process (terminate it).
     """
-    command = [python, "-m", "simulator", *args]
+    command = [python, "-m", "imageq.simulator", *args]
     process = subprocess.Popen(command, stdout=subprocess.PIPE)  # noqa: S603 -- starting it is the job
     assert process.stdout is not None  # stdout=PIPE guarantees it
     deadline = time.monotonic() + timeout_s

@@ -11,10 +11,10 @@ from collections.abc import Collection
 from dataclasses import dataclass, field
 from typing import Any
 
-from simulator.config import SimConfig
-from simulator.markers import Fault
-from simulator.statuses import Phase, StatusWords, choose_words, phase_at
-from simulator.submission import Submission
+from imageq.simulator.config import SimConfig
+from imageq.simulator.markers import Fault
+from imageq.simulator.statuses import Phase, StatusWords, choose_words, phase_at
+from imageq.simulator.submission import Submission
 
 _ID_ALPHABET = string.ascii_uppercase + string.digits
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any, Final
 
-from simulator.config import Envelope
-from simulator.state import Clock, Task
-from simulator.statuses import FINISHED, Phase
-from worker.sizes import MODEL
+from imageq.simulator.config import Envelope
+from imageq.simulator.state import Clock, Task
+from imageq.simulator.statuses import FINISHED, Phase
+from imageq.worker.sizes import MODEL
 
 CREDITS_PER_TASK: Final = 100
 FAILURE_MESSAGE: Final = "simulated generation failure"

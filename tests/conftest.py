@@ -18,14 +18,14 @@ from typing import Any
 import pytest
 import redis
 
-from config import Settings
-from devenv.redis_server import RedisServer, free_port
-from devenv.webhook_receiver import WebhookReceiver
-from devenv.worker_process import WorkerProcess, settings_env
-from producers import ImageQueue
-from simulator.config import SimConfig
-from simulator.server import SimulatorServer
-from worker.runtime import Runtime, build_runtime
+from imageq.config import Settings
+from imageq.devenv.redis_server import RedisServer, free_port
+from imageq.devenv.webhook_receiver import WebhookReceiver
+from imageq.devenv.worker_process import WorkerProcess, settings_env
+from imageq.producers import ImageQueue
+from imageq.simulator.config import SimConfig
+from imageq.simulator.server import SimulatorServer
+from imageq.worker.runtime import Runtime, build_runtime
 
 API_KEY = "sk-test-9f8e7d6c5b4a-never-log-me"
 WEBHOOK_SECRET = "whsec_dGVzdC13ZWJob29rLXNlY3JldC0xMjM0NTY3OA=="

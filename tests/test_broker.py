@@ -9,10 +9,10 @@ import pytest
 from kombu.connection import Connection
 from kombu.entity import Exchange, Queue
 
-from config import Settings
-from devenv.redis_server import RedisServer
-from worker.app import celery_config
-from worker.broker import TRANSPORT, serves
+from imageq.config import Settings
+from imageq.devenv.redis_server import RedisServer
+from imageq.worker.app import celery_config
+from imageq.worker.broker import TRANSPORT, serves
 
 
 @pytest.fixture

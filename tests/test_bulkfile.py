@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from producers.bulkfile import (
+from imageq.producers.bulkfile import (
     MAX_ROW_BYTES,
     BulkFileError,
     BulkFormat,
@@ -17,14 +17,14 @@ from producers.bulkfile import (
     parse_bulk,
     read_bulk_file,
 )
-from producers.manifest import (
+from imageq.producers.manifest import (
     manifest_entry_for_error,
     manifest_entry_for_job,
     summarize,
     write_manifest,
 )
-from worker.job import Job
-from worker.status import JobStatus
+from imageq.worker.job import Job
+from imageq.worker.status import JobStatus
 
 URL = "https://img.example.com/ref.png"
 BASE = {"prompt": "a lighthouse", "aspect_ratio": "16:9", "resolution": "2K"}

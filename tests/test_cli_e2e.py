@@ -12,13 +12,13 @@ from typing import Any
 
 import pytest
 
-from devenv.webhook_receiver import WebhookReceiver
-from devenv.worker_process import WorkerProcess, settings_env
-from producers import ImageQueue
-from simulator.server import SimulatorServer
+from imageq.devenv.webhook_receiver import WebhookReceiver
+from imageq.devenv.worker_process import WorkerProcess, settings_env
+from imageq.producers import ImageQueue
+from imageq.simulator.server import SimulatorServer
+from imageq.worker.job import Delivery
+from imageq.worker.status import JobStatus
 from tests.conftest import wait_for
-from worker.job import Delivery
-from worker.status import JobStatus
 
 pytestmark = pytest.mark.e2e
 
@@ -32,7 +32,7 @@ def imageq(
     env: dict[str, str], *args: str, cwd: Path | None = None
 ) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "producers.cli", *args],
+        [sys.executable, "-m", "imageq.producers.cli", *args],
         env=env, cwd=cwd, capture_output=True, text=True, timeout=120, check=False,
     )  # fmt: skip
 
@@ -155,7 +155,7 @@ def test_bulk_with_concurrency_paces_and_completes(
                     "--wait", "--json")  # fmt: skip
     assert result.returncode == 0, result.stderr
     assert nonzero(json.loads(result.stdout)["summary"]) == {"succeeded": 5}
-    from config import Settings
+    from imageq.config import Settings
 
     queue = ImageQueue(Settings(_env_file=None, **settings_values))
     jobs = sorted(queue.batch_jobs("paced-1").values(), key=lambda job: job.created_at)
@@ -203,8 +203,9 @@ def test_watch_json_follows_a_job_to_its_end(
         [{"prompt": "a castle", "aspect_ratio": "1:1", "resolution": "1K"}], hold=True
     )
     (job_id,) = report.jobs.values()
+    interval = ["--interval", "0.1"]
     watch = subprocess.Popen(
-        [sys.executable, "-m", "producers.cli", "watch", job_id, "--json", "--interval", "0.1"],
+        [sys.executable, "-m", "imageq.producers.cli", "watch", job_id, "--json", *interval],
         env=cli_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
     try:

@@ -6,15 +6,15 @@ from collections.abc import Iterator
 
 import pytest
 
-from config import ApiSettings
-from devenv.redis_server import free_port
-from simulator.config import SimConfig
-from simulator.server import SimulatorServer
+from imageq.config import ApiSettings
+from imageq.devenv.redis_server import free_port
+from imageq.simulator.config import SimConfig
+from imageq.simulator.server import SimulatorServer
+from imageq.worker.client import ApiClient
+from imageq.worker.errors import ApiError, ApiUnavailable, AuthenticationFailed, SafetyRejected
+from imageq.worker.params import validate_params
+from imageq.worker.status import RemoteStatus
 from tests.conftest import API_KEY, wait_for
-from worker.client import ApiClient
-from worker.errors import ApiError, ApiUnavailable, AuthenticationFailed, SafetyRejected
-from worker.params import validate_params
-from worker.status import RemoteStatus
 
 PARAMS = validate_params("a castle sim:latency=0.2", aspect_ratio="2:1", resolution="2K")
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from config import DEFAULT_WEBHOOK_SCHEDULE_S
-from worker.delivery import Delivered, GiveUp, RetryIn, next_delivery
+from imageq.config import DEFAULT_WEBHOOK_SCHEDULE_S
+from imageq.worker.delivery import Delivered, GiveUp, RetryIn, next_delivery
 
 SCHEDULE = DEFAULT_WEBHOOK_SCHEDULE_S
 

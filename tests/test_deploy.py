@@ -17,7 +17,7 @@ from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 from pydantic import BaseModel
 
-from config import Settings
+from imageq.config import Settings
 
 ROOT = Path(__file__).parent.parent
 IMAGEQ_VARIABLE = re.compile(r"\bIMAGEQ_[A-Z0-9_]+\b")
@@ -107,17 +107,17 @@ def test_worker_scales_and_checks_its_health(services: dict[str, dict[str, Any]]
     worker = services["worker"]
     assert "container_name" not in worker
     assert "ports" not in worker, "a published port would clash between replicas"
-    assert "producers.health" in " ".join(worker["healthcheck"]["test"])
+    assert "imageq.producers.health" in " ".join(worker["healthcheck"]["test"])
     assert worker["restart"] == "unless-stopped"
-    assert worker["command"][:4] == ["celery", "-A", "worker.app", "worker"]
+    assert worker["command"][:4] == ["celery", "-A", "imageq.worker.app", "worker"]
     assert worker["depends_on"]["redis"]["condition"] == "service_healthy"
 
 
 def test_scheduler_and_flower_commands(services: dict[str, dict[str, Any]]) -> None:
     """The scheduler is the Redis-backed beat; Flower serves on 5555."""
-    assert services["scheduler"]["command"][:4] == ["celery", "-A", "worker.app", "beat"]
+    assert services["scheduler"]["command"][:4] == ["celery", "-A", "imageq.worker.app", "beat"]
     assert services["flower"]["command"] == [
-        "celery", "-A", "worker.app", "flower", "--port=5555",
+        "celery", "-A", "imageq.worker.app", "flower", "--port=5555",
     ]  # fmt: skip
 
 

@@ -23,9 +23,9 @@ import pytest
 import requests
 from PIL import Image
 
-from simulator.config import SimConfig
-from simulator.server import SimulatorServer
-from worker.downloads import (
+from imageq.simulator.config import SimConfig
+from imageq.simulator.server import SimulatorServer
+from imageq.worker.downloads import (
     DownloadLimits,
     SavedImage,
     fetch_image,
@@ -35,9 +35,9 @@ from worker.downloads import (
     redact_url,
     save_output,
 )
-from worker.errors import DownloadFailed
-from worker.sizes import pixel_size
-from worker.storage import FsspecStorage, LocalStorage, mask_userinfo, open_storage
+from imageq.worker.errors import DownloadFailed
+from imageq.worker.sizes import pixel_size
+from imageq.worker.storage import FsspecStorage, LocalStorage, mask_userinfo, open_storage
 
 KEY = "k"
 FINISHED_AT = 1795737599.0  # 2026-11-26 23:59:59 UTC

@@ -11,11 +11,16 @@ import redis
 from celery import signature
 from standardwebhooks import Webhook
 
-from config import Settings, WorkerSettings
-from devenv.webhook_receiver import Received, WebhookReceiver
-from devenv.worker_process import WorkerProcess
-from producers import ImageQueue
-from simulator.server import SimulatorServer
+from imageq.config import Settings, WorkerSettings
+from imageq.devenv.webhook_receiver import Received, WebhookReceiver
+from imageq.devenv.worker_process import WorkerProcess
+from imageq.producers import ImageQueue
+from imageq.simulator.server import SimulatorServer
+from imageq.worker.errors import InvalidParams
+from imageq.worker.job import Delivery
+from imageq.worker.status import JobStatus
+from imageq.worker.steps.actions import SchedulePoll, message
+from imageq.worker.steps.poll import poll_facts
 from tests.conftest import (
     API_KEY,
     CALLBACK_QUEUE,
@@ -24,11 +29,6 @@ from tests.conftest import (
     callback_payloads,
     wait_for,
 )
-from worker.errors import InvalidParams
-from worker.job import Delivery
-from worker.status import JobStatus
-from worker.steps.actions import SchedulePoll, message
-from worker.steps.poll import poll_facts
 
 pytestmark = pytest.mark.e2e
 WAIT_S = DEADLINE_S + 10

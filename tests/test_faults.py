@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
+from imageq.worker.job import Delivery
+from imageq.worker.status import JobStatus
+from imageq.worker.steps.actions import POLL_TASK
 from tests.cluster import Cluster, cluster
-from worker.job import Delivery
-from worker.status import JobStatus
-from worker.steps.actions import POLL_TASK
 
 pytestmark = [pytest.mark.e2e, pytest.mark.faults, pytest.mark.timeout(240)]
 N = 50

@@ -26,18 +26,18 @@ import redis
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from config import ApiSettings, Settings
-from devenv.worker_process import WorkerProcess
-from producers import ImageQueue
-from producers.bulkfile import BulkFileError, parse_bulk, read_bulk_file
+from imageq.config import ApiSettings, Settings
+from imageq.devenv.worker_process import WorkerProcess
+from imageq.producers import ImageQueue
+from imageq.producers.bulkfile import BulkFileError, parse_bulk, read_bulk_file
+from imageq.worker.client import ApiClient
+from imageq.worker.errors import ApiError, InvalidParams, UnsafeTarget
+from imageq.worker.params import MAX_PROMPT_CHARS, QUALITIES, GenerationParams, validate_params
+from imageq.worker.responses import RemoteTask, error_for_http, parse_retry_after, parse_task
+from imageq.worker.sizes import ASPECT_RATIOS, RESOLUTIONS, pixel_size
+from imageq.worker.status import JobStatus, RemoteStatus
+from imageq.worker.targets import check_webhook_target
 from tests.conftest import DEADLINE_S
-from worker.client import ApiClient
-from worker.errors import ApiError, InvalidParams, UnsafeTarget
-from worker.params import MAX_PROMPT_CHARS, QUALITIES, GenerationParams, validate_params
-from worker.responses import RemoteTask, error_for_http, parse_retry_after, parse_task
-from worker.sizes import ASPECT_RATIOS, RESOLUTIONS, pixel_size
-from worker.status import JobStatus, RemoteStatus
-from worker.targets import check_webhook_target
 
 # No deadline anywhere: other suites share this machine, and a slow example is not a bug here.
 PURE = settings(max_examples=100, deadline=None)

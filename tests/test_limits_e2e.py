@@ -9,13 +9,13 @@ from typing import Any
 
 import pytest
 
-from config import Settings
-from devenv.worker_process import WorkerProcess, settings_env
-from producers import ImageQueue
-from simulator.config import SimConfig
-from simulator.server import SimulatorServer
+from imageq.config import Settings
+from imageq.devenv.worker_process import WorkerProcess, settings_env
+from imageq.producers import ImageQueue
+from imageq.simulator.config import SimConfig
+from imageq.simulator.server import SimulatorServer
+from imageq.worker.status import JobStatus
 from tests.conftest import API_KEY, wait_for
-from worker.status import JobStatus
 
 pytestmark = pytest.mark.e2e
 CAP = 3

@@ -10,11 +10,11 @@ import pytest
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
-from devenv.webhook_receiver import WebhookReceiver
-from devenv.worker_process import WorkerProcess
-from producers import ImageQueue
+from imageq.devenv.webhook_receiver import WebhookReceiver
+from imageq.devenv.worker_process import WorkerProcess
+from imageq.producers import ImageQueue
+from imageq.worker.job import Delivery
 from tests.conftest import API_KEY, WEBHOOK_SECRET, wait_for
-from worker.job import Delivery
 
 pytestmark = pytest.mark.e2e
 

@@ -10,13 +10,13 @@ from typing import Any
 import pytest
 import redis
 
-from producers.jobs import build_job
+from imageq.producers.jobs import build_job
+from imageq.worker.runtime import Runtime
+from imageq.worker.status import JobStatus
+from imageq.worker.steps.actions import POLL_TASK, PollFacts, SchedulePoll, message
+from imageq.worker.steps.poll import poll, poll_facts
+from imageq.worker.steps.submit import submit
 from tests.conftest import step_runtime
-from worker.runtime import Runtime
-from worker.status import JobStatus
-from worker.steps.actions import POLL_TASK, PollFacts, SchedulePoll, message
-from worker.steps.poll import poll, poll_facts
-from worker.steps.submit import submit
 
 
 @pytest.fixture

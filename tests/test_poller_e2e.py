@@ -8,16 +8,16 @@ from typing import Any
 
 import pytest
 
-from config import Settings
-from devenv.webhook_receiver import WebhookReceiver
-from devenv.worker_process import WorkerProcess, settings_env
-from producers import ImageQueue
-from simulator.config import SimConfig
-from simulator.server import SimulatorServer
+from imageq.config import Settings
+from imageq.devenv.webhook_receiver import WebhookReceiver
+from imageq.devenv.worker_process import WorkerProcess, settings_env
+from imageq.producers import ImageQueue
+from imageq.simulator.config import SimConfig
+from imageq.simulator.server import SimulatorServer
+from imageq.worker.job import Delivery
+from imageq.worker.status import JobStatus
+from imageq.worker.webhooks import webhook_id
 from tests.conftest import API_KEY, wait_for
-from worker.job import Delivery
-from worker.status import JobStatus
-from worker.webhooks import webhook_id
 
 pytestmark = pytest.mark.e2e
 

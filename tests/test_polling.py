@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import pytest
 
-from config import PollingSettings, RetrySettings
-from worker.errors import ApiRejected, ApiUnavailable, RateLimited
-from worker.polling import Finish, PollAgain, backoff_delay_s, first_poll_delay_s, next_step
-from worker.responses import RemoteTask
-from worker.status import JobStatus, RemoteStatus
+from imageq.config import PollingSettings, RetrySettings
+from imageq.worker.errors import ApiRejected, ApiUnavailable, RateLimited
+from imageq.worker.polling import Finish, PollAgain, backoff_delay_s, first_poll_delay_s, next_step
+from imageq.worker.responses import RemoteTask
+from imageq.worker.status import JobStatus, RemoteStatus
 
 TIMING = PollingSettings(first_delay_s=15, interval_s=4, jitter_s=1, deadline_s=180)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from config import Settings
+from imageq.config import Settings
 
 README = (Path(__file__).parent.parent / "README.md").read_text()
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import redis
 
-from devenv.redis_server import RedisServer, find_redis_server, is_reachable
+from imageq.devenv.redis_server import RedisServer, find_redis_server, is_reachable
 
 
 @pytest.mark.parametrize("search_path", [True, False], ids=["PATH-or-wheel", "wheel-only"])

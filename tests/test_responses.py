@@ -7,9 +7,9 @@ from typing import Any
 
 import pytest
 
-from worker import errors
-from worker.responses import error_for_http, parse_retry_after, parse_task
-from worker.status import TERMINAL_REMOTE_STATUSES, RemoteStatus, remote_status
+from imageq.worker import errors
+from imageq.worker.responses import error_for_http, parse_retry_after, parse_task
+from imageq.worker.status import TERMINAL_REMOTE_STATUSES, RemoteStatus, remote_status
 
 WORDS = {
     "submitted": RemoteStatus.PENDING,

@@ -17,10 +17,10 @@ from celery.schedules import crontab, schedule
 from pydantic import ValidationError
 from redbeat.schedulers import RedBeatConfig
 
-from config import Settings
-from devenv.worker_process import BeatProcess, WorkerProcess, settings_env
-from producers import ImageQueue
-from producers.schedule import (
+from imageq.config import Settings
+from imageq.devenv.worker_process import BeatProcess, WorkerProcess, settings_env
+from imageq.producers import ImageQueue
+from imageq.producers.schedule import (
     ScheduledRun,
     ScheduleError,
     batch_id_for,
@@ -28,14 +28,14 @@ from producers.schedule import (
     parse_schedule,
     slot_of,
 )
-from simulator.server import SimulatorServer
+from imageq.simulator.server import SimulatorServer
+from imageq.worker.app import celery_config, create_app
+from imageq.worker.batch import Batch
+from imageq.worker.beat import beat_entries
+from imageq.worker.runtime import build_runtime
+from imageq.worker.status import JobStatus
+from imageq.worker.steps.scheduled import SCHEDULED_RUN_TASK, run_scheduled
 from tests.conftest import wait_for
-from worker.app import celery_config, create_app
-from worker.batch import Batch
-from worker.beat import beat_entries
-from worker.runtime import build_runtime
-from worker.status import JobStatus
-from worker.steps.scheduled import SCHEDULED_RUN_TASK, run_scheduled
 
 GOOD = """\
 [[run]]
@@ -231,7 +231,7 @@ def test_celery_config_sets_up_redbeat() -> None:
         schedule={"lock_timeout_s": 12, "loop_interval_s": 2},
     )
     config = celery_config(settings)
-    assert config["beat_scheduler"] == "worker.beat:ScheduleFileScheduler"
+    assert config["beat_scheduler"] == "imageq.worker.beat:ScheduleFileScheduler"
     assert config["beat_max_loop_interval"] == 2
     assert (config["timezone"], config["enable_utc"]) == ("UTC", True)
     redbeat = RedBeatConfig(create_app(settings))

@@ -26,23 +26,23 @@ import redis
 from kombu.connection import Connection
 from pydantic import SecretStr
 
-from config import Settings
-from devenv.redis_server import find_redis_server, free_port
-from devenv.webhook_receiver import WebhookReceiver
-from devenv.worker_process import WorkerProcess, settings_env
-from producers import ImageQueue
-from producers.jobs import build_job
-from simulator.server import SimulatorServer
+from imageq.config import Settings
+from imageq.devenv.redis_server import find_redis_server, free_port
+from imageq.devenv.webhook_receiver import WebhookReceiver
+from imageq.devenv.worker_process import WorkerProcess, settings_env
+from imageq.producers import ImageQueue
+from imageq.producers.jobs import build_job
+from imageq.simulator.server import SimulatorServer
+from imageq.worker.app import celery_config, create_app
+from imageq.worker.broker import TRANSPORT
+from imageq.worker.client import ApiClient
+from imageq.worker.errors import ApiError, AuthenticationFailed
+from imageq.worker.job import Delivery
+from imageq.worker.params import GenerationParams
+from imageq.worker.runtime import connect_store
+from imageq.worker.status import JobStatus
+from imageq.worker.steps.actions import SUBMIT_TASK
 from tests.conftest import API_KEY, DEADLINE_S, WEBHOOK_SECRET, wait_for
-from worker.app import celery_config, create_app
-from worker.broker import TRANSPORT
-from worker.client import ApiClient
-from worker.errors import ApiError, AuthenticationFailed
-from worker.job import Delivery
-from worker.params import GenerationParams
-from worker.runtime import connect_store
-from worker.status import JobStatus
-from worker.steps.actions import SUBMIT_TASK
 
 WAIT_S = DEADLINE_S + 10
 REDIS_PASSWORD = "redis-pw-5e1d8c3a-never-log-me"

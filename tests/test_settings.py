@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
-from config import Settings
-from worker.app import celery_config
-from worker.client import ApiClient
+from imageq.config import Settings
+from imageq.worker.app import celery_config
+from imageq.worker.client import ApiClient
 
 
 def test_nested_environment(monkeypatch: pytest.MonkeyPatch) -> None:

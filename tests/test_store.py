@@ -11,12 +11,12 @@ from dataclasses import replace
 import pytest
 import redis
 
-from devenv.redis_server import RedisServer
-from worker.batch import Batch
-from worker.errors import JobNotFound
-from worker.job import Job
-from worker.status import JobStatus
-from worker.store import JobStore, Slot
+from imageq.devenv.redis_server import RedisServer
+from imageq.worker.batch import Batch
+from imageq.worker.errors import JobNotFound
+from imageq.worker.job import Job
+from imageq.worker.status import JobStatus
+from imageq.worker.store import JobStore, Slot
 
 
 @pytest.fixture

@@ -9,20 +9,20 @@ from typing import Any
 
 import pytest
 
-from producers.jobs import build_job
-from tests.conftest import step_runtime
-from worker.job import Delivery
-from worker.runtime import Runtime
-from worker.status import JobStatus
-from worker.steps.actions import (
+from imageq.producers.jobs import build_job
+from imageq.worker.job import Delivery
+from imageq.worker.runtime import Runtime
+from imageq.worker.status import JobStatus
+from imageq.worker.steps.actions import (
     ScheduleCallback,
     SchedulePoll,
     ScheduleWebhook,
     Submit,
 )
-from worker.steps.poll import poll
-from worker.steps.submit import submit
-from worker.steps.sweep import sweep
+from imageq.worker.steps.poll import poll
+from imageq.worker.steps.submit import submit
+from imageq.worker.steps.sweep import sweep
+from tests.conftest import step_runtime
 
 GRACE_S = 15.0
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from devenv.redis_server import RedisServer
+from imageq.devenv.redis_server import RedisServer
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -21,7 +21,7 @@ def test_worker_without_key_exits_with_a_clear_message(
     env = {k: v for k, v in os.environ.items() if not k.startswith("IMAGEQ_")}
     env["IMAGEQ_REDIS__BROKER_URL"] = redis_server.url(7)
     result = subprocess.run(
-        [sys.executable, "-m", "celery", "-A", "worker.app", "worker", "--without-mingle"],
+        [sys.executable, "-m", "celery", "-A", "imageq.worker.app", "worker", "--without-mingle"],
         env=env,
         cwd=tmp_path,  # away from any developer .env
         capture_output=True,
@@ -48,14 +48,22 @@ def test_gevent_pool_from_settings_alone_is_refused_and_imageq_worker_patches(
         IMAGEQ_WORKER__POOL="gevent",
         IMAGEQ_OBSERVABILITY__METRICS_PORT="0",
     )
-    celery = [sys.executable, "-m", "celery", "-A", "worker.app", "worker", "--without-mingle"]
+    celery = [
+        sys.executable,
+        "-m",
+        "celery",
+        "-A",
+        "imageq.worker.app",
+        "worker",
+        "--without-mingle",
+    ]
     refused = subprocess.run(
         celery, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=60, check=False
     )
     assert refused.returncode != 0
     assert "-P gevent" in refused.stdout + refused.stderr
 
-    imageq = [sys.executable, "-m", "producers.cli", "worker", "--hostname=gevent-check@%h"]
+    imageq = [sys.executable, "-m", "imageq.producers.cli", "worker", "--hostname=gevent-check@%h"]
     process = subprocess.Popen(
         imageq,
         env={**env, "PYTHONPATH": str(REPO)},

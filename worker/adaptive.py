@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
-from config import PollingSettings
+from imageq.config import PollingSettings
 
 
 def first_poll_base_s(samples: Sequence[float], timing: PollingSettings) -> float:

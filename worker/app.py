@@ -1,6 +1,6 @@
 """The Celery application: JSON only, late acks, prefetch 1, one queue per kind of task.
 
-`celery -A worker.app worker` runs a worker with these settings; producers publish by task
+`celery -A imageq.worker.app worker` runs a worker with these settings; producers publish by task
 name through the same app, so they never import the tasks module.
 """
 
@@ -25,11 +25,11 @@ from celery.signals import (
 )
 from kombu.entity import Queue
 
-from config import Settings, get_settings
-from worker import broker
-from worker.logs import bind_task, configure_logging, unbind
-from worker.metrics import serve_metrics
-from worker.steps.actions import (
+from imageq.config import Settings, get_settings
+from imageq.worker import broker
+from imageq.worker.logs import bind_task, configure_logging, unbind
+from imageq.worker.metrics import serve_metrics
+from imageq.worker.steps.actions import (
     BATCH_TASK,
     CALLBACK_TASK,
     DOWNLOAD_TASK,
@@ -88,10 +88,10 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         # Cron schedules are in UTC, as the schedule file says.
         "timezone": "UTC",
         "enable_utc": True,
-        # `celery -A worker.app beat`: celery-redbeat, the schedule file's runs as its entries
-        # (worker/beat.py). The schedule and a lock live in Redis, so a standby beat can wait
-        # beside the active one and take over once its lock lapses.
-        "beat_scheduler": "worker.beat:ScheduleFileScheduler",
+        # `celery -A imageq.worker.app beat`: celery-redbeat, the schedule file's runs as its
+        # entries (worker/beat.py). The schedule and a lock live in Redis, so a standby beat can
+        # wait beside the active one and take over once its lock lapses.
+        "beat_scheduler": "imageq.worker.beat:ScheduleFileScheduler",
         "beat_max_loop_interval": settings.schedule.loop_interval_s,
         "redbeat_redis_url": settings.redis.broker_url,
         # Given explicitly, so redbeat does not fall back to the broker's transport options.
@@ -128,7 +128,11 @@ def secret_values(settings: Settings) -> list[str]:
 
 
 def create_app(settings: Settings) -> Celery:
-    app = Celery("imageq", include=["worker.tasks", "worker.scheduled_tasks"], set_as_current=False)
+    app = Celery(
+        "imageq",
+        include=["imageq.worker.tasks", "imageq.worker.scheduled_tasks"],
+        set_as_current=False,
+    )
     app.conf.update(celery_config(settings))
     return app
 
@@ -153,7 +157,7 @@ def _refuse_an_unpatched_gevent_pool(sender: Any = None, **_: Any) -> None:
         raise SystemExit(
             "imageq worker: the gevent pool needs `-P gevent` on the command line (Celery "
             "patches for gevent only then): run `imageq worker`, which passes the pool of "
-            "IMAGEQ_WORKER__POOL, or `celery -A worker.app worker -P gevent`"
+            "IMAGEQ_WORKER__POOL, or `celery -A imageq.worker.app worker -P gevent`"
         )
 
 
@@ -182,7 +186,7 @@ def _refuse_to_start_without_a_key(**_: Any) -> None:
         raise SystemExit("imageq worker: set IMAGEQ_API__KEY (the aireiter API key) to start")
     port = settings.observability.metrics_port
     if port:
-        from worker.runtime import runtime
+        from imageq.worker.runtime import runtime
 
         try:
             serve_metrics(port, in_flight=lambda: runtime().store.in_flight_count())
@@ -197,9 +201,9 @@ _poller: Any = None
 def _start_poller(**_: Any) -> None:
     global _poller
     if get_settings().polling.mode == "poller":
-        from worker.poller import Poller
-        from worker.runtime import runtime
-        from worker.tasks import publish_actions
+        from imageq.worker.poller import Poller
+        from imageq.worker.runtime import runtime
+        from imageq.worker.tasks import publish_actions
 
         _poller = Poller(runtime(), publish_actions)
         _poller.start()
@@ -224,6 +228,6 @@ def _unbind_task_ids(**_: Any) -> None:
 @worker_process_init.connect
 def _fresh_runtime_after_fork(**_: Any) -> None:
     # A prefork child must not share its parent's Redis or HTTP connections.
-    from worker.runtime import reset_runtime
+    from imageq.worker.runtime import reset_runtime
 
     reset_runtime()

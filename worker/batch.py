@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from worker.status import TERMINAL_JOB_STATUSES, JobStatus
+from imageq.worker.status import TERMINAL_JOB_STATUSES, JobStatus
 
 
 @dataclass(frozen=True)

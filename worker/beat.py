@@ -19,11 +19,11 @@ from celery.schedules import crontab, schedule
 from redbeat import RedBeatScheduler
 from redis.exceptions import LockNotOwnedError
 
-from config import get_settings
-from producers.schedule import ScheduledRun, load_schedule
-from worker.steps.scheduled import SCHEDULED_RUN_TASK
+from imageq.config import get_settings
+from imageq.producers.schedule import ScheduledRun, load_schedule
+from imageq.worker.steps.scheduled import SCHEDULED_RUN_TASK
 
-log = logging.getLogger("worker.beat")
+log = logging.getLogger("imageq.worker.beat")
 
 
 def beat_entries(runs: Iterable[ScheduledRun]) -> dict[str, dict[str, Any]]:

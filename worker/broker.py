@@ -16,7 +16,7 @@ from urllib.parse import urlsplit
 import redis
 from kombu.transport import redis as kombu_redis
 
-TRANSPORT = "worker.broker:Transport"
+TRANSPORT = "imageq.worker.broker:Transport"
 """The value of Celery's `broker_transport` that selects it (set by workers at start)."""
 
 

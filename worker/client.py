@@ -16,11 +16,11 @@ import requests
 from requests.adapters import HTTPAdapter
 from requests.utils import get_environ_proxies
 
-from config import ApiSettings
-from worker.errors import ApiError, ApiUnavailable, TaskNotFound
-from worker.metrics import API_RATE_LIMITED, API_REQUESTS
-from worker.params import GenerationParams
-from worker.responses import RemoteTask, error_for_http, parse_task
+from imageq.config import ApiSettings
+from imageq.worker.errors import ApiError, ApiUnavailable, TaskNotFound
+from imageq.worker.metrics import API_RATE_LIMITED, API_REQUESTS
+from imageq.worker.params import GenerationParams
+from imageq.worker.responses import RemoteTask, error_for_http, parse_task
 
 SUBMIT_PATH = "/api/openapi/submit"
 QUERY_PATH = "/api/openapi/query"

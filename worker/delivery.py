@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from worker.polling import Random
+from imageq.worker.polling import Random
 
 
 @dataclass(frozen=True)

@@ -19,9 +19,9 @@ import requests
 import urllib3
 from PIL import Image
 
-from worker.errors import DownloadFailed
-from worker.sizes import Size
-from worker.storage import Storage
+from imageq.worker.errors import DownloadFailed
+from imageq.worker.sizes import Size
+from imageq.worker.storage import Storage
 
 EXTENSIONS: Final = {"image/png": "png", "image/jpeg": "jpg", "image/webp": "webp"}
 _PILLOW_FORMATS: Final = {"PNG": "image/png", "JPEG": "image/jpeg", "WEBP": "image/webp"}

@@ -16,8 +16,8 @@ from dataclasses import MISSING, asdict, dataclass, field, fields
 from enum import StrEnum
 from typing import Any, Final
 
-from worker.params import GenerationParams
-from worker.status import TERMINAL_JOB_STATUSES, JobStatus
+from imageq.worker.params import GenerationParams
+from imageq.worker.status import TERMINAL_JOB_STATUSES, JobStatus
 
 
 class Delivery(StrEnum):

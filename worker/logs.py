@@ -16,7 +16,7 @@ from typing import Any
 import structlog
 from structlog.typing import EventDict, Processor
 
-from config import ObservabilitySettings
+from imageq.config import ObservabilitySettings
 
 MASK = "***"
 

@@ -14,8 +14,8 @@ from dataclasses import dataclass, field
 from typing import Any, Final
 from urllib.parse import urlsplit
 
-from worker.errors import InvalidParams
-from worker.sizes import ASPECT_RATIOS, RESOLUTIONS, Size, pixel_size, ratios_at
+from imageq.worker.errors import InvalidParams
+from imageq.worker.sizes import ASPECT_RATIOS, RESOLUTIONS, Size, pixel_size, ratios_at
 
 QUALITIES: Final = ("low", "medium", "high")
 DEFAULT_QUALITY: Final = "high"

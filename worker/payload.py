@@ -12,8 +12,8 @@ from datetime import UTC, datetime
 from importlib import resources
 from typing import Any, Final
 
-from worker.batch import Batch
-from worker.job import Job
+from imageq.worker.batch import Batch
+from imageq.worker.job import Job
 
 SCHEMA_VERSION: Final = 1
 EVENT_TYPE: Final = "imageq.job.finished"
@@ -72,7 +72,7 @@ def iso_time(epoch_s: float | None) -> str | None:
 
 def load_schema() -> dict[str, Any]:
     """The JSON Schema of the current payload version."""
-    text = resources.files("worker").joinpath("schemas/completion-v1.schema.json").read_text()
+    text = resources.files("imageq.worker").joinpath("schemas/completion-v1.schema.json").read_text()
     schema: dict[str, Any] = json.loads(text)
     return schema
 

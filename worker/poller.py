@@ -15,9 +15,9 @@ import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
-from worker.runtime import Runtime
-from worker.steps.actions import Actions, SchedulePoll
-from worker.steps.poll import poll
+from imageq.worker.runtime import Runtime
+from imageq.worker.steps.actions import Actions, SchedulePoll
+from imageq.worker.steps.poll import poll
 
 log = logging.getLogger(__name__)
 

@@ -10,11 +10,11 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from config import PollingSettings, RetrySettings
-from worker.adaptive import first_poll_base_s
-from worker.errors import ApiError
-from worker.responses import RemoteTask
-from worker.status import JobStatus, RemoteStatus
+from imageq.config import PollingSettings, RetrySettings
+from imageq.worker.adaptive import first_poll_base_s
+from imageq.worker.errors import ApiError
+from imageq.worker.responses import RemoteTask
+from imageq.worker.status import JobStatus, RemoteStatus
 
 Random = Callable[[], float]
 """A source of uniform floats in [0, 1), such as `random.random`."""

@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from typing import Any, Final
 
-from worker.errors import (
+from imageq.worker.errors import (
     ApiError,
     ApiRejected,
     ApiUnavailable,
@@ -23,7 +23,7 @@ from worker.errors import (
     SafetyRejected,
     TaskNotFound,
 )
-from worker.status import RemoteStatus, remote_status
+from imageq.worker.status import RemoteStatus, remote_status
 
 _SAFETY_WORDS: Final = ("safety", "sensitive", "moderation", "violat", "unsafe", "policy")
 _MAX_MESSAGE_CHARS: Final = 500

@@ -10,12 +10,12 @@ from functools import cache
 
 import redis
 
-from config import Settings, get_settings
-from worker.client import ApiClient
-from worker.sessions import ThreadSessions
-from worker.storage import Storage, open_storage
-from worker.store import JobStore
-from worker.webhooks import WebhookSender
+from imageq.config import Settings, get_settings
+from imageq.worker.client import ApiClient
+from imageq.worker.sessions import ThreadSessions
+from imageq.worker.storage import Storage, open_storage
+from imageq.worker.store import JobStore
+from imageq.worker.webhooks import WebhookSender
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,4 @@
-"""The task beat sends on each tick of a scheduled run: thin, like those of `worker.tasks`."""
+"""The task beat sends on each tick of a scheduled run: thin, like `imageq.worker.tasks`."""
 
 from __future__ import annotations
 
@@ -7,10 +7,10 @@ from datetime import UTC, datetime
 import redis
 from celery import Task
 
-from producers.api import ImageQueue
-from worker.app import app
-from worker.runtime import runtime
-from worker.steps.scheduled import SCHEDULED_RUN_TASK, run_scheduled
+from imageq.producers.api import ImageQueue
+from imageq.worker.app import app
+from imageq.worker.runtime import runtime
+from imageq.worker.steps.scheduled import SCHEDULED_RUN_TASK, run_scheduled
 
 _MAX_RETRIES = 30
 _MAX_BACKOFF_S = 30.0

@@ -25,14 +25,14 @@ from typing import Any, Final
 
 import redis
 
-from worker.batch import Batch
-from worker.errors import JobNotFound
-from worker.job import DEFAULTS, Job, encode_fields, is_default
-from worker.status import TERMINAL_JOB_STATUSES
+from imageq.worker.batch import Batch
+from imageq.worker.errors import JobNotFound
+from imageq.worker.job import DEFAULTS, Job, encode_fields, is_default
+from imageq.worker.status import TERMINAL_JOB_STATUSES
 
 
 def _script(name: str) -> str:
-    return resources.files("worker").joinpath("lua", name).read_text(encoding="utf-8")
+    return resources.files("imageq.worker").joinpath("lua", name).read_text(encoding="utf-8")
 
 
 _WRITE: Final = _script("write.lua")

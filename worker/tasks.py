@@ -7,9 +7,9 @@ from typing import Any
 import redis
 from celery import Task, signature
 
-from worker.app import app
-from worker.runtime import runtime
-from worker.steps.actions import (
+from imageq.worker.app import app
+from imageq.worker.runtime import runtime
+from imageq.worker.steps.actions import (
     BATCH_TASK,
     CALLBACK_TASK,
     DOWNLOAD_TASK,
@@ -24,13 +24,13 @@ from worker.steps.actions import (
     ScheduleWebhook,
     message,
 )
-from worker.steps.batch import batch_finished
-from worker.steps.callback import callback
-from worker.steps.download import download
-from worker.steps.poll import poll
-from worker.steps.submit import submit
-from worker.steps.sweep import sweep
-from worker.steps.webhook import webhook
+from imageq.worker.steps.batch import batch_finished
+from imageq.worker.steps.callback import callback
+from imageq.worker.steps.download import download
+from imageq.worker.steps.poll import poll
+from imageq.worker.steps.submit import submit
+from imageq.worker.steps.sweep import sweep
+from imageq.worker.steps.webhook import webhook
 
 # Only a lost connection to Redis is retried here; API errors are handled inside each step.
 _TRANSIENT = {

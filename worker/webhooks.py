@@ -17,8 +17,8 @@ from typing import Any
 import requests
 from standardwebhooks import Webhook
 
-from worker.responses import parse_retry_after
-from worker.sessions import ThreadSessions
+from imageq.worker.responses import parse_retry_after
+from imageq.worker.sessions import ThreadSessions
 
 
 @dataclass(frozen=True)

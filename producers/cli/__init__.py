@@ -8,6 +8,6 @@ Exit codes, for scripts:
   4  gave up waiting (--timeout)
 """
 
-from producers.cli.app import app, main
+from imageq.producers.cli.app import app, main
 
 __all__ = ["app", "main"]

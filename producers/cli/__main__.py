@@ -1,3 +1,3 @@
-from producers.cli.app import main
+from imageq.producers.cli.app import main
 
 main()

@@ -12,16 +12,16 @@ import typer
 from rich.console import Console
 from rich.live import Live
 
-from config import get_settings
-from producers.api import ImageQueue
-from producers.cli.bulk import bulk
-from producers.cli.exits import Exit, exit_for
-from producers.cli.health import health_command
-from producers.cli.ops import report, top
-from producers.cli.views import batch_json, batch_table, is_finished, job_json, job_table
-from producers.cli.webhooks import webhooks
-from worker.errors import ImageqError, InvalidParams, JobNotFound, WaitTimeout
-from worker.job import Job
+from imageq.config import get_settings
+from imageq.producers.api import ImageQueue
+from imageq.producers.cli.bulk import bulk
+from imageq.producers.cli.exits import Exit, exit_for
+from imageq.producers.cli.health import health_command
+from imageq.producers.cli.ops import report, top
+from imageq.producers.cli.views import batch_json, batch_table, is_finished, job_json, job_table
+from imageq.producers.cli.webhooks import webhooks
+from imageq.worker.errors import ImageqError, InvalidParams, JobNotFound, WaitTimeout
+from imageq.worker.job import Job
 
 app = typer.Typer(
     help="imageq: image generation jobs on Celery and Redis.",
@@ -172,28 +172,29 @@ def cancel(id_: Annotated[str, typer.Argument(metavar="JOB_ID|BATCH_ID")]) -> No
 
 @app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
 def worker(ctx: typer.Context) -> None:
-    """Run a worker: `celery -A worker.app worker`, lean (no gossip, mingle or heartbeat: imageq
-    uses none of them), on the pool of IMAGEQ_WORKER__POOL, with any extra arguments."""
+    """Run a worker: `celery -A imageq.worker.app worker`, lean (no gossip, mingle or
+    heartbeat: imageq uses none of them), on the pool of IMAGEQ_WORKER__POOL, with any extra
+    arguments."""
     lean = ["--without-gossip", "--without-mingle", "--without-heartbeat"]
     # Named on the command line, so that Celery patches for gevent before anything else loads.
     named = any(arg in ("-P", "--pool") or arg.startswith("--pool=") for arg in ctx.args)
     pool = [] if named else ["--pool", get_settings().worker.pool]
-    command = [sys.executable, "-m", "celery", "-A", "worker.app", "worker", *lean, *pool]
+    command = [sys.executable, "-m", "celery", "-A", "imageq.worker.app", "worker", *lean, *pool]
     command += ctx.args
     os.execv(sys.executable, command)  # noqa: S606 -- replacing this process is the point
 
 
 @app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
 def scheduler(ctx: typer.Context) -> None:
-    """Run the beat (scheduled runs and the sweeper): `celery -A worker.app beat`."""
-    command = [sys.executable, "-m", "celery", "-A", "worker.app", "beat", *ctx.args]
+    """Run the beat (scheduled runs and the sweeper): `celery -A imageq.worker.app beat`."""
+    command = [sys.executable, "-m", "celery", "-A", "imageq.worker.app", "beat", *ctx.args]
     os.execv(sys.executable, command)  # noqa: S606 -- replacing this process is the point
 
 
 @app.command()
 def demo() -> None:
     """Run the demo (the same as `make demo`)."""
-    from devenv.demo import main as run_demo
+    from imageq.devenv.demo import main as run_demo
 
     raise typer.Exit(run_demo())
 

@@ -20,19 +20,19 @@ from rich.progress import (
     TimeElapsedColumn,
 )
 
-from config import get_settings
-from producers.api import BatchReport, ImageQueue
-from producers.bulkfile import BulkFileError, RowError, read_bulk_file
-from producers.cli.exits import Exit, exit_for
-from producers.cli.views import summary_table
-from producers.manifest import (
+from imageq.config import get_settings
+from imageq.producers.api import BatchReport, ImageQueue
+from imageq.producers.bulkfile import BulkFileError, RowError, read_bulk_file
+from imageq.producers.cli.exits import Exit, exit_for
+from imageq.producers.cli.views import summary_table
+from imageq.producers.manifest import (
     manifest_entry_for_error,
     manifest_entry_for_job,
     summarize,
     write_manifest,
 )
-from worker.batch import Batch
-from worker.errors import InvalidParams
+from imageq.worker.batch import Batch
+from imageq.worker.errors import InvalidParams
 
 err = Console(stderr=True)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from enum import IntEnum
 
-from worker.status import JobStatus
+from imageq.worker.status import JobStatus
 
 
 class Exit(IntEnum):

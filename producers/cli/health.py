@@ -9,7 +9,7 @@ from typing import Annotated
 
 import typer
 
-from producers.health import DEFAULT_TIMEOUT_S, CheckName, evaluate, exit_code, render
+from imageq.producers.health import DEFAULT_TIMEOUT_S, CheckName, evaluate, exit_code, render
 
 
 def health_command(

@@ -11,13 +11,13 @@ import typer
 from rich.console import Console, RenderableType
 from rich.live import Live
 
-from config import Settings, get_settings
-from producers.api import ImageQueue
-from producers.cli.exits import Exit
-from producers.dashboard import collect, render, snapshot
-from producers.report import build_report, write_report
-from worker.errors import JobNotFound
-from worker.store import JobStore
+from imageq.config import Settings, get_settings
+from imageq.producers.api import ImageQueue
+from imageq.producers.cli.exits import Exit
+from imageq.producers.dashboard import collect, render, snapshot
+from imageq.producers.report import build_report, write_report
+from imageq.worker.errors import JobNotFound
+from imageq.worker.store import JobStore
 
 
 def top(

@@ -7,10 +7,10 @@ from typing import Any
 
 from rich.table import Table
 
-from worker.batch import Batch
-from worker.job import Job
-from worker.payload import completion_payload, iso_time
-from worker.status import TERMINAL_JOB_STATUSES, JobStatus
+from imageq.worker.batch import Batch
+from imageq.worker.job import Job
+from imageq.worker.payload import completion_payload, iso_time
+from imageq.worker.status import TERMINAL_JOB_STATUSES, JobStatus
 
 COLOURS = {
     JobStatus.SUCCEEDED: "green",

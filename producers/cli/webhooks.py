@@ -10,10 +10,10 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from config import get_settings
-from producers.api import ImageQueue
-from producers.cli.exits import Exit
-from worker.errors import InvalidParams, JobNotFound
+from imageq.config import get_settings
+from imageq.producers.api import ImageQueue
+from imageq.producers.cli.exits import Exit
+from imageq.worker.errors import InvalidParams, JobNotFound
 
 webhooks = typer.Typer(help="Webhook deliveries: dead letters and replays.", no_args_is_help=True)
 

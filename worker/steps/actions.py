@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from config import WorkerSettings
+from imageq.config import WorkerSettings
 
 SUBMIT_TASK = "imageq.submit"
 POLL_TASK = "imageq.poll"

@@ -10,14 +10,14 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from worker.job import Downloads
-from worker.payload import batch_payload
-from worker.runtime import Runtime
-from worker.steps.actions import Actions, BatchFinished
-from worker.steps.callback import SendCallback
-from worker.steps.common import log
-from worker.steps.scheduled import SCHEDULED_NOTE, save_run_manifest
-from worker.webhooks import build_webhook
+from imageq.worker.job import Downloads
+from imageq.worker.payload import batch_payload
+from imageq.worker.runtime import Runtime
+from imageq.worker.steps.actions import Actions, BatchFinished
+from imageq.worker.steps.callback import SendCallback
+from imageq.worker.steps.common import log
+from imageq.worker.steps.scheduled import SCHEDULED_NOTE, save_run_manifest
+from imageq.worker.webhooks import build_webhook
 
 _WAIT_ROUNDS = 60
 _WAIT_S = 2.0

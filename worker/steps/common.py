@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import logging
 
-from worker.errors import JobNotFound
-from worker.job import Job
-from worker.logs import bind_job
-from worker.runtime import Runtime
+from imageq.worker.errors import JobNotFound
+from imageq.worker.job import Job
+from imageq.worker.logs import bind_job
+from imageq.worker.runtime import Runtime
 
-log = logging.getLogger("worker.steps")
+log = logging.getLogger("imageq.worker.steps")
 
 
 def load(rt: Runtime, job_id: str) -> Job | None:

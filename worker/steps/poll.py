@@ -4,17 +4,17 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from worker.errors import ApiError
-from worker.job import Job
-from worker.logs import bind_job
-from worker.metrics import POLLS
-from worker.polling import Finish, next_step
-from worker.responses import RemoteTask
-from worker.runtime import Runtime
-from worker.status import JobStatus
-from worker.steps.actions import Actions, PollFacts, SchedulePoll
-from worker.steps.common import load, log
-from worker.steps.finish import finish
+from imageq.worker.errors import ApiError
+from imageq.worker.job import Job
+from imageq.worker.logs import bind_job
+from imageq.worker.metrics import POLLS
+from imageq.worker.polling import Finish, next_step
+from imageq.worker.responses import RemoteTask
+from imageq.worker.runtime import Runtime
+from imageq.worker.status import JobStatus
+from imageq.worker.steps.actions import Actions, PollFacts, SchedulePoll
+from imageq.worker.steps.common import load, log
+from imageq.worker.steps.finish import finish
 
 
 def poll(rt: Runtime, job_id: str, token: int, facts: PollFacts | None = None) -> Actions:

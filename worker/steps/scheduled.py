@@ -1,9 +1,9 @@
 """A scheduled run's tick: its bulk file queued as the batch of the slot the tick belongs to.
 
-The batch id is the slot's (`producers.schedule.batch_id_for`), so a tick sent twice, or run
+The batch id is the slot's (`imageq.producers.schedule.batch_id_for`), so a tick sent twice, or run
 late within its slot, resumes the same batch and submits nothing twice. Rows refused at tick
 time are noted on the batch before any of its jobs exists, so the manifest written when its
-last job ends (`worker.steps.batch`) lists them too. A file without a valid row gets its
+last job ends (`imageq.worker.steps.batch`) lists them too. A file without a valid row gets its
 manifest at once and no batch.
 """
 
@@ -14,17 +14,21 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
-from producers.bulkfile import RowError, read_bulk_file
-from producers.jobs import check_webhook_url
-from producers.manifest import manifest_entry_for_error, manifest_entry_for_job, write_manifest
-from producers.schedule import ScheduleError, batch_id_for, load_schedule, slot_of
-from worker.errors import ImageqError
-from worker.job import Job
-from worker.runtime import Runtime
-from worker.steps.common import log
+from imageq.producers.bulkfile import RowError, read_bulk_file
+from imageq.producers.jobs import check_webhook_url
+from imageq.producers.manifest import (
+    manifest_entry_for_error,
+    manifest_entry_for_job,
+    write_manifest,
+)
+from imageq.producers.schedule import ScheduleError, batch_id_for, load_schedule, slot_of
+from imageq.worker.errors import ImageqError
+from imageq.worker.job import Job
+from imageq.worker.runtime import Runtime
+from imageq.worker.steps.common import log
 
 if TYPE_CHECKING:
-    from producers.api import ImageQueue
+    from imageq.producers.api import ImageQueue
 
 SCHEDULED_RUN_TASK: Final = "imageq.scheduled_run"
 """The task beat sends on each tick: `[run name]`, or `[run name, tick time]` on a retry."""

@@ -2,17 +2,17 @@
 
 from __future__ import annotations
 
-from worker.errors import ApiError
-from worker.job import Job
-from worker.metrics import JOBS_SUBMITTED
-from worker.polling import Finish, backoff_delay_s, first_poll_delay_s
-from worker.responses import RemoteTask
-from worker.runtime import Runtime
-from worker.status import JobStatus
-from worker.steps.actions import Actions, PollFacts, SchedulePoll, Submit
-from worker.steps.common import load, log
-from worker.steps.finish import finish
-from worker.store import Slot
+from imageq.worker.errors import ApiError
+from imageq.worker.job import Job
+from imageq.worker.metrics import JOBS_SUBMITTED
+from imageq.worker.polling import Finish, backoff_delay_s, first_poll_delay_s
+from imageq.worker.responses import RemoteTask
+from imageq.worker.runtime import Runtime
+from imageq.worker.status import JobStatus
+from imageq.worker.steps.actions import Actions, PollFacts, SchedulePoll, Submit
+from imageq.worker.steps.common import load, log
+from imageq.worker.steps.finish import finish
+from imageq.worker.store import Slot
 
 # A slot outlives its job's deadline by this much, in case the job's last steps are slow; a job
 # that finishes releases it at once, and one that never does (a lost worker) lets it lapse.

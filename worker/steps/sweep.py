@@ -11,12 +11,12 @@ normal chain and beside other sweepers.
 
 from __future__ import annotations
 
-from worker.job import Delivery, Downloads, Job
-from worker.metrics import SWEEPER_RESENT
-from worker.polling import Finish
-from worker.runtime import Runtime
-from worker.status import JobStatus
-from worker.steps.actions import (
+from imageq.worker.job import Delivery, Downloads, Job
+from imageq.worker.metrics import SWEEPER_RESENT
+from imageq.worker.polling import Finish
+from imageq.worker.runtime import Runtime
+from imageq.worker.status import JobStatus
+from imageq.worker.steps.actions import (
     Actions,
     ScheduleCallback,
     ScheduleDownload,
@@ -24,8 +24,8 @@ from worker.steps.actions import (
     ScheduleWebhook,
     Submit,
 )
-from worker.steps.common import log
-from worker.steps.finish import finish
+from imageq.worker.steps.common import log
+from imageq.worker.steps.finish import finish
 
 
 def sweep(rt: Runtime) -> Actions:

@@ -11,16 +11,16 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from worker.delivery import Delivered, GiveUp, RetryIn, next_delivery
-from worker.errors import UnsafeTarget
-from worker.job import Delivery, Job
-from worker.metrics import DEAD_LETTERS, NOTIFICATION_LAG, WEBHOOK_ATTEMPTS
-from worker.payload import completion_payload
-from worker.runtime import Runtime
-from worker.steps.actions import Actions, ScheduleWebhook
-from worker.steps.common import load, log
-from worker.targets import check_webhook_target
-from worker.webhooks import DeliveryAttempt, build_webhook
+from imageq.worker.delivery import Delivered, GiveUp, RetryIn, next_delivery
+from imageq.worker.errors import UnsafeTarget
+from imageq.worker.job import Delivery, Job
+from imageq.worker.metrics import DEAD_LETTERS, NOTIFICATION_LAG, WEBHOOK_ATTEMPTS
+from imageq.worker.payload import completion_payload
+from imageq.worker.runtime import Runtime
+from imageq.worker.steps.actions import Actions, ScheduleWebhook
+from imageq.worker.steps.common import load, log
+from imageq.worker.targets import check_webhook_target
+from imageq.worker.webhooks import DeliveryAttempt, build_webhook
 
 
 def webhook(rt: Runtime, job_id: str, attempt: int) -> Actions:
