@@ -2,9 +2,9 @@
 
 Each job's completion time is drawn from the simulator's `realistic` distribution (log-normal
 per quality and resolution); a window of earlier times of its cell gives the adaptive first poll
-(`imageq.worker.adaptive.first_poll_base_s`, the code the worker runs); then polls follow every
-`interval_s` +/- jitter, as in the worker. The fixed schedule is the documented one. No Redis, no
-Celery, no clock: it shows the trade-off that the benchmark then measures for one setting.
+(`imageq.worker.policy.adaptive.first_poll_base_s`, the code the worker runs); then polls follow
+every `interval_s` +/- jitter, as in the worker. The fixed schedule is the documented one. No
+Redis, no Celery, no clock: it shows the trade-off that the benchmark then measures for one setting.
 
     python -m bench.adaptive_model          # a few seconds
 
@@ -23,8 +23,8 @@ from dataclasses import dataclass
 from bench.workload import QUALITIES, RESOLUTIONS
 from imageq.config import PollingSettings
 from imageq.simulator.latency import parse_distribution
-from imageq.worker.adaptive import percentile
-from imageq.worker.polling import first_poll_delay_s
+from imageq.worker.policy.adaptive import percentile
+from imageq.worker.policy.polling import first_poll_delay_s
 
 
 @dataclass(frozen=True)

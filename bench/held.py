@@ -25,7 +25,7 @@ from imageq.config import Settings
 from imageq.devenv.redis_server import RedisServer
 from imageq.devenv.worker_process import settings_env
 from imageq.worker.app import create_app
-from imageq.worker.steps.actions import PollFacts, SchedulePoll, message
+from imageq.worker.messages import PollFacts, SchedulePoll, message
 
 # Far enough that none comes due while measured (with facts, a due one would call the API).
 COUNTDOWN_S = 600.0

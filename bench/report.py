@@ -8,7 +8,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Final
 
-from bench.metrics import median_of, median_ratio, ratio
+from bench.measures import median_of, median_ratio, ratio
 
 Result = Mapping[str, Any]
 

@@ -29,8 +29,8 @@ import requests
 
 from bench import procfs
 from bench.designs import API_KEY, Round, Timing, make_design, stop_all
-from bench.metrics import Observed, measure
-from bench.receiver import ArrivalReceiver
+from bench.measures import Observed, measure
+from bench.webhook_sink import ArrivalReceiver
 from bench.workload import make_history, make_jobs
 from imageq.config import PollingSettings
 from imageq.devenv.redis_server import RedisServer
@@ -70,7 +70,7 @@ class RoundPlan:
 
 
 def run_round(plan: RoundPlan) -> dict[str, Any]:
-    """Run the round and return its metrics (see `bench.metrics.measure`) with its identity."""
+    """Run the round and return its metrics (see `bench.measures.measure`) with its identity."""
     jobs = make_jobs(plan.n, seed=plan.seed, latency=plan.latency, scale=plan.scale)
     with ExitStack() as stack:
         server = stack.enter_context(RedisServer())

@@ -26,9 +26,9 @@ from imageq.devenv.webhook_receiver import WebhookReceiver
 from imageq.devenv.worker_process import WorkerProcess, settings_env
 from imageq.producers import ImageQueue, verify_webhook
 from imageq.simulator.server import start_simulator_process
+from imageq.worker.domain.job import Job
 from imageq.worker.errors import InvalidParams, WebhookVerificationFailed
-from imageq.worker.job import Job
-from imageq.worker.webhooks import webhook_id
+from imageq.worker.webhooks.signing import webhook_id
 
 VAR = Path("var/demo")
 JOBS: list[dict[str, Any]] = [

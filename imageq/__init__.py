@@ -18,7 +18,7 @@ from imageq.producers.api import (
     get,
     wait,
 )
-from imageq.producers.receiver import verify_webhook
+from imageq.producers.verify import verify_webhook
 
 __all__ = [
     "BatchReport",

@@ -4,6 +4,6 @@
 """
 
 from imageq.producers.api import ImageQueue, enqueue, get, wait
-from imageq.producers.receiver import verify_webhook
+from imageq.producers.verify import verify_webhook
 
 __all__ = ["ImageQueue", "enqueue", "get", "verify_webhook", "wait"]

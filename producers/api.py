@@ -17,16 +17,16 @@ from celery import Celery
 from imageq.config import Settings, get_settings
 from imageq.producers.jobs import Lane, build_job, check_job_id, check_webhook_url, plain_json
 from imageq.worker.app import create_app
-from imageq.worker.batch import Batch
+from imageq.worker.domain.batch import Batch
+from imageq.worker.domain.job import Delivery, Job
+from imageq.worker.domain.params import DEFAULT_QUALITY
+from imageq.worker.domain.status import JobStatus
 from imageq.worker.errors import InvalidParams, JobNotFound, WaitTimeout
-from imageq.worker.job import Delivery, Job
-from imageq.worker.params import DEFAULT_QUALITY
-from imageq.worker.polling import Finish
+from imageq.worker.messages import WEBHOOK_TASK, Actions, Submit, message
+from imageq.worker.policy.polling import Finish
 from imageq.worker.runtime import connect_store
-from imageq.worker.status import JobStatus
-from imageq.worker.steps.actions import WEBHOOK_TASK, Actions, Submit, message
 from imageq.worker.steps.finish import after_finish, terminal_changes, work_left
-from imageq.worker.store import JobStore
+from imageq.worker.store.job_store import JobStore
 
 
 @dataclass(frozen=True)

@@ -19,9 +19,9 @@ from pathlib import Path
 from typing import Any, Final, Literal
 
 from imageq.producers.jobs import MAX_METADATA_BYTES, check_job_id, plain_json
+from imageq.worker.domain.params import DEFAULT_QUALITY, validate_params
+from imageq.worker.domain.sizes import ASPECT_RATIOS, RESOLUTIONS
 from imageq.worker.errors import ImageqError, InvalidParams
-from imageq.worker.params import DEFAULT_QUALITY, validate_params
-from imageq.worker.sizes import ASPECT_RATIOS, RESOLUTIONS
 
 BulkFormat = Literal["jsonl", "csv"]
 

@@ -9,10 +9,10 @@ from collections.abc import Mapping, Sequence
 from typing import Any, Final, Literal
 
 from imageq.config import Settings
+from imageq.worker.domain.job import Job
+from imageq.worker.domain.params import DEFAULT_QUALITY, validate_params
 from imageq.worker.errors import InvalidParams, UnsafeTarget
-from imageq.worker.job import Job
-from imageq.worker.params import DEFAULT_QUALITY, validate_params
-from imageq.worker.targets import check_webhook_target
+from imageq.worker.webhooks.guard import check_webhook_target
 
 Lane = Literal["interactive", "bulk"]
 JOB_ID: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}")

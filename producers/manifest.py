@@ -16,9 +16,9 @@ from pathlib import Path
 from typing import Any, Final
 
 from imageq.producers.bulkfile import RowError
-from imageq.worker.job import Job
-from imageq.worker.payload import completion_payload
-from imageq.worker.status import TERMINAL_JOB_STATUSES, JobStatus
+from imageq.worker.domain.job import Job
+from imageq.worker.domain.payload import completion_payload
+from imageq.worker.domain.status import TERMINAL_JOB_STATUSES, JobStatus
 
 INVALID: Final = "invalid"
 """The status of a row refused before queueing; it has no job, so it is not a `JobStatus`."""

@@ -14,9 +14,9 @@ import signal
 import sys
 from collections.abc import Sequence
 
-from imageq.simulator.app import create_app
-from imageq.simulator.config import SimConfig
+from imageq.simulator.routes import create_app
 from imageq.simulator.server import base_url_of, bind, start_runner
+from imageq.simulator.sim_config import SimConfig
 
 log = logging.getLogger("imageq.simulator")
 

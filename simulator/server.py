@@ -17,8 +17,8 @@ from typing import Any, Final, Self, TypeVar
 
 from aiohttp import web
 
-from imageq.simulator.app import SIM, create_app
-from imageq.simulator.config import SimConfig
+from imageq.simulator.routes import SIM, create_app
+from imageq.simulator.sim_config import SimConfig
 
 _T = TypeVar("_T")
 READY_LINE: Final = re.compile(rb"simulator listening on (http://\S+)\r?\n")

@@ -11,9 +11,9 @@ from collections.abc import Collection
 from dataclasses import dataclass, field
 from typing import Any
 
-from imageq.simulator.config import SimConfig
 from imageq.simulator.markers import Fault
-from imageq.simulator.statuses import Phase, StatusWords, choose_words, phase_at
+from imageq.simulator.phases import Phase, StatusWords, choose_words, phase_at
+from imageq.simulator.sim_config import SimConfig
 from imageq.simulator.submission import Submission
 
 _ID_ALPHABET = string.ascii_uppercase + string.digits

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 from imageq.simulator.markers import MarkerError, Markers, parse_markers
-from imageq.worker.sizes import ASPECT_RATIOS, MODEL, RESOLUTIONS, Size, pixel_size
+from imageq.worker.domain.sizes import ASPECT_RATIOS, MODEL, RESOLUTIONS, Size, pixel_size
 
 QUALITIES: Final = ("low", "medium", "high", "auto")
 DEFAULTS: Final = {"aspect_ratio": "1:1", "resolution": "1K", "quality": "high"}

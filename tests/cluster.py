@@ -20,11 +20,11 @@ from imageq.devenv.redis_server import RedisServer
 from imageq.devenv.webhook_receiver import WebhookReceiver
 from imageq.devenv.worker_process import BeatProcess, WorkerProcess, settings_env
 from imageq.producers import ImageQueue
-from imageq.simulator.config import SimConfig
 from imageq.simulator.server import SimulatorServer
-from imageq.worker.job import Delivery, Job
-from imageq.worker.status import JobStatus
-from imageq.worker.webhooks import webhook_id
+from imageq.simulator.sim_config import SimConfig
+from imageq.worker.domain.job import Delivery, Job
+from imageq.worker.domain.status import JobStatus
+from imageq.worker.webhooks.signing import webhook_id
 
 API_KEY = "sk-faults-0123456789abcdef"
 SECRET = "whsec_ZmF1bHQtaW5qZWN0aW9uLXdlYmhvb2stc2VjcmV0"

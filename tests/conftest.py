@@ -23,8 +23,8 @@ from imageq.devenv.redis_server import RedisServer, free_port
 from imageq.devenv.webhook_receiver import WebhookReceiver
 from imageq.devenv.worker_process import WorkerProcess, settings_env
 from imageq.producers import ImageQueue
-from imageq.simulator.config import SimConfig
 from imageq.simulator.server import SimulatorServer
+from imageq.simulator.sim_config import SimConfig
 from imageq.worker.runtime import Runtime, build_runtime
 
 API_KEY = "sk-test-9f8e7d6c5b4a-never-log-me"

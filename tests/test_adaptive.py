@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 
 from imageq.config import PollingSettings
-from imageq.worker.adaptive import first_poll_base_s, percentile
-from imageq.worker.polling import first_poll_delay_s
-from imageq.worker.responses import parse_task
+from imageq.worker.policy.adaptive import first_poll_base_s, percentile
+from imageq.worker.policy.polling import first_poll_delay_s
+from imageq.worker.upstream.responses import parse_task
 
 TIMING = PollingSettings()  # 15 s default, adaptive on: p5 of >= 10 samples, within [10, 120]
 

@@ -23,8 +23,8 @@ from imageq.producers.manifest import (
     summarize,
     write_manifest,
 )
-from imageq.worker.job import Job
-from imageq.worker.status import JobStatus
+from imageq.worker.domain.job import Job
+from imageq.worker.domain.status import JobStatus
 
 URL = "https://img.example.com/ref.png"
 BASE = {"prompt": "a lighthouse", "aspect_ratio": "16:9", "resolution": "2K"}

@@ -16,8 +16,8 @@ from imageq.devenv.webhook_receiver import WebhookReceiver
 from imageq.devenv.worker_process import WorkerProcess, settings_env
 from imageq.producers import ImageQueue
 from imageq.simulator.server import SimulatorServer
-from imageq.worker.job import Delivery
-from imageq.worker.status import JobStatus
+from imageq.worker.domain.job import Delivery
+from imageq.worker.domain.status import JobStatus
 from tests.conftest import wait_for
 
 pytestmark = pytest.mark.e2e
@@ -32,7 +32,7 @@ def imageq(
     env: dict[str, str], *args: str, cwd: Path | None = None
 ) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "imageq.producers.cli", *args],
+        [sys.executable, "-m", "imageq.cli", *args],
         env=env, cwd=cwd, capture_output=True, text=True, timeout=120, check=False,
     )  # fmt: skip
 
@@ -205,7 +205,7 @@ def test_watch_json_follows_a_job_to_its_end(
     (job_id,) = report.jobs.values()
     interval = ["--interval", "0.1"]
     watch = subprocess.Popen(
-        [sys.executable, "-m", "imageq.producers.cli", "watch", job_id, "--json", *interval],
+        [sys.executable, "-m", "imageq.cli", "watch", job_id, "--json", *interval],
         env=cli_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
     try:

@@ -8,12 +8,12 @@ import pytest
 
 from imageq.config import ApiSettings
 from imageq.devenv.redis_server import free_port
-from imageq.simulator.config import SimConfig
 from imageq.simulator.server import SimulatorServer
-from imageq.worker.client import ApiClient
+from imageq.simulator.sim_config import SimConfig
+from imageq.worker.domain.params import validate_params
+from imageq.worker.domain.status import RemoteStatus
 from imageq.worker.errors import ApiError, ApiUnavailable, AuthenticationFailed, SafetyRejected
-from imageq.worker.params import validate_params
-from imageq.worker.status import RemoteStatus
+from imageq.worker.upstream.client import ApiClient
 from tests.conftest import API_KEY, wait_for
 
 PARAMS = validate_params("a castle sim:latency=0.2", aspect_ratio="2:1", resolution="2K")

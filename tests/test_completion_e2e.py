@@ -19,11 +19,11 @@ from imageq.config import Settings
 from imageq.devenv.webhook_receiver import WebhookReceiver
 from imageq.devenv.worker_process import WorkerProcess, settings_env
 from imageq.producers import ImageQueue
+from imageq.worker.domain.job import Delivery, Downloads
+from imageq.worker.domain.payload import load_schema
+from imageq.worker.domain.status import JobStatus
 from imageq.worker.errors import InvalidParams
-from imageq.worker.job import Delivery, Downloads
-from imageq.worker.payload import load_schema
-from imageq.worker.status import JobStatus
-from imageq.worker.webhooks import webhook_id
+from imageq.worker.webhooks.signing import webhook_id
 from tests.conftest import DEADLINE_S, WEBHOOK_ATTEMPTS, WEBHOOK_SECRET, wait_for
 
 pytestmark = pytest.mark.e2e
@@ -79,7 +79,7 @@ def test_receiver_down_goes_to_dead_letters_and_replays_with_same_id(
     # Replayed through the command line, as an operator would.
     env = {**os.environ, **settings_env(settings_values)}
     result = subprocess.run(
-        [sys.executable, "-m", "imageq.producers.cli", "webhooks", "replay", "--all-dead"],
+        [sys.executable, "-m", "imageq.cli", "webhooks", "replay", "--all-dead"],
         env=env, capture_output=True, text=True, timeout=60, check=False,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from imageq.config import DEFAULT_WEBHOOK_SCHEDULE_S
-from imageq.worker.delivery import Delivered, GiveUp, RetryIn, next_delivery
+from imageq.worker.policy.delivery_schedule import Delivered, GiveUp, RetryIn, next_delivery
 
 SCHEDULE = DEFAULT_WEBHOOK_SCHEDULE_S
 

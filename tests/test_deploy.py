@@ -107,7 +107,7 @@ def test_worker_scales_and_checks_its_health(services: dict[str, dict[str, Any]]
     worker = services["worker"]
     assert "container_name" not in worker
     assert "ports" not in worker, "a published port would clash between replicas"
-    assert "imageq.producers.health" in " ".join(worker["healthcheck"]["test"])
+    assert "imageq.ops.health" in " ".join(worker["healthcheck"]["test"])
     assert worker["restart"] == "unless-stopped"
     assert worker["command"][:4] == ["celery", "-A", "imageq.worker.app", "worker"]
     assert worker["depends_on"]["redis"]["condition"] == "service_healthy"

@@ -23,9 +23,11 @@ import pytest
 import requests
 from PIL import Image
 
-from imageq.simulator.config import SimConfig
 from imageq.simulator.server import SimulatorServer
-from imageq.worker.downloads import (
+from imageq.simulator.sim_config import SimConfig
+from imageq.worker.domain.sizes import pixel_size
+from imageq.worker.errors import DownloadFailed
+from imageq.worker.outputs.fetching import (
     DownloadLimits,
     SavedImage,
     fetch_image,
@@ -35,9 +37,7 @@ from imageq.worker.downloads import (
     redact_url,
     save_output,
 )
-from imageq.worker.errors import DownloadFailed
-from imageq.worker.sizes import pixel_size
-from imageq.worker.storage import FsspecStorage, LocalStorage, mask_userinfo, open_storage
+from imageq.worker.outputs.storage import FsspecStorage, LocalStorage, mask_userinfo, open_storage
 
 KEY = "k"
 FINISHED_AT = 1795737599.0  # 2026-11-26 23:59:59 UTC

@@ -16,10 +16,10 @@ from imageq.devenv.webhook_receiver import Received, WebhookReceiver
 from imageq.devenv.worker_process import WorkerProcess
 from imageq.producers import ImageQueue
 from imageq.simulator.server import SimulatorServer
+from imageq.worker.domain.job import Delivery
+from imageq.worker.domain.status import JobStatus
 from imageq.worker.errors import InvalidParams
-from imageq.worker.job import Delivery
-from imageq.worker.status import JobStatus
-from imageq.worker.steps.actions import SchedulePoll, message
+from imageq.worker.messages import SchedulePoll, message
 from imageq.worker.steps.poll import poll_facts
 from tests.conftest import (
     API_KEY,

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from imageq.worker.job import Delivery
-from imageq.worker.status import JobStatus
-from imageq.worker.steps.actions import POLL_TASK
+from imageq.worker.domain.job import Delivery
+from imageq.worker.domain.status import JobStatus
+from imageq.worker.messages import POLL_TASK
 from tests.cluster import Cluster, cluster
 
 pytestmark = [pytest.mark.e2e, pytest.mark.faults, pytest.mark.timeout(240)]

@@ -30,13 +30,23 @@ from imageq.config import ApiSettings, Settings
 from imageq.devenv.worker_process import WorkerProcess
 from imageq.producers import ImageQueue
 from imageq.producers.bulkfile import BulkFileError, parse_bulk, read_bulk_file
-from imageq.worker.client import ApiClient
+from imageq.worker.domain.params import (
+    MAX_PROMPT_CHARS,
+    QUALITIES,
+    GenerationParams,
+    validate_params,
+)
+from imageq.worker.domain.sizes import ASPECT_RATIOS, RESOLUTIONS, pixel_size
+from imageq.worker.domain.status import JobStatus, RemoteStatus
 from imageq.worker.errors import ApiError, InvalidParams, UnsafeTarget
-from imageq.worker.params import MAX_PROMPT_CHARS, QUALITIES, GenerationParams, validate_params
-from imageq.worker.responses import RemoteTask, error_for_http, parse_retry_after, parse_task
-from imageq.worker.sizes import ASPECT_RATIOS, RESOLUTIONS, pixel_size
-from imageq.worker.status import JobStatus, RemoteStatus
-from imageq.worker.targets import check_webhook_target
+from imageq.worker.upstream.client import ApiClient
+from imageq.worker.upstream.responses import (
+    RemoteTask,
+    error_for_http,
+    parse_retry_after,
+    parse_task,
+)
+from imageq.worker.webhooks.guard import check_webhook_target
 from tests.conftest import DEADLINE_S
 
 # No deadline anywhere: other suites share this machine, and a slow example is not a bug here.

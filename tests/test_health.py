@@ -1,5 +1,5 @@
 """Health checks against a real Redis, the simulator and a worker: the exit codes of
-`python -m imageq.producers.health`, a refused key, an unreachable broker, no worker listening."""
+`python -m imageq.ops.health`, a refused key, an unreachable broker, no worker listening."""
 
 from __future__ import annotations
 
@@ -16,11 +16,11 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
+from imageq.cli.checks import health_command
 from imageq.config import Settings, get_settings
 from imageq.devenv.redis_server import RedisServer, free_port
 from imageq.devenv.worker_process import WorkerProcess, settings_env
-from imageq.producers.cli.health import health_command
-from imageq.producers.health import Check, exit_code, render, run_checks
+from imageq.ops.health import Check, exit_code, render, run_checks
 from tests.conftest import API_KEY
 
 TIMEOUT_S = 1.0
@@ -31,7 +31,7 @@ REDIS_PASSWORD = "s3cret-redis-pw"
 
 def health(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "imageq.producers.health", *args],
+        [sys.executable, "-m", "imageq.ops.health", *args],
         env=env, capture_output=True, text=True, timeout=60, check=False,
     )  # fmt: skip
 

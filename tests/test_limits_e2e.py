@@ -12,9 +12,9 @@ import pytest
 from imageq.config import Settings
 from imageq.devenv.worker_process import WorkerProcess, settings_env
 from imageq.producers import ImageQueue
-from imageq.simulator.config import SimConfig
 from imageq.simulator.server import SimulatorServer
-from imageq.worker.status import JobStatus
+from imageq.simulator.sim_config import SimConfig
+from imageq.worker.domain.status import JobStatus
 from tests.conftest import API_KEY, wait_for
 
 pytestmark = pytest.mark.e2e

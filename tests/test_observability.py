@@ -13,7 +13,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from imageq.devenv.webhook_receiver import WebhookReceiver
 from imageq.devenv.worker_process import WorkerProcess
 from imageq.producers import ImageQueue
-from imageq.worker.job import Delivery
+from imageq.worker.domain.job import Delivery
 from tests.conftest import API_KEY, WEBHOOK_SECRET, wait_for
 
 pytestmark = pytest.mark.e2e

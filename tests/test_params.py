@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
+from imageq.worker.domain.params import MAX_PROMPT_CHARS, validate_params
+from imageq.worker.domain.sizes import ASPECT_RATIOS, RESOLUTIONS, pixel_size, ratios_at
 from imageq.worker.errors import InvalidParams
-from imageq.worker.params import MAX_PROMPT_CHARS, validate_params
-from imageq.worker.sizes import ASPECT_RATIOS, RESOLUTIONS, pixel_size, ratios_at
 
 FOUR_K_RATIOS = ("16:9", "9:16", "2:1", "1:2", "21:9", "9:21")
 TABLE = {

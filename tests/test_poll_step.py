@@ -11,9 +11,9 @@ import pytest
 import redis
 
 from imageq.producers.jobs import build_job
+from imageq.worker.domain.status import JobStatus
+from imageq.worker.messages import POLL_TASK, PollFacts, SchedulePoll, message
 from imageq.worker.runtime import Runtime
-from imageq.worker.status import JobStatus
-from imageq.worker.steps.actions import POLL_TASK, PollFacts, SchedulePoll, message
 from imageq.worker.steps.poll import poll, poll_facts
 from imageq.worker.steps.submit import submit
 from tests.conftest import step_runtime

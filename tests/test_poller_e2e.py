@@ -12,11 +12,11 @@ from imageq.config import Settings
 from imageq.devenv.webhook_receiver import WebhookReceiver
 from imageq.devenv.worker_process import WorkerProcess, settings_env
 from imageq.producers import ImageQueue
-from imageq.simulator.config import SimConfig
 from imageq.simulator.server import SimulatorServer
-from imageq.worker.job import Delivery
-from imageq.worker.status import JobStatus
-from imageq.worker.webhooks import webhook_id
+from imageq.simulator.sim_config import SimConfig
+from imageq.worker.domain.job import Delivery
+from imageq.worker.domain.status import JobStatus
+from imageq.worker.webhooks.signing import webhook_id
 from tests.conftest import API_KEY, wait_for
 
 pytestmark = pytest.mark.e2e

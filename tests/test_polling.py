@@ -5,10 +5,16 @@ from __future__ import annotations
 import pytest
 
 from imageq.config import PollingSettings, RetrySettings
+from imageq.worker.domain.status import JobStatus, RemoteStatus
 from imageq.worker.errors import ApiRejected, ApiUnavailable, RateLimited
-from imageq.worker.polling import Finish, PollAgain, backoff_delay_s, first_poll_delay_s, next_step
-from imageq.worker.responses import RemoteTask
-from imageq.worker.status import JobStatus, RemoteStatus
+from imageq.worker.policy.backoff import backoff_delay_s
+from imageq.worker.policy.polling import (
+    Finish,
+    PollAgain,
+    first_poll_delay_s,
+    next_step,
+)
+from imageq.worker.upstream.responses import RemoteTask
 
 TIMING = PollingSettings(first_delay_s=15, interval_s=4, jitter_s=1, deadline_s=180)
 

@@ -8,9 +8,9 @@ from datetime import UTC, datetime
 import pytest
 from standardwebhooks import Webhook
 
-from imageq.producers.receiver import verify_webhook
+from imageq.producers.verify import verify_webhook
 from imageq.worker.errors import WebhookVerificationFailed
-from imageq.worker.webhooks import build_webhook
+from imageq.worker.webhooks.signing import build_webhook
 
 OLD_SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
 NEW_SECRET = "whsec_dGVzdC13ZWJob29rLXNlY3JldC0xMjM0NTY3OA=="

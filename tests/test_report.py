@@ -21,15 +21,15 @@ from PIL import Image
 from rich.console import Console
 from typer.testing import CliRunner
 
+from imageq.cli.operate import report, top
 from imageq.config import get_settings
 from imageq.devenv.worker_process import WorkerProcess, settings_env
+from imageq.ops.batch_report import build_report, thumbnail_uri, tick_step, write_report
+from imageq.ops.top import percentile, render, snapshot
 from imageq.producers import ImageQueue
-from imageq.producers.cli.ops import report, top
-from imageq.producers.dashboard import percentile, render, snapshot
-from imageq.producers.report import build_report, thumbnail_uri, tick_step, write_report
-from imageq.worker.batch import Batch
-from imageq.worker.job import Job
-from imageq.worker.status import JobStatus
+from imageq.worker.domain.batch import Batch
+from imageq.worker.domain.job import Job
+from imageq.worker.domain.status import JobStatus
 from tests.conftest import wait_for
 
 T0 = 1_767_225_600.0  # 2026-01-01T00:00:00Z

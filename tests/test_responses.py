@@ -8,8 +8,8 @@ from typing import Any
 import pytest
 
 from imageq.worker import errors
-from imageq.worker.responses import error_for_http, parse_retry_after, parse_task
-from imageq.worker.status import TERMINAL_REMOTE_STATUSES, RemoteStatus, remote_status
+from imageq.worker.domain.status import TERMINAL_REMOTE_STATUSES, RemoteStatus, remote_status
+from imageq.worker.upstream.responses import error_for_http, parse_retry_after, parse_task
 
 WORDS = {
     "submitted": RemoteStatus.PENDING,

@@ -20,7 +20,8 @@ from redbeat.schedulers import RedBeatConfig
 from imageq.config import Settings
 from imageq.devenv.worker_process import BeatProcess, WorkerProcess, settings_env
 from imageq.producers import ImageQueue
-from imageq.producers.schedule import (
+from imageq.producers.scheduling.run import SCHEDULED_RUN_TASK, run_scheduled
+from imageq.producers.scheduling.schedule_file import (
     ScheduledRun,
     ScheduleError,
     batch_id_for,
@@ -28,13 +29,12 @@ from imageq.producers.schedule import (
     parse_schedule,
     slot_of,
 )
+from imageq.producers.scheduling.scheduler import beat_entries
 from imageq.simulator.server import SimulatorServer
 from imageq.worker.app import celery_config, create_app
-from imageq.worker.batch import Batch
-from imageq.worker.beat import beat_entries
+from imageq.worker.domain.batch import Batch
+from imageq.worker.domain.status import JobStatus
 from imageq.worker.runtime import build_runtime
-from imageq.worker.status import JobStatus
-from imageq.worker.steps.scheduled import SCHEDULED_RUN_TASK, run_scheduled
 from tests.conftest import wait_for
 
 GOOD = """\
@@ -231,7 +231,7 @@ def test_celery_config_sets_up_redbeat() -> None:
         schedule={"lock_timeout_s": 12, "loop_interval_s": 2},
     )
     config = celery_config(settings)
-    assert config["beat_scheduler"] == "imageq.worker.beat:ScheduleFileScheduler"
+    assert config["beat_scheduler"] == "imageq.producers.scheduling.scheduler:ScheduleFileScheduler"
     assert config["beat_max_loop_interval"] == 2
     assert (config["timezone"], config["enable_utc"]) == ("UTC", True)
     redbeat = RedBeatConfig(create_app(settings))

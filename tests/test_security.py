@@ -35,13 +35,13 @@ from imageq.producers.jobs import build_job
 from imageq.simulator.server import SimulatorServer
 from imageq.worker.app import celery_config, create_app
 from imageq.worker.broker import TRANSPORT
-from imageq.worker.client import ApiClient
+from imageq.worker.domain.job import Delivery
+from imageq.worker.domain.params import GenerationParams
+from imageq.worker.domain.status import JobStatus
 from imageq.worker.errors import ApiError, AuthenticationFailed
-from imageq.worker.job import Delivery
-from imageq.worker.params import GenerationParams
+from imageq.worker.messages import SUBMIT_TASK
 from imageq.worker.runtime import connect_store
-from imageq.worker.status import JobStatus
-from imageq.worker.steps.actions import SUBMIT_TASK
+from imageq.worker.upstream.client import ApiClient
 from tests.conftest import API_KEY, DEADLINE_S, WEBHOOK_SECRET, wait_for
 
 WAIT_S = DEADLINE_S + 10

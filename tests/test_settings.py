@@ -7,7 +7,7 @@ from pydantic import ValidationError
 
 from imageq.config import Settings
 from imageq.worker.app import celery_config
-from imageq.worker.client import ApiClient
+from imageq.worker.upstream.client import ApiClient
 
 
 def test_nested_environment(monkeypatch: pytest.MonkeyPatch) -> None:

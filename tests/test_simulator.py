@@ -23,7 +23,7 @@ from PIL import Image
 from imageq.simulator import SimConfig, SimulatorServer, start_simulator_process
 from imageq.simulator.latency import REALISTIC_CLIP_S, parse_distribution
 from imageq.simulator.markers import Fault, MarkerError, fault_for_attempt, parse_markers
-from imageq.simulator.statuses import SYNONYMS, Phase
+from imageq.simulator.phases import SYNONYMS, Phase
 
 KEY = "sk-test-simulator"
 AUTH = {"Authorization": f"Bearer {KEY}"}

@@ -12,11 +12,11 @@ import pytest
 import redis
 
 from imageq.devenv.redis_server import RedisServer
-from imageq.worker.batch import Batch
+from imageq.worker.domain.batch import Batch
+from imageq.worker.domain.job import Job
+from imageq.worker.domain.status import JobStatus
 from imageq.worker.errors import JobNotFound
-from imageq.worker.job import Job
-from imageq.worker.status import JobStatus
-from imageq.worker.store import JobStore, Slot
+from imageq.worker.store.job_store import JobStore, Slot
 
 
 @pytest.fixture

@@ -10,15 +10,15 @@ from typing import Any
 import pytest
 
 from imageq.producers.jobs import build_job
-from imageq.worker.job import Delivery
-from imageq.worker.runtime import Runtime
-from imageq.worker.status import JobStatus
-from imageq.worker.steps.actions import (
+from imageq.worker.domain.job import Delivery
+from imageq.worker.domain.status import JobStatus
+from imageq.worker.messages import (
     ScheduleCallback,
     SchedulePoll,
     ScheduleWebhook,
     Submit,
 )
+from imageq.worker.runtime import Runtime
 from imageq.worker.steps.poll import poll
 from imageq.worker.steps.submit import submit
 from imageq.worker.steps.sweep import sweep

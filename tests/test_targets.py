@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from imageq.worker.errors import UnsafeTarget
-from imageq.worker.targets import Resolver, check_webhook_target
+from imageq.worker.webhooks.guard import Resolver, check_webhook_target
 
 PUBLIC_V4 = "93.184.216.34"
 PUBLIC_V6 = "2606:4700::1111"

@@ -63,7 +63,7 @@ def test_gevent_pool_from_settings_alone_is_refused_and_imageq_worker_patches(
     assert refused.returncode != 0
     assert "-P gevent" in refused.stdout + refused.stderr
 
-    imageq = [sys.executable, "-m", "imageq.producers.cli", "worker", "--hostname=gevent-check@%h"]
+    imageq = [sys.executable, "-m", "imageq.cli", "worker", "--hostname=gevent-check@%h"]
     process = subprocess.Popen(
         imageq,
         env={**env, "PYTHONPATH": str(REPO)},

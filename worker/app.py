@@ -28,8 +28,7 @@ from kombu.entity import Queue
 from imageq.config import Settings, get_settings
 from imageq.worker import broker
 from imageq.worker.logs import bind_task, configure_logging, unbind
-from imageq.worker.metrics import serve_metrics
-from imageq.worker.steps.actions import (
+from imageq.worker.messages import (
     BATCH_TASK,
     CALLBACK_TASK,
     DOWNLOAD_TASK,
@@ -38,6 +37,7 @@ from imageq.worker.steps.actions import (
     SWEEP_TASK,
     WEBHOOK_TASK,
 )
+from imageq.worker.metrics import serve_metrics
 
 
 def celery_config(settings: Settings) -> dict[str, Any]:
@@ -89,9 +89,9 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "timezone": "UTC",
         "enable_utc": True,
         # `celery -A imageq.worker.app beat`: celery-redbeat, the schedule file's runs as its
-        # entries (worker/beat.py). The schedule and a lock live in Redis, so a standby beat can
-        # wait beside the active one and take over once its lock lapses.
-        "beat_scheduler": "imageq.worker.beat:ScheduleFileScheduler",
+        # entries (producers/scheduling/scheduler.py). The schedule and a lock live in Redis, so a
+        # standby beat can wait beside the active one and take over once its lock lapses.
+        "beat_scheduler": "imageq.producers.scheduling.scheduler:ScheduleFileScheduler",
         "beat_max_loop_interval": settings.schedule.loop_interval_s,
         "redbeat_redis_url": settings.redis.broker_url,
         # Given explicitly, so redbeat does not fall back to the broker's transport options.
@@ -130,7 +130,7 @@ def secret_values(settings: Settings) -> list[str]:
 def create_app(settings: Settings) -> Celery:
     app = Celery(
         "imageq",
-        include=["imageq.worker.tasks", "imageq.worker.scheduled_tasks"],
+        include=["imageq.worker.tasks", "imageq.producers.scheduling.tasks"],
         set_as_current=False,
     )
     app.conf.update(celery_config(settings))

@@ -15,8 +15,8 @@ import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
+from imageq.worker.messages import Actions, SchedulePoll
 from imageq.worker.runtime import Runtime
-from imageq.worker.steps.actions import Actions, SchedulePoll
 from imageq.worker.steps.poll import poll
 
 log = logging.getLogger(__name__)

@@ -11,11 +11,11 @@ from functools import cache
 import redis
 
 from imageq.config import Settings, get_settings
-from imageq.worker.client import ApiClient
-from imageq.worker.sessions import ThreadSessions
-from imageq.worker.storage import Storage, open_storage
-from imageq.worker.store import JobStore
-from imageq.worker.webhooks import WebhookSender
+from imageq.worker.outputs.storage import Storage, open_storage
+from imageq.worker.store.job_store import JobStore
+from imageq.worker.upstream.client import ApiClient
+from imageq.worker.webhooks.sending import WebhookSender
+from imageq.worker.webhooks.sessions import ThreadSessions
 
 
 @dataclass(frozen=True)

@@ -8,8 +8,7 @@ import redis
 from celery import Task, signature
 
 from imageq.worker.app import app
-from imageq.worker.runtime import runtime
-from imageq.worker.steps.actions import (
+from imageq.worker.messages import (
     BATCH_TASK,
     CALLBACK_TASK,
     DOWNLOAD_TASK,
@@ -24,13 +23,14 @@ from imageq.worker.steps.actions import (
     ScheduleWebhook,
     message,
 )
-from imageq.worker.steps.batch import batch_finished
+from imageq.worker.runtime import runtime
+from imageq.worker.steps.batch_end import batch_finished
 from imageq.worker.steps.callback import callback
 from imageq.worker.steps.download import download
 from imageq.worker.steps.poll import poll
 from imageq.worker.steps.submit import submit
 from imageq.worker.steps.sweep import sweep
-from imageq.worker.steps.webhook import webhook
+from imageq.worker.steps.webhook_attempt import webhook
 
 # Only a lost connection to Redis is retried here; API errors are handled inside each step.
 _TRANSIENT = {

@@ -11,12 +11,12 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from imageq.worker.job import Delivery
+from imageq.worker.domain.job import Delivery
+from imageq.worker.domain.payload import completion_payload
+from imageq.worker.messages import Actions
 from imageq.worker.metrics import NOTIFICATION_LAG
-from imageq.worker.payload import completion_payload
 from imageq.worker.runtime import Runtime
-from imageq.worker.steps.actions import Actions
-from imageq.worker.steps.common import load
+from imageq.worker.steps.loading import load
 
 SendCallback = Callable[[dict[str, Any], dict[str, Any]], None]
 """Publishes a callback: takes the stored signature and the payload."""

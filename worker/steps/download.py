@@ -9,14 +9,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from imageq.worker.downloads import DownloadLimits, save_output
+from imageq.worker.domain.job import Downloads, Job
 from imageq.worker.errors import DownloadFailed
-from imageq.worker.job import Downloads, Job
-from imageq.worker.polling import backoff_delay_s
+from imageq.worker.messages import Actions, ScheduleDownload
+from imageq.worker.outputs.fetching import DownloadLimits, save_output
+from imageq.worker.policy.backoff import backoff_delay_s
 from imageq.worker.runtime import Runtime
-from imageq.worker.steps.actions import Actions, ScheduleDownload
-from imageq.worker.steps.common import load, log
 from imageq.worker.steps.finish import notifications
+from imageq.worker.steps.loading import load, log
 
 
 def download(rt: Runtime, job_id: str, attempt: int) -> Actions:

@@ -4,19 +4,19 @@ from __future__ import annotations
 
 from typing import Any
 
-from imageq.worker.job import Delivery, Downloads, Job
-from imageq.worker.metrics import JOBS_FINISHED, POLLS_PER_JOB, TIME_TO_COMPLETION
-from imageq.worker.polling import Finish
-from imageq.worker.runtime import Runtime
-from imageq.worker.status import JobStatus
-from imageq.worker.steps.actions import (
+from imageq.worker.domain.job import Delivery, Downloads, Job
+from imageq.worker.domain.status import JobStatus
+from imageq.worker.messages import (
     Actions,
     BatchFinished,
     ScheduleCallback,
     ScheduleDownload,
     ScheduleWebhook,
 )
-from imageq.worker.steps.common import log
+from imageq.worker.metrics import JOBS_FINISHED, POLLS_PER_JOB, TIME_TO_COMPLETION
+from imageq.worker.policy.polling import Finish
+from imageq.worker.runtime import Runtime
+from imageq.worker.steps.loading import log
 
 
 def finish(

@@ -4,17 +4,17 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+from imageq.worker.domain.job import Job
+from imageq.worker.domain.status import JobStatus
 from imageq.worker.errors import ApiError
-from imageq.worker.job import Job
 from imageq.worker.logs import bind_job
+from imageq.worker.messages import Actions, PollFacts, SchedulePoll
 from imageq.worker.metrics import POLLS
-from imageq.worker.polling import Finish, next_step
-from imageq.worker.responses import RemoteTask
+from imageq.worker.policy.polling import Finish, next_step
 from imageq.worker.runtime import Runtime
-from imageq.worker.status import JobStatus
-from imageq.worker.steps.actions import Actions, PollFacts, SchedulePoll
-from imageq.worker.steps.common import load, log
 from imageq.worker.steps.finish import finish
+from imageq.worker.steps.loading import load, log
+from imageq.worker.upstream.responses import RemoteTask
 
 
 def poll(rt: Runtime, job_id: str, token: int, facts: PollFacts | None = None) -> Actions:

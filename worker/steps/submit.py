@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
+from imageq.worker.domain.job import Job
+from imageq.worker.domain.status import JobStatus
 from imageq.worker.errors import ApiError
-from imageq.worker.job import Job
+from imageq.worker.messages import Actions, PollFacts, SchedulePoll, Submit
 from imageq.worker.metrics import JOBS_SUBMITTED
-from imageq.worker.polling import Finish, backoff_delay_s, first_poll_delay_s
-from imageq.worker.responses import RemoteTask
+from imageq.worker.policy.backoff import backoff_delay_s
+from imageq.worker.policy.polling import Finish, first_poll_delay_s
 from imageq.worker.runtime import Runtime
-from imageq.worker.status import JobStatus
-from imageq.worker.steps.actions import Actions, PollFacts, SchedulePoll, Submit
-from imageq.worker.steps.common import load, log
 from imageq.worker.steps.finish import finish
-from imageq.worker.store import Slot
+from imageq.worker.steps.loading import load, log
+from imageq.worker.store.job_store import Slot
+from imageq.worker.upstream.responses import RemoteTask
 
 # A slot outlives its job's deadline by this much, in case the job's last steps are slow; a job
 # that finishes releases it at once, and one that never does (a lost worker) lets it lapse.

@@ -11,12 +11,9 @@ normal chain and beside other sweepers.
 
 from __future__ import annotations
 
-from imageq.worker.job import Delivery, Downloads, Job
-from imageq.worker.metrics import SWEEPER_RESENT
-from imageq.worker.polling import Finish
-from imageq.worker.runtime import Runtime
-from imageq.worker.status import JobStatus
-from imageq.worker.steps.actions import (
+from imageq.worker.domain.job import Delivery, Downloads, Job
+from imageq.worker.domain.status import JobStatus
+from imageq.worker.messages import (
     Actions,
     ScheduleCallback,
     ScheduleDownload,
@@ -24,8 +21,11 @@ from imageq.worker.steps.actions import (
     ScheduleWebhook,
     Submit,
 )
-from imageq.worker.steps.common import log
+from imageq.worker.metrics import SWEEPER_RESENT
+from imageq.worker.policy.polling import Finish
+from imageq.worker.runtime import Runtime
 from imageq.worker.steps.finish import finish
+from imageq.worker.steps.loading import log
 
 
 def sweep(rt: Runtime) -> Actions:

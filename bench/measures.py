@@ -1,0 +1,117 @@
+"""What a round measured, computed from what it observed; and medians and ratios over rounds.
+Pure: no I/O, no clock."""
+
+from __future__ import annotations
+
+import json
+import math
+import statistics
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Final
+
+from bench.webhook_sink import Arrivals
+
+KB: Final = 1024
+MB: Final = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class Observed:
+    """The raw readings of one round, gathered by `bench.round`."""
+
+    n: int
+    job_ids: Sequence[str]
+    arrivals: Arrivals
+    sim_stats: Mapping[str, Any]
+    cpu_s: float
+    idle_cpu_rate: float
+    rss_idle: int
+    rss_peak: int
+    redis_idle: int
+    redis_peak: int
+    submit_s: float
+    all_notified_s: float | None
+    peak_poll_rate: float
+    machine_busy: float
+
+
+def percentile(values: Sequence[float], pct: float) -> float:
+    """The `pct`-th percentile by the nearest-rank method; NaN when there are no values."""
+    if not values:
+        return math.nan
+    ordered = sorted(values)
+    return ordered[max(1, math.ceil(pct / 100 * len(ordered))) - 1]
+
+
+def measure(seen: Observed) -> dict[str, float]:
+    """The round's metrics; per-job ones divide by N, the jobs put in flight."""
+    tasks = seen.sim_stats["tasks"].values()
+    completed_at = {task["out_task_id"]: task["completed_at"] for task in tasks}
+    task_of = {task["out_task_id"]: task_id for task_id, task in seen.sim_stats["tasks"].items()}
+    queries = seen.sim_stats["queries_by_task_id"]
+    accepted = seen.sim_stats["accepted_submits_by_out_task_id"]
+    lags, polls, submits, notifications, succeeded = [], [], [], [], 0
+    for job_id in seen.job_ids:
+        times = seen.arrivals.times.get(job_id, [])
+        notifications.append(len(times))
+        finished = completed_at.get(job_id)
+        if times and finished is not None:
+            lags.append(min(times) - finished)
+        polls.append(queries.get(task_of.get(job_id, ""), 0))
+        submits.append(accepted.get(job_id, 0))
+        body = seen.arrivals.first_body.get(job_id)
+        succeeded += body is not None and _status(body) == "succeeded"
+    n = seen.n
+    return {
+        "completed": succeeded,
+        "notified_once": sum(count == 1 for count in notifications),
+        "notifications_max": max(notifications, default=0),
+        "lag_p50_s": percentile(lags, 50),
+        "lag_p99_s": percentile(lags, 99),
+        "lag_max_s": max(lags, default=math.nan),
+        "polls_per_job": sum(polls) / n,
+        "polls_max": max(polls, default=0),
+        "submits_per_job": sum(submits) / n,
+        "submits_max": max(submits, default=0),
+        "cpu_s_per_job": seen.cpu_s / n,
+        "idle_cpu_ms_per_s": 1000 * seen.idle_cpu_rate,
+        "rss_idle_mb": seen.rss_idle / MB,
+        "rss_peak_mb": seen.rss_peak / MB,
+        "rss_growth_kb_per_job": (seen.rss_peak - seen.rss_idle) / KB / n,
+        "redis_kb_per_job": (seen.redis_peak - seen.redis_idle) / KB / n,
+        "submit_s": seen.submit_s,
+        "all_notified_s": math.nan if seen.all_notified_s is None else seen.all_notified_s,
+        "peak_poll_rate": seen.peak_poll_rate,
+        "machine_busy_pct": 100 * seen.machine_busy,
+    }
+
+
+def _status(body: bytes) -> str | None:
+    try:
+        status = json.loads(body).get("status")
+    except (ValueError, AttributeError):
+        return None
+    return status if isinstance(status, str) else None
+
+
+def median_of(rounds: Sequence[Mapping[str, float]], key: str) -> float:
+    """The median of one metric over rounds, NaNs left out (NaN if nothing is left)."""
+    values = [value for value in (r.get(key, math.nan) for r in rounds) if not math.isnan(value)]
+    return statistics.median(values) if values else math.nan
+
+
+def ratio(numerator: float, denominator: float) -> float:
+    """numerator / denominator, NaN when undefined."""
+    if math.isnan(numerator) or math.isnan(denominator) or denominator == 0:
+        return math.nan
+    return numerator / denominator
+
+
+def median_ratio(
+    pairs: Sequence[tuple[Mapping[str, float], Mapping[str, float]]], key: str
+) -> float:
+    """The median over repetitions of imageq/naive, each ratio taken within one repetition."""
+    found = (ratio(a.get(key, math.nan), b.get(key, math.nan)) for a, b in pairs)
+    values = [value for value in found if not math.isnan(value)]
+    return statistics.median(values) if values else math.nan

@@ -1,0 +1,13 @@
+"""The `imageq` command line.
+
+Exit codes, for scripts:
+  0  done: the job(s) succeeded (or, without --wait, were queued)
+  1  some job did not succeed (failed, timed out, cancelled), or some rows were skipped
+  2  bad usage or invalid input: nothing was queued
+  3  no such job or batch
+  4  gave up waiting (--timeout)
+"""
+
+from imageq.cli.main import app, main
+
+__all__ = ["app", "main"]

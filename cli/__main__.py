@@ -1,0 +1,3 @@
+from imageq.cli.main import main
+
+main()

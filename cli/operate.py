@@ -1,0 +1,72 @@
+"""`imageq top` and `imageq report`: a live view over all jobs, and a batch as an HTML page."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Annotated
+
+import redis
+import typer
+from rich.console import Console, RenderableType
+from rich.live import Live
+
+from imageq.cli.exits import Exit
+from imageq.config import Settings, get_settings
+from imageq.ops.batch_report import build_report, write_report
+from imageq.ops.top import collect, render, snapshot
+from imageq.producers.api import ImageQueue
+from imageq.worker.errors import JobNotFound
+from imageq.worker.store.job_store import JobStore
+
+
+def top(
+    interval: Annotated[float, typer.Option(help="Seconds between refreshes.")] = 1.0,
+    once: Annotated[bool, typer.Option("--once", help="Print one frame and exit.")] = False,
+    window: Annotated[float, typer.Option(help="Seconds of throughput and lag.")] = 300,
+    limit: Annotated[int, typer.Option(help="Most job records read per frame.")] = 5000,
+) -> None:
+    """Watch every job: in flight, counts per status, failures, throughput and lag."""
+    settings = get_settings()
+    prefix = settings.redis.key_prefix
+    out = Console()
+    with _store_client(settings) as client:
+        store = JobStore(client, prefix=prefix, ttl_s=settings.redis.record_ttl_s)
+
+        def frame() -> RenderableType:
+            jobs = collect(client, prefix, limit=limit)
+            shot = snapshot(jobs, store.dead_letters(), now=time.time(), window_s=window)
+            return render(shot, limit=limit)
+
+        if once:
+            out.print(frame())
+            return
+        try:
+            with Live(console=out, auto_refresh=False) as live:
+                while True:
+                    live.update(frame(), refresh=True)
+                    time.sleep(interval)
+        except KeyboardInterrupt:
+            raise typer.Exit(Exit.OK) from None
+
+
+def report(
+    batch_id: Annotated[str, typer.Argument(help="The batch to show.")],
+    html: Annotated[Path, typer.Option("--html", help="Where to write the page.")],
+    thumbnail_px: Annotated[int, typer.Option(help="Longest side of each thumbnail.")] = 256,
+) -> None:
+    """Write a batch as one self-contained HTML page: its images, prompts and timing."""
+    images = ImageQueue(get_settings())
+    try:
+        batch = images.batch(batch_id)
+    except JobNotFound:
+        Console(stderr=True).print(f"[red]no batch {batch_id!r}[/]")
+        raise typer.Exit(Exit.NOT_FOUND) from None
+    page = build_report(batch, images.batch_jobs(batch_id), thumbnail_px=thumbnail_px)
+    typer.echo(str(write_report(html, page)))
+
+
+def _store_client(settings: Settings) -> redis.Redis:
+    return redis.Redis.from_url(
+        settings.redis.store_url, socket_timeout=10, socket_connect_timeout=5
+    )

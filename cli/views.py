@@ -1,0 +1,93 @@
+"""How the CLI shows jobs and batches: rich tables for people, plain JSON for scripts."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from rich.table import Table
+
+from imageq.worker.domain.batch import Batch
+from imageq.worker.domain.job import Job
+from imageq.worker.domain.payload import completion_payload, iso_time
+from imageq.worker.domain.status import TERMINAL_JOB_STATUSES, JobStatus
+
+COLOURS = {
+    JobStatus.SUCCEEDED: "green",
+    JobStatus.FAILED: "red",
+    JobStatus.TIMED_OUT: "red",
+    JobStatus.CANCELLED: "yellow",
+}
+BATCH_COLUMNS = ("queued", "submitted", "succeeded", "failed", "timed_out", "cancelled")
+
+
+def job_json(job: Job) -> dict[str, Any]:
+    """A job for scripts: the completion payload's shape, whatever the job's state."""
+    return completion_payload(job)
+
+
+def job_table(job: Job) -> Table:
+    table = Table(show_header=False, box=None)
+    table.add_column(style="bold")
+    table.add_column()
+    colour = COLOURS.get(job.status, "cyan")
+    table.add_row("job", job.job_id)
+    table.add_row("status", f"[{colour}]{job.status}[/]")
+    table.add_row("prompt", job.params["prompt"])
+    size = f"{job.params['aspect_ratio']} {job.params['resolution']} {job.params['quality']}"
+    table.add_row("params", size)
+    table.add_row("remote task", job.remote_task_id or "-")
+    table.add_row("polls", str(job.poll_count))
+    table.add_row("elapsed", f"{_elapsed(job):.1f} s")
+    if job.batch_id:
+        table.add_row("batch", job.batch_id)
+    for index, output in enumerate(job.outputs):
+        saved = output.get("saved")
+        where = saved["location"] if saved else output.get("download_error") or "not saved"
+        table.add_row(f"output {index}", f"{output['width']}x{output['height']} {output['url']}")
+        table.add_row("", f"saved: {where}")
+    if job.error:
+        table.add_row("error", f"{job.error.get('type')}: {job.error.get('message')}")
+    return table
+
+
+def batch_json(batch: Batch, jobs: dict[int, Job]) -> dict[str, Any]:
+    return {
+        "batch_id": batch.batch_id,
+        "total": batch.total,
+        "finished": batch.finished,
+        "complete": batch.is_complete,
+        "counts": {name: batch.counts.get(name, 0) for name in BATCH_COLUMNS},
+        "created_at": iso_time(batch.created_at),
+        "completed_at": iso_time(batch.completed_at),
+        "jobs": [
+            {"line": line, "job_id": job.job_id, "status": str(job.status)}
+            for line, job in sorted(jobs.items())
+        ],
+    }
+
+
+def batch_table(batch: Batch) -> Table:
+    table = Table(title=f"batch {batch.batch_id}")
+    for name in ("total", *BATCH_COLUMNS):
+        table.add_column(name.replace("_", " "), justify="right")
+    counts = [str(batch.counts.get(name, 0)) for name in BATCH_COLUMNS]
+    table.add_row(str(batch.total), *counts)
+    return table
+
+
+def summary_table(summary: dict[str, int], *, title: str) -> Table:
+    table = Table(title=title)
+    table.add_column("status")
+    table.add_column("rows", justify="right")
+    for status, count in sorted(summary.items(), key=lambda item: -item[1]):
+        table.add_row(status, str(count))
+    return table
+
+
+def is_finished(job: Job) -> bool:
+    return job.status in TERMINAL_JOB_STATUSES
+
+
+def _elapsed(job: Job) -> float:
+    return (job.finished_at or time.time()) - job.created_at

@@ -1,0 +1,1 @@
+"""Operator tools: health checks, the live view over all jobs, a batch's HTML report."""

@@ -1,0 +1,252 @@
+"""Health checks: the broker, the job store, the API and the workers, each bounded in time.
+
+`run_checks(settings)` runs them side by side; `python -m imageq.ops.health [--json]
+[--skip NAME] [--timeout S]` prints them and exits 0 when every check passed and 1 when any
+failed, so it serves as a container healthcheck. No detail holds the API key or a Redis
+password.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+import uuid
+from collections.abc import Callable, Collection, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass
+from enum import StrEnum
+from typing import Final
+from urllib.parse import urlsplit
+
+import redis
+import requests
+from kombu.exceptions import OperationalError
+from pydantic import ValidationError
+from redis.backoff import NoBackoff
+from redis.retry import Retry
+
+from imageq.config import Settings, get_settings
+from imageq.worker.app import create_app, secret_values
+from imageq.worker.errors import ApiRejected, ApiUnavailable, AuthenticationFailed, RateLimited
+from imageq.worker.upstream.client import ApiClient
+
+DEFAULT_TIMEOUT_S: Final = 5.0
+# How long to collect ping replies: Celery's own default. A worker answers from its consumer
+# thread, busy or not, so a live one replies well within it.
+PING_WINDOW_S: Final = 1.0
+HEALTHY: Final = 0
+UNHEALTHY: Final = 1
+
+
+class CheckName(StrEnum):
+    """The checks, in the order they are reported."""
+
+    BROKER = "broker"  # the Celery broker answers PING
+    STORE = "store"  # the job store answers PING
+    API = "api"  # the API answers an authenticated query and accepts the key
+    WORKERS = "workers"  # at least one worker answers a Celery ping
+
+
+@dataclass(frozen=True)
+class Check:
+    """One check's outcome; `detail` says what was seen, and never holds a secret."""
+
+    name: str
+    ok: bool
+    detail: str
+    duration_s: float
+
+
+Probe = Callable[[Settings, float], tuple[bool, str]]
+
+
+def run_checks(
+    settings: Settings, *, skip: Collection[str] = (), timeout_s: float = DEFAULT_TIMEOUT_S
+) -> list[Check]:
+    """Every check not skipped, run at once; each gives up after about `timeout_s`."""
+    unknown = set(skip) - set(CheckName)
+    if unknown:
+        raise ValueError(f"no such check: {', '.join(sorted(unknown))}")
+    names = [name for name in CheckName if name not in skip]
+    with ThreadPoolExecutor(max_workers=max(len(names), 1)) as pool:
+        futures = [pool.submit(_timed, name, settings, timeout_s) for name in names]
+    secrets = secret_values(settings)
+    return [_redacted(future.result(), secrets) for future in futures]
+
+
+def evaluate(*, skip: Collection[str] = (), timeout_s: float = DEFAULT_TIMEOUT_S) -> list[Check]:
+    """`run_checks` on the process's settings; settings that do not load are a failed check."""
+    try:
+        settings = get_settings()
+    except ValidationError as error:
+        # Without the input values: a refused secret would otherwise be printed back.
+        problems = "; ".join(
+            f"{'.'.join(map(str, item['loc'])) or 'settings'}: {item['msg']}"
+            for item in error.errors(include_input=False, include_url=False)
+        )
+        return [Check("settings", False, problems, 0.0)]
+    return run_checks(settings, skip=skip, timeout_s=timeout_s)
+
+
+def exit_code(checks: Sequence[Check]) -> int:
+    """HEALTHY (0) when every check passed, UNHEALTHY (1) otherwise."""
+    return HEALTHY if all(check.ok for check in checks) else UNHEALTHY
+
+
+def render(checks: Sequence[Check], *, as_json: bool) -> str:
+    """The report: one JSON object, or one line per check and a verdict."""
+    healthy = exit_code(checks) == HEALTHY
+    if as_json:
+        return json.dumps({"healthy": healthy, "checks": [asdict(check) for check in checks]})
+    lines = [
+        f"{'ok' if check.ok else 'FAIL':<5}{check.name:<9}{check.duration_s:6.3f} s  {check.detail}"
+        for check in checks
+    ]
+    lines.append("healthy" if healthy else "unhealthy")
+    return "\n".join(lines)
+
+
+def check_broker(settings: Settings, timeout_s: float) -> tuple[bool, str]:
+    return _ping_redis(settings.redis.broker_url, timeout_s)
+
+
+def check_store(settings: Settings, timeout_s: float) -> tuple[bool, str]:
+    return _ping_redis(settings.redis.store_url, timeout_s)
+
+
+def check_api(settings: Settings, timeout_s: float) -> tuple[bool, str]:
+    """Query a made-up `out_task_id`: "no such task" means reachable and the key accepted."""
+    if settings.api.key is None:
+        return False, "IMAGEQ_API__KEY is not set"
+    api = settings.api.model_copy(
+        update={
+            "connect_timeout_s": min(settings.api.connect_timeout_s, timeout_s),
+            "read_timeout_s": min(settings.api.read_timeout_s, timeout_s),
+        }
+    )
+    sessions: list[requests.Session] = []
+
+    def new_session() -> requests.Session:
+        sessions.append(requests.Session())
+        return sessions[-1]
+
+    where = _origin(settings.api.base_url)
+    try:
+        ApiClient(api, session_factory=new_session).find_by_out_task_id(
+            f"imageq-health-{uuid.uuid4().hex}"
+        )
+    except AuthenticationFailed as error:
+        return False, f"{where} refused the key (HTTP {error.http_status})"
+    except RateLimited:
+        return True, f"{where} answered 429: reachable, rate limited"
+    except ApiUnavailable as error:
+        return False, f"{where} unavailable: {error.message}"
+    except ApiRejected as error:
+        # Any refusal other than 401/403 comes after the key was checked.
+        return True, f"{where} reachable, key accepted (HTTP {error.http_status}: {error.message})"
+    finally:
+        for session in sessions:
+            session.close()
+    return True, f"{where} reachable, key accepted"
+
+
+def check_workers(settings: Settings, timeout_s: float) -> tuple[bool, str]:
+    """A Celery ping over the broker: at least one worker must answer."""
+    app = create_app(settings)
+    try:
+        with app.connection_for_write(
+            connect_timeout=timeout_s,
+            transport_options={"socket_timeout": timeout_s, "socket_connect_timeout": timeout_s},
+        ) as connection:
+            # Bounded here, since publishing the ping would otherwise retry for seconds.
+            connection.ensure_connection(
+                max_retries=1, interval_start=0, interval_step=0, timeout=timeout_s
+            )
+            replies = app.control.ping(timeout=min(PING_WINDOW_S, timeout_s), connection=connection)
+    except (OperationalError, OSError) as error:
+        return False, f"broker unreachable: {type(error).__name__}: {error}"
+    finally:
+        app.close()
+    names = sorted(name for reply in replies for name in reply)
+    if not names:
+        return False, f"no worker answered a ping within {min(PING_WINDOW_S, timeout_s):g} s"
+    shown = ", ".join(names[:5]) + (", …" if len(names) > 5 else "")
+    return True, f"{len(names)} worker(s) answered: {shown}"
+
+
+PROBES: Final[dict[CheckName, Probe]] = {
+    CheckName.BROKER: check_broker,
+    CheckName.STORE: check_store,
+    CheckName.API: check_api,
+    CheckName.WORKERS: check_workers,
+}
+
+
+def _timed(name: CheckName, settings: Settings, timeout_s: float) -> Check:
+    started = time.monotonic()
+    try:
+        ok, detail = PROBES[name](settings, timeout_s)
+    except Exception as error:  # a health check reports every failure, expected or not
+        ok, detail = False, f"{type(error).__name__}: {error}"
+    return Check(name.value, ok, detail, round(time.monotonic() - started, 3))
+
+
+def _ping_redis(url: str, timeout_s: float) -> tuple[bool, str]:
+    # No retries: redis-py's default three would multiply the timeout.
+    client = redis.Redis.from_url(
+        url,
+        socket_connect_timeout=timeout_s,
+        socket_timeout=timeout_s,
+        retry=Retry(NoBackoff(), 0),
+    )
+    try:
+        client.ping()
+    except redis.RedisError as error:
+        return False, f"{_origin(url)}: {type(error).__name__}: {error}"
+    finally:
+        client.close()
+    return True, f"{_origin(url)}: PONG"
+
+
+def _origin(url: str) -> str:
+    """scheme://host:port/path of a URL, without its user and password."""
+    parts = urlsplit(url)
+    port = f":{parts.port}" if parts.port else ""
+    return f"{parts.scheme}://{parts.hostname}{port}{parts.path}"
+
+
+def _redacted(check: Check, secrets: Sequence[str]) -> Check:
+    detail = check.detail
+    for secret in secrets:
+        detail = detail.replace(secret, "***")
+    return Check(check.name, check.ok, detail, check.duration_s)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """`python -m imageq.ops.health`: print the checks; 0 healthy, 1 unhealthy, 2 usage."""
+    parser = argparse.ArgumentParser(
+        prog="python -m imageq.ops.health",
+        description="Check the broker, the job store, the API and that a worker answers a ping;"
+        " exit 0 if every check passes, 1 if any fails.",
+    )
+    parser.add_argument("--json", action="store_true", dest="as_json", help="one JSON object")
+    parser.add_argument(
+        "--skip", action="append", default=[], choices=list(CheckName),
+        help="leave out a check (repeatable)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--timeout", type=float, default=DEFAULT_TIMEOUT_S, dest="timeout_s", metavar="S",
+        help=f"seconds each check may take (default {DEFAULT_TIMEOUT_S:g})",
+    )  # fmt: skip
+    args = parser.parse_args(argv)
+    if args.timeout_s <= 0:
+        parser.error("--timeout must be positive")
+    checks = evaluate(skip=args.skip, timeout_s=args.timeout_s)
+    print(render(checks, as_json=args.as_json))
+    return exit_code(checks)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

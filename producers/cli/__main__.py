@@ -1,3 +1,0 @@
-from imageq.producers.cli.app import main
-
-main()

@@ -1,0 +1,128 @@
+"""A scheduled run's tick: its bulk file queued as the batch of the slot the tick belongs to.
+
+The batch id is the slot's (`schedule_file.batch_id_for`), so a tick sent twice, or run
+late within its slot, resumes the same batch and submits nothing twice. Rows refused at tick
+time are noted on the batch before any of its jobs exists, so the manifest written when its
+last job ends (`imageq.worker.steps.batch_end`) lists them too. A file without a valid row gets its
+manifest at once and no batch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Final
+
+from imageq.producers.bulkfile import RowError, read_bulk_file
+from imageq.producers.jobs import check_webhook_url
+from imageq.producers.manifest import (
+    manifest_entry_for_error,
+    manifest_entry_for_job,
+    write_manifest,
+)
+from imageq.producers.scheduling.schedule_file import (
+    ScheduleError,
+    batch_id_for,
+    load_schedule,
+    slot_of,
+)
+from imageq.worker.domain.job import Job
+from imageq.worker.errors import ImageqError
+from imageq.worker.runtime import Runtime
+from imageq.worker.steps.loading import log
+
+if TYPE_CHECKING:
+    from imageq.producers.api import ImageQueue
+
+SCHEDULED_RUN_TASK: Final = "imageq.scheduled_run"
+"""The task beat sends on each tick: `[run name]`, or `[run name, tick time]` on a retry."""
+
+SCHEDULED_NOTE: Final = "scheduled_run"
+"""The batch note that marks a scheduled run's batch: {run, slot, invalid_rows}."""
+
+_LOGGED_ROWS: Final = 20
+
+
+def run_scheduled(rt: Runtime, queue: ImageQueue, name: str, *, tick_at: datetime) -> str | None:
+    """Queue run `name`'s bulk file as the batch of the slot `tick_at` falls in. Returns the
+    batch id, or None (logged) when no batch could be made: the run or its file is gone or
+    unreadable, or no row is valid."""
+    schedule = rt.settings.schedule
+    try:
+        if schedule.file is None:
+            raise ScheduleError("schedule.file (IMAGEQ_SCHEDULE__FILE) is not set")
+        runs = {run.name: run for run in load_schedule(Path(schedule.file))}
+    except (OSError, ScheduleError) as error:
+        log.error("scheduled run %s: %s; tick dropped", name, error)
+        return None
+    if (run := runs.get(name)) is None:
+        log.error("scheduled run %s: not in %s any more; tick dropped", name, schedule.file)
+        return None
+    slot = slot_of(run, tick_at)
+    batch_id = batch_id_for(run, slot)
+    try:
+        check_webhook_url(rt.settings, run.webhook)
+        rows, refused = read_bulk_file(run.file)
+    except (OSError, ImageqError) as error:
+        log.error("scheduled run %s, batch %s: %s; nothing queued", name, batch_id, error)
+        return None
+    note = {"run": name, "slot": slot.isoformat(), "invalid_rows": _rows_of(refused)}
+    if not rows:
+        _log_refused(batch_id, refused)
+        save_run_manifest(rt, batch_id, {}, note)
+        log.error("scheduled run %s: %s has no valid row; no batch made", name, run.file)
+        return None
+    # Noted before the batch's first job exists, so the batch cannot end without it.
+    rt.store.note_batch(batch_id, SCHEDULED_NOTE, note)
+    report = queue.enqueue_many(
+        [row.options for row in rows],
+        lines=[row.line for row in rows],
+        batch_id=batch_id,
+        webhook_url=run.webhook,
+        name=name,
+        lane="bulk",
+    )
+    if report.errors:  # rows refused by enqueue itself, such as a webhook target it may not call
+        refused = [*refused, *(RowError(line, reason) for line, reason in report.errors)]
+        note["invalid_rows"] = _rows_of(refused)
+        rt.store.note_batch(batch_id, SCHEDULED_NOTE, note)
+    _log_refused(batch_id, refused)
+    if not report.jobs:
+        save_run_manifest(rt, batch_id, {}, note)
+    log.info(
+        "scheduled run %s: batch %s (slot %s): %d queued, %d already known, %d invalid row(s)",
+        name, batch_id, slot.isoformat(), report.queued, report.already_known, len(refused),
+    )  # fmt: skip
+    return batch_id
+
+
+def save_run_manifest(
+    rt: Runtime, batch_id: str, jobs: Mapping[int, Job | None], note: Mapping[str, Any]
+) -> Path | None:
+    """Write `{schedule.manifest_dir}/{batch_id}.jsonl`: an entry per job and per refused row
+    of the note. A write that fails is logged, not raised: it must not hold back the batch's
+    notifications."""
+    entries = [manifest_entry_for_job(line, job) for line, job in jobs.items() if job is not None]
+    entries += [
+        manifest_entry_for_error(RowError(line, reason)) for line, reason in note["invalid_rows"]
+    ]
+    path = Path(rt.settings.schedule.manifest_dir) / f"{batch_id}.jsonl"
+    try:
+        write_manifest(path, entries)
+    except OSError as error:
+        log.error("batch %s: manifest not written to %s: %s", batch_id, path, error)
+        return None
+    log.info("batch %s: manifest written to %s (%d entries)", batch_id, path, len(entries))
+    return path
+
+
+def _rows_of(refused: Sequence[RowError]) -> list[list[Any]]:
+    return [[error.line, error.reason] for error in refused]
+
+
+def _log_refused(batch_id: str, refused: Sequence[RowError]) -> None:
+    for error in refused[:_LOGGED_ROWS]:
+        log.warning("batch %s: line %d refused: %s", batch_id, error.line, error.reason)
+    if len(refused) > _LOGGED_ROWS:
+        log.warning("batch %s: %d more line(s) refused", batch_id, len(refused) - _LOGGED_ROWS)

@@ -1,0 +1,97 @@
+"""The beat scheduler: celery-redbeat, with the runs of the schedule file as its entries.
+
+redbeat keeps the schedule (each entry's last run) and a lock in Redis: only the beat that holds
+the lock sends ticks, renewing it on every loop, and a standby beat started beside it waits for
+the lock and takes over once it lapses. The schedule file is read here, when beat starts, not
+in `celery_config`: producers and workers import the Celery app and never depend on it.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import redis
+from celery.schedules import crontab, schedule
+from redbeat import RedBeatScheduler
+from redis.exceptions import LockNotOwnedError
+
+from imageq.config import get_settings
+from imageq.producers.scheduling.run import SCHEDULED_RUN_TASK
+from imageq.producers.scheduling.schedule_file import ScheduledRun, load_schedule
+
+log = logging.getLogger("imageq.producers.scheduling.scheduler")
+
+
+def beat_entries(runs: Iterable[ScheduledRun]) -> dict[str, dict[str, Any]]:
+    """Celery `beat_schedule` entries, one per run, named `run:{name}` (apart from any other
+    entry); the run's name is the task's one argument."""
+    return {
+        f"run:{run.name}": {
+            "task": SCHEDULED_RUN_TASK,
+            "args": [run.name],
+            "schedule": _schedule_of(run),
+        }
+        for run in runs
+    }
+
+
+def _schedule_of(run: ScheduledRun) -> Any:
+    if run.cron is not None:
+        return crontab.from_string(run.cron)  # in the app's timezone: UTC
+    assert run.every_s is not None
+    # relative: each next tick is rounded down to the interval's resolution (day, hour, minute,
+    # or whole second), so ticks do not drift by a few milliseconds each time and, in the long
+    # run, across a slot's edge, which would skip that slot.
+    return schedule(timedelta(seconds=run.every_s), relative=True)
+
+
+class ScheduleFileScheduler(RedBeatScheduler):  # type: ignore[misc]  # redbeat has no type hints
+    """redbeat, with the runs of `schedule.file` (read as beat starts) added to the app's own
+    `beat_schedule`. Runs removed from the file are removed from Redis at the next start."""
+
+    def setup_schedule(self) -> None:
+        own = dict(self.app.conf.beat_schedule or {})
+        self.app.conf.beat_schedule = {**own, **beat_entries(_configured_runs())}
+        super().setup_schedule()
+
+    def tick(self, *args: Any, **kwargs: Any) -> float:
+        """redbeat's tick, but a Redis that is down or restarting costs a wait, not the beat:
+        redbeat raises, and beat would exit, taking the sweeper with it. A lock that lapsed
+        meanwhile is taken back, unless another beat has it (then this one waits on)."""
+        retry_s = float(self.max_interval)
+        try:
+            return float(super().tick(*args, **kwargs))
+        except (redis.ConnectionError, redis.TimeoutError) as error:
+            log.warning("beat: Redis unavailable (%s); trying again in %.0f s", error, retry_s)
+        except LockNotOwnedError:
+            if self.lock.acquire(blocking=False):
+                log.warning("beat: the lock had lapsed; taken back")
+                return 0.0
+            log.info("beat: another beat holds the lock; standing by")
+        return retry_s
+
+    def close(self) -> None:
+        try:
+            super().close()
+        except (redis.ConnectionError, redis.TimeoutError) as error:
+            log.warning("beat: lock not released, Redis unavailable (%s); it lapses", error)
+
+
+def _configured_runs() -> list[ScheduledRun]:
+    """The schedule file's runs; none if it is not set or missing (said in the log). An invalid
+    file raises `ScheduleError`, so beat does not start on a schedule it cannot read."""
+    file = get_settings().schedule.file
+    if file is None:
+        log.info("beat: schedule.file is not set; no scheduled runs")
+        return []
+    try:
+        runs = load_schedule(Path(file))
+    except FileNotFoundError:
+        log.warning("beat: schedule file %s does not exist; no scheduled runs", file)
+        return []
+    log.info("beat: %d scheduled run(s) from %s", len(runs), file)
+    return runs

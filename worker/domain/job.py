@@ -1,0 +1,152 @@
+"""The job record: everything imageq knows about one job, as stored in Redis.
+
+A `Job` is immutable; changes are made with `dataclasses.replace` and written back by the
+store with a compare-and-set. Every field is plain JSON, so the record reads well in redis-cli.
+
+A field at its default value is not stored (the store drops it, reading fills it in): a job in
+flight has about 15 of its 33 fields set, and Redis keeps a hash at a cost per field, so this
+halves the record.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import MISSING, asdict, dataclass, field, fields
+from enum import StrEnum
+from typing import Any, Final
+
+from imageq.worker.domain.params import GenerationParams
+from imageq.worker.domain.status import TERMINAL_JOB_STATUSES, JobStatus
+
+
+class Delivery(StrEnum):
+    """Where one notification target (the callback or the webhook) stands."""
+
+    NONE = "none"
+    """The producer asked for none."""
+    PENDING = "pending"
+    """Due: waiting for its (next) attempt."""
+    SENDING = "sending"
+    """A worker is sending it now (under a lease, so a lost worker's send is retried)."""
+    SENT = "sent"
+    """Delivered (for a webhook: answered 2xx)."""
+    DEAD = "dead"
+    """Given up: the reason is in the dead-letter list, and it can be replayed."""
+
+
+class Downloads(StrEnum):
+    """Where saving a job's outputs stands."""
+
+    NONE = "none"
+    """Saving is off, or there is nothing to save."""
+    PENDING = "pending"
+    """Being downloaded; notifications wait for it."""
+    DONE = "done"
+    """Every output saved, or its download error recorded."""
+
+
+@dataclass(frozen=True)
+class Job:
+    """One generation job, from enqueue to notification."""
+
+    job_id: str
+    params: dict[str, Any]
+    status: JobStatus = JobStatus.QUEUED
+    created_at: float = 0.0
+    updated_at: float = 0.0
+    submitted_at: float | None = None
+    finished_at: float | None = None
+    deadline_at: float | None = None
+    remote_task_id: str | None = None
+    submit_attempts: int = 0
+    submit_lease_until: float = 0.0
+    remote_status: str | None = None
+    poll_count: int = 0
+    poll_token: int = 0
+    next_poll_at: float | None = None
+    outputs: list[dict[str, Any]] = field(default_factory=list)
+    error: dict[str, Any] | None = None
+    metadata: dict[str, Any] = field(default_factory=dict)
+    batch_id: str | None = None
+    # Stored but not yet sent to the submit queue: a bulk run releases it when there is room.
+    held: bool = False
+    # "interactive" jobs may use every API slot; "bulk" ones leave a reserve for them.
+    lane: str = "interactive"
+    webhook_url: str | None = None
+    callback: dict[str, Any] | None = None
+    downloads_state: str = Downloads.NONE
+    download_attempts: int = 0
+    download_lease_until: float = 0.0
+    callback_state: str = Delivery.NONE
+    callback_lease_until: float = 0.0
+    webhook_state: str = Delivery.NONE
+    webhook_attempts: list[dict[str, Any]] = field(default_factory=list)
+    webhook_next_at: float | None = None
+    webhook_lease_until: float = 0.0
+    # Attempts made before the latest replay: the retry schedule restarts after a replay.
+    webhook_replay_base: int = 0
+
+    @property
+    def out_task_id(self) -> str:
+        """Our id as the API knows it: the job id itself, so lookups need nothing else."""
+        return self.job_id
+
+    @property
+    def is_terminal(self) -> bool:
+        return self.status in TERMINAL_JOB_STATUSES
+
+    @property
+    def is_settled(self) -> bool:
+        """Terminal, outputs saved, and every notification sent or given up: nothing left."""
+        busy = (Delivery.PENDING, Delivery.SENDING)
+        return (
+            self.is_terminal
+            and self.downloads_state != Downloads.PENDING
+            and self.callback_state not in busy
+            and self.webhook_state not in busy
+        )
+
+    @property
+    def generation_params(self) -> GenerationParams:
+        return GenerationParams.from_record(self.params)
+
+    def to_hash(self) -> dict[str, str]:
+        """One JSON value per field (the store leaves out those at their default)."""
+        return encode_fields(asdict(self))
+
+    @classmethod
+    def from_hash(cls, raw: Mapping[bytes | str, bytes | str]) -> Job:
+        values = {_text(key): json.loads(value) for key, value in raw.items()}
+        known = {f.name for f in fields(cls)}
+        values["status"] = JobStatus(values["status"])
+        return cls(**{key: value for key, value in values.items() if key in known})
+
+
+def is_default(name: str, encoded: str) -> bool:
+    """True when a field's encoded value is its default, so the record need not hold it.
+    `status` is always held: the store's batch counters read it."""
+    return name != "status" and DEFAULTS.get(name) == encoded
+
+
+def encode_fields(values: Mapping[str, Any]) -> dict[str, str]:
+    """Encode field values the way the record stores them, for writes and comparisons."""
+    return {key: json.dumps(value, separators=(",", ":")) for key, value in values.items()}
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def _defaults() -> dict[str, str]:
+    values = {}
+    for spec in fields(Job):
+        if spec.default is not MISSING:
+            values[spec.name] = spec.default
+        elif spec.default_factory is not MISSING:
+            values[spec.name] = spec.default_factory()
+    return encode_fields(values)
+
+
+DEFAULTS: Final = _defaults()
+"""Each field's default, encoded as the record stores it (a field left out has this value)."""

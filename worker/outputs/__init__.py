@@ -1,0 +1,1 @@
+"""Outputs: fetching a finished job's images and storing them."""

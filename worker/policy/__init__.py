@@ -1,0 +1,1 @@
+"""Pure policy: when to poll, how long to back off, when to retry a webhook."""

@@ -1,0 +1,1 @@
+"""The job store in Redis: records changed only by atomic compare-and-set (Lua)."""

@@ -1,0 +1,1 @@
+"""The upstream aireiter API: the HTTP client and the parsing of its answers."""
