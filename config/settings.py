@@ -11,8 +11,17 @@ import binascii
 from functools import lru_cache
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from imageq.worker.errors import InvalidSettings
 
 
 class ApiSettings(BaseModel):
@@ -257,5 +266,18 @@ class Settings(BaseSettings):
 
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:
-    """The process's settings, read once."""
-    return Settings()
+    """The process's settings, read once; `InvalidSettings` names each invalid variable."""
+    try:
+        return Settings()
+    except ValidationError as error:
+        raise InvalidSettings(describe_invalid(error)) from None
+
+
+def describe_invalid(error: ValidationError) -> str:
+    """One line per invalid setting, named as its environment variable."""
+    lines = []
+    for problem in error.errors():
+        path = [str(part) for part in problem["loc"]]
+        name = "IMAGEQ_" + "__".join(path).upper() if path else "the settings as a whole"
+        lines.append(f"{name}: {problem['msg'].removeprefix('Value error, ')}")
+    return "invalid imageq settings:\n  " + "\n  ".join(lines)

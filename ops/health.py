@@ -28,8 +28,9 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from imageq.config import Settings, get_settings
-from imageq.worker.app import create_app, secret_values
+from imageq.worker.app import create_app
 from imageq.worker.errors import ApiRejected, ApiUnavailable, AuthenticationFailed, RateLimited
+from imageq.worker.logs import secret_values
 from imageq.worker.upstream.client import ApiClient
 
 DEFAULT_TIMEOUT_S: Final = 5.0

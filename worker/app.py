@@ -1,33 +1,24 @@
 """The Celery application: JSON only, late acks, prefetch 1, one queue per kind of task.
 
 `celery -A imageq.worker.app worker` runs a worker with these settings; producers publish by task
-name through the same app, so they never import the tasks module.
+name through an app of their own (`create_app`), so they never import the tasks module. The
+worker's `app` is built on first use, from the process's settings: importing this module reads
+none, so an unrelated bad setting cannot break an import.
 """
 
 from __future__ import annotations
 
-import importlib
-import logging
 import ssl
-import sys
-from typing import Any
+from functools import cache
+from typing import Any, Final
 from urllib.parse import parse_qs, urlsplit
 
 from celery import Celery
-from celery.signals import (
-    setup_logging,
-    task_postrun,
-    task_prerun,
-    worker_init,
-    worker_process_init,
-    worker_ready,
-    worker_shutdown,
-)
 from kombu.entity import Queue
 
+# Connects the worker's signal handlers (logging, start-up checks, per-task log context).
+import imageq.worker.signals  # noqa: F401
 from imageq.config import Settings, get_settings
-from imageq.worker import broker
-from imageq.worker.logs import bind_task, configure_logging, unbind
 from imageq.worker.messages import (
     BATCH_TASK,
     CALLBACK_TASK,
@@ -37,7 +28,6 @@ from imageq.worker.messages import (
     SWEEP_TASK,
     WEBHOOK_TASK,
 )
-from imageq.worker.metrics import serve_metrics
 
 
 def celery_config(settings: Settings) -> dict[str, Any]:
@@ -114,120 +104,27 @@ def _tls(broker_url: str) -> dict[str, Any]:
     return {"broker_use_ssl": {"ssl_cert_reqs": ssl.CERT_REQUIRED}}
 
 
-def secret_values(settings: Settings) -> list[str]:
-    """Every secret in the settings, as it could appear in text, for the log redactor."""
-    values = [secret.get_secret_value() for secret in settings.webhook.secrets]
-    values += [value.removeprefix("whsec_") for value in values]
-    if settings.api.key is not None:
-        values.append(settings.api.key.get_secret_value())
-    for url in (settings.redis.broker_url, settings.redis.store_url):
-        password = urlsplit(url).password
-        if password:
-            values.append(password)
-    return values
+TASK_MODULES: Final = ("imageq.worker.tasks", "imageq.producers.scheduling.tasks")
+"""Where the tasks are, by name: the worker imports them at start; nothing imports them here
+(the scheduled run's task is producer code, which the worker reaches only by its task name)."""
 
 
 def create_app(settings: Settings) -> Celery:
-    app = Celery(
-        "imageq",
-        include=["imageq.worker.tasks", "imageq.producers.scheduling.tasks"],
-        set_as_current=False,
-    )
+    """A Celery app configured from `settings` (producers build their own with theirs)."""
+    app = Celery("imageq", include=list(TASK_MODULES), set_as_current=False)
     app.conf.update(celery_config(settings))
     return app
 
 
-log = logging.getLogger(__name__)
-app = create_app(get_settings())
+@cache
+def default_app() -> Celery:
+    """The worker's app, from the process's settings, built once on first use; an invalid
+    setting fails here with `InvalidSettings` naming it."""
+    return create_app(get_settings())
 
 
-@setup_logging.connect
-def _structured_logs(**_: Any) -> None:
-    # Connected, this signal tells Celery to leave logging to us: its lines and ours alike.
-    settings = get_settings()
-    configure_logging(settings.observability, secrets=secret_values(settings))
-
-
-@worker_init.connect
-def _refuse_an_unpatched_gevent_pool(sender: Any = None, **_: Any) -> None:
-    # Celery monkey-patches for gevent only when the pool is named on its command line
-    # (`-P gevent`); chosen in the settings alone, every greenlet would block the others.
-    pool = str(getattr(sender, "pool_cls", ""))
-    if "gevent" in pool and not _gevent_patched():
-        raise SystemExit(
-            "imageq worker: the gevent pool needs `-P gevent` on the command line (Celery "
-            "patches for gevent only then): run `imageq worker`, which passes the pool of "
-            "IMAGEQ_WORKER__POOL, or `celery -A imageq.worker.app worker -P gevent`"
-        )
-
-
-@worker_init.connect
-def _one_broker_client_per_channel(sender: Any = None, **_: Any) -> None:
-    # In workers only, where every poll is a publish, a delivery and an ack (worker/broker.py).
-    # Producers, beat and Flower keep kombu's own transport and its URL scheme, by which
-    # Flower, for one, chooses how to read the queues.
-    conf = sender.app.conf
-    if broker.serves(conf.broker_url):
-        conf.broker_transport = broker.TRANSPORT
-
-
-def _gevent_patched() -> bool:
-    if "gevent" not in sys.modules:
-        return False
-    monkey = importlib.import_module("gevent.monkey")  # gevent is optional and untyped
-    return bool(monkey.is_module_patched("socket"))
-
-
-@worker_init.connect
-def _refuse_to_start_without_a_key(**_: Any) -> None:
-    # Without a key every submit would fail; better one clear error at start than many later.
-    settings = get_settings()
-    if settings.api.key is None:
-        raise SystemExit("imageq worker: set IMAGEQ_API__KEY (the aireiter API key) to start")
-    port = settings.observability.metrics_port
-    if port:
-        from imageq.worker.runtime import runtime
-
-        try:
-            serve_metrics(port, in_flight=lambda: runtime().store.in_flight_count())
-        except OSError as error:  # another worker on this host has the port
-            log.warning("metrics not served on port %d: %s", port, error.strerror)
-
-
-_poller: Any = None
-
-
-@worker_ready.connect
-def _start_poller(**_: Any) -> None:
-    global _poller
-    if get_settings().polling.mode == "poller":
-        from imageq.worker.poller import Poller
-        from imageq.worker.runtime import runtime
-        from imageq.worker.tasks import publish_actions
-
-        _poller = Poller(runtime(), publish_actions)
-        _poller.start()
-
-
-@worker_shutdown.connect
-def _stop_poller(**_: Any) -> None:
-    if _poller is not None:
-        _poller.stop()
-
-
-@task_prerun.connect
-def _bind_task_ids(task_id: str | None = None, task: Any = None, **_: Any) -> None:
-    bind_task(task_id, getattr(task, "name", None))
-
-
-@task_postrun.connect
-def _unbind_task_ids(**_: Any) -> None:
-    unbind()
-
-
-@worker_process_init.connect
-def _fresh_runtime_after_fork(**_: Any) -> None:
-    # A prefork child must not share its parent's Redis or HTTP connections.
-    from imageq.worker.runtime import reset_runtime
-
-    reset_runtime()
+def __getattr__(name: str) -> Any:
+    # `celery -A imageq.worker.app` and `from imageq.worker.app import app` look `app` up here.
+    if name == "app":
+        return default_app()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

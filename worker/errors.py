@@ -11,6 +11,11 @@ class ImageqError(Exception):
     """Base of every error imageq raises on purpose."""
 
 
+class InvalidSettings(ImageqError, ValueError):
+    """A setting read from the environment or `.env` is invalid; the message names each
+    variable (`IMAGEQ_<GROUP>__<NAME>`) and what is wrong with it."""
+
+
 class InvalidParams(ImageqError, ValueError):
     """A job's parameters were refused before anything was queued."""
 

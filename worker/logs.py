@@ -12,11 +12,12 @@ import logging
 import sys
 from collections.abc import Iterable, MutableMapping
 from typing import Any
+from urllib.parse import urlsplit
 
 import structlog
 from structlog.typing import EventDict, Processor
 
-from imageq.config import ObservabilitySettings
+from imageq.config import ObservabilitySettings, Settings
 
 MASK = "***"
 
@@ -98,3 +99,16 @@ def _mask(values: MutableMapping[str, Any], secrets: list[str]) -> None:
             for secret in secrets:
                 value = value.replace(secret, MASK)
             values[key] = value
+
+
+def secret_values(settings: Settings) -> list[str]:
+    """Every secret in the settings, as it could appear in text, for the log redactor."""
+    values = [secret.get_secret_value() for secret in settings.webhook.secrets]
+    values += [value.removeprefix("whsec_") for value in values]
+    if settings.api.key is not None:
+        values.append(settings.api.key.get_secret_value())
+    for url in (settings.redis.broker_url, settings.redis.store_url):
+        password = urlsplit(url).password
+        if password:
+            values.append(password)
+    return values

@@ -1,4 +1,5 @@
-"""The Celery tasks: thin wrappers that run a step and publish its follow-up actions."""
+"""The Celery tasks: thin wrappers that run a step and publish its follow-up actions; and, with
+`polling.mode = "poller"`, the poller that runs beside them in each worker."""
 
 from __future__ import annotations
 
@@ -6,8 +7,9 @@ from typing import Any
 
 import redis
 from celery import Task, signature
+from celery.signals import worker_ready, worker_shutdown
 
-from imageq.worker.app import app
+from imageq.worker.app import default_app
 from imageq.worker.messages import (
     BATCH_TASK,
     CALLBACK_TASK,
@@ -23,6 +25,7 @@ from imageq.worker.messages import (
     ScheduleWebhook,
     message,
 )
+from imageq.worker.poller import Poller
 from imageq.worker.runtime import runtime
 from imageq.worker.steps.batch_end import batch_finished
 from imageq.worker.steps.callback import callback
@@ -31,6 +34,8 @@ from imageq.worker.steps.poll import poll
 from imageq.worker.steps.submit import submit
 from imageq.worker.steps.sweep import sweep
 from imageq.worker.steps.webhook_attempt import webhook
+
+app = default_app()
 
 # Only a lost connection to Redis is retried here; API errors are handled inside each step.
 _TRANSIENT = {
@@ -115,3 +120,20 @@ def _publish(actions: Actions) -> None:
                 # The shown arguments, given: Celery's own `saferepr` of them is pure Python,
                 # 2 % of a countdown worker's CPU; these hold only ids, numbers and times.
                 app.send_task(name, args=args, argsrepr=repr(args), kwargsrepr="{}", **options)
+
+
+_poller: Poller | None = None
+
+
+@worker_ready.connect
+def _start_poller(**_: Any) -> None:
+    global _poller
+    if runtime().settings.polling.mode == "poller":
+        _poller = Poller(runtime(), publish_actions)
+        _poller.start()
+
+
+@worker_shutdown.connect
+def _stop_poller(**_: Any) -> None:
+    if _poller is not None:
+        _poller.stop()
