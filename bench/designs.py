@@ -20,7 +20,7 @@ from bench import naive
 from bench.workload import JobSpec
 from imageq.config import PollingSettings, Settings
 from imageq.devenv.worker_process import WorkerProcess, settings_env
-from imageq.producers import ImageQueue
+from imageq.producers.api import ImageQueue
 from imageq.worker.runtime import connect_store
 
 API_KEY: Final = "sk-bench-0123456789abcdef"

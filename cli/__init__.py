@@ -7,7 +7,3 @@ Exit codes, for scripts:
   3  no such job or batch
   4  gave up waiting (--timeout)
 """
-
-from imageq.cli.main import app, main
-
-__all__ = ["app", "main"]

@@ -24,7 +24,8 @@ from imageq.config import Settings, get_settings
 from imageq.devenv.redis_server import RedisServer, is_reachable
 from imageq.devenv.webhook_receiver import WebhookReceiver
 from imageq.devenv.worker_process import WorkerProcess, settings_env
-from imageq.producers import ImageQueue, verify_webhook
+from imageq.producers.api import ImageQueue
+from imageq.producers.verify import verify_webhook
 from imageq.simulator.server import start_simulator_process
 from imageq.worker.domain.job import Job
 from imageq.worker.errors import InvalidParams, WebhookVerificationFailed

@@ -1,10 +1,5 @@
 """A loopback HTTP server that speaks the aireiter API contract, with injectable faults.
 
-Tests use `SimulatorServer` (a background thread) or `start_simulator_process` (a child process).
+Tests use `server.SimulatorServer` (a background thread) or `server.start_simulator_process`
+(a child process); `python -m imageq.simulator` serves from the command line.
 """
-
-from imageq.simulator.routes import create_app
-from imageq.simulator.server import SimulatorServer, start_simulator_process
-from imageq.simulator.sim_config import SimConfig
-
-__all__ = ["SimConfig", "SimulatorServer", "create_app", "start_simulator_process"]

@@ -19,7 +19,7 @@ from imageq.config import Settings
 from imageq.devenv.redis_server import RedisServer
 from imageq.devenv.webhook_receiver import WebhookReceiver
 from imageq.devenv.worker_process import BeatProcess, WorkerProcess, settings_env
-from imageq.producers import ImageQueue
+from imageq.producers.api import ImageQueue
 from imageq.simulator.server import SimulatorServer
 from imageq.simulator.sim_config import SimConfig
 from imageq.worker.domain.job import Delivery, Job

@@ -22,7 +22,7 @@ from imageq.config import Settings
 from imageq.devenv.redis_server import RedisServer, free_port
 from imageq.devenv.webhook_receiver import WebhookReceiver
 from imageq.devenv.worker_process import WorkerProcess, settings_env
-from imageq.producers import ImageQueue
+from imageq.producers.api import ImageQueue
 from imageq.simulator.server import SimulatorServer
 from imageq.simulator.sim_config import SimConfig
 from imageq.worker.runtime import Runtime, build_runtime

@@ -14,7 +14,7 @@ import pytest
 
 from imageq.devenv.webhook_receiver import WebhookReceiver
 from imageq.devenv.worker_process import WorkerProcess, settings_env
-from imageq.producers import ImageQueue
+from imageq.producers.api import ImageQueue
 from imageq.simulator.server import SimulatorServer
 from imageq.worker.domain.job import Delivery
 from imageq.worker.domain.status import JobStatus

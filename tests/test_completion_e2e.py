@@ -18,7 +18,7 @@ from standardwebhooks import Webhook
 from imageq.config import Settings
 from imageq.devenv.webhook_receiver import WebhookReceiver
 from imageq.devenv.worker_process import WorkerProcess, settings_env
-from imageq.producers import ImageQueue
+from imageq.producers.api import ImageQueue
 from imageq.worker.domain.job import Delivery, Downloads
 from imageq.worker.domain.payload import load_schema
 from imageq.worker.domain.status import JobStatus

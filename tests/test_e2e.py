@@ -14,7 +14,7 @@ from standardwebhooks import Webhook
 from imageq.config import Settings, WorkerSettings
 from imageq.devenv.webhook_receiver import Received, WebhookReceiver
 from imageq.devenv.worker_process import WorkerProcess
-from imageq.producers import ImageQueue
+from imageq.producers.api import ImageQueue
 from imageq.simulator.server import SimulatorServer
 from imageq.worker.domain.job import Delivery
 from imageq.worker.domain.status import JobStatus

@@ -28,7 +28,7 @@ from hypothesis import strategies as st
 
 from imageq.config import ApiSettings, Settings
 from imageq.devenv.worker_process import WorkerProcess
-from imageq.producers import ImageQueue
+from imageq.producers.api import ImageQueue
 from imageq.producers.bulkfile import BulkFileError, parse_bulk, read_bulk_file
 from imageq.worker.domain.params import (
     MAX_PROMPT_CHARS,

@@ -12,7 +12,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from imageq.devenv.webhook_receiver import WebhookReceiver
 from imageq.devenv.worker_process import WorkerProcess
-from imageq.producers import ImageQueue
+from imageq.producers.api import ImageQueue
 from imageq.worker.domain.job import Delivery
 from tests.conftest import API_KEY, WEBHOOK_SECRET, wait_for
 

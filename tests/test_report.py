@@ -26,7 +26,7 @@ from imageq.config import get_settings
 from imageq.devenv.worker_process import WorkerProcess, settings_env
 from imageq.ops.batch_report import build_report, thumbnail_uri, tick_step, write_report
 from imageq.ops.top import percentile, render, snapshot
-from imageq.producers import ImageQueue
+from imageq.producers.api import ImageQueue
 from imageq.worker.domain.batch import Batch
 from imageq.worker.domain.job import Job
 from imageq.worker.domain.status import JobStatus

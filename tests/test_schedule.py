@@ -19,7 +19,7 @@ from redbeat.schedulers import RedBeatConfig
 
 from imageq.config import Settings
 from imageq.devenv.worker_process import BeatProcess, WorkerProcess, settings_env
-from imageq.producers import ImageQueue
+from imageq.producers.api import ImageQueue
 from imageq.producers.scheduling.run import SCHEDULED_RUN_TASK, run_scheduled
 from imageq.producers.scheduling.schedule_file import (
     ScheduledRun,

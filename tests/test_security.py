@@ -30,7 +30,7 @@ from imageq.config import Settings
 from imageq.devenv.redis_server import find_redis_server, free_port
 from imageq.devenv.webhook_receiver import WebhookReceiver
 from imageq.devenv.worker_process import WorkerProcess, settings_env
-from imageq.producers import ImageQueue
+from imageq.producers.api import ImageQueue
 from imageq.producers.jobs import build_job
 from imageq.simulator.server import SimulatorServer
 from imageq.worker.app import celery_config, create_app

@@ -20,10 +20,11 @@ import pytest
 import requests
 from PIL import Image
 
-from imageq.simulator import SimConfig, SimulatorServer, start_simulator_process
 from imageq.simulator.latency import REALISTIC_CLIP_S, parse_distribution
 from imageq.simulator.markers import Fault, MarkerError, fault_for_attempt, parse_markers
 from imageq.simulator.phases import SYNONYMS, Phase
+from imageq.simulator.server import SimulatorServer, start_simulator_process
+from imageq.simulator.sim_config import SimConfig
 
 KEY = "sk-test-simulator"
 AUTH = {"Authorization": f"Bearer {KEY}"}

@@ -2,13 +2,15 @@
 
 The batch id is the slot's (`schedule_file.batch_id_for`), so a tick sent twice, or run
 late within its slot, resumes the same batch and submits nothing twice. Rows refused at tick
-time are noted on the batch before any of its jobs exists, so the manifest written when its
-last job ends (`imageq.worker.steps.batch_end`) lists them too. A file without a valid row gets its
-manifest at once and no batch.
+time are noted on the batch before any of its jobs exists, so the manifest lists them too. The
+manifest is written by the batch's own callback (`SCHEDULED_RUN_FINISHED_TASK`), which the
+worker calls once, when the batch's last job is terminal and its outputs are saved. A file
+without a valid row gets its manifest at once and no batch.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
@@ -30,7 +32,6 @@ from imageq.producers.scheduling.schedule_file import (
 from imageq.worker.domain.job import Job
 from imageq.worker.errors import ImageqError
 from imageq.worker.runtime import Runtime
-from imageq.worker.steps.loading import log
 
 if TYPE_CHECKING:
     from imageq.producers.api import ImageQueue
@@ -38,10 +39,16 @@ if TYPE_CHECKING:
 SCHEDULED_RUN_TASK: Final = "imageq.scheduled_run"
 """The task beat sends on each tick: `[run name]`, or `[run name, tick time]` on a retry."""
 
+SCHEDULED_RUN_FINISHED_TASK: Final = "imageq.scheduled_run_finished"
+"""The batch callback of a scheduled run: called once with the batch payload; writes the
+manifest."""
+
 SCHEDULED_NOTE: Final = "scheduled_run"
 """The batch note that marks a scheduled run's batch: {run, slot, invalid_rows}."""
 
 _LOGGED_ROWS: Final = 20
+
+log = logging.getLogger(__name__)
 
 
 def run_scheduled(rt: Runtime, queue: ImageQueue, name: str, *, tick_at: datetime) -> str | None:
@@ -80,6 +87,7 @@ def run_scheduled(rt: Runtime, queue: ImageQueue, name: str, *, tick_at: datetim
         lines=[row.line for row in rows],
         batch_id=batch_id,
         webhook_url=run.webhook,
+        callback=RUN_FINISHED_CALLBACK,
         name=name,
         lane="bulk",
     )
@@ -95,6 +103,26 @@ def run_scheduled(rt: Runtime, queue: ImageQueue, name: str, *, tick_at: datetim
         name, batch_id, slot.isoformat(), report.queued, report.already_known, len(refused),
     )  # fmt: skip
     return batch_id
+
+
+RUN_FINISHED_CALLBACK: Final = {
+    "task": SCHEDULED_RUN_FINISHED_TASK,
+    "args": [],
+    "kwargs": {},
+    "options": {},
+}
+"""The Celery signature (as JSON) that a scheduled run's batch calls when it ends."""
+
+
+def finish_run(rt: Runtime, queue: ImageQueue, payload: Mapping[str, Any]) -> Path | None:
+    """The batch callback of a scheduled run: write its manifest (jobs and refused rows).
+    A batch that is not a scheduled run's (no note) is logged and left alone."""
+    batch_id = str(payload["batch_id"])
+    note = rt.store.read_batch_note(batch_id, SCHEDULED_NOTE)
+    if note is None:
+        log.warning("batch %s: not a scheduled run's batch; no manifest written", batch_id)
+        return None
+    return save_run_manifest(rt, batch_id, queue.batch_jobs(batch_id), note)
 
 
 def save_run_manifest(

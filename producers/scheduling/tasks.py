@@ -1,22 +1,32 @@
-"""The task beat sends on each tick of a scheduled run: thin, like `imageq.worker.tasks`."""
+"""The tasks of scheduled runs: the one beat sends on each tick, and the batch callback that
+writes a run's manifest. Thin, like `imageq.worker.tasks`; the worker imports this module by its
+name only (`imageq.worker.app.TASK_MODULES`)."""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import Any
 
 import redis
 from celery import Task
 
 from imageq.producers.api import ImageQueue
-from imageq.producers.scheduling.run import SCHEDULED_RUN_TASK, run_scheduled
-from imageq.worker.app import app
+from imageq.producers.scheduling.run import (
+    SCHEDULED_RUN_FINISHED_TASK,
+    SCHEDULED_RUN_TASK,
+    finish_run,
+    run_scheduled,
+)
+from imageq.worker.app import default_app
 from imageq.worker.runtime import runtime
+
+app = default_app()
 
 _MAX_RETRIES = 30
 _MAX_BACKOFF_S = 30.0
 
 
-@app.task(name=SCHEDULED_RUN_TASK, bind=True)  # type: ignore[untyped-decorator]  # Celery: no hints
+@app.task(name=SCHEDULED_RUN_TASK, bind=True)
 def scheduled_run(self: Task, name: str, tick_at: str | None = None) -> None:
     """Queue the batch of run `name` for the slot of `tick_at` (ISO 8601; beat leaves it out:
     now). A retry keeps the first attempt's time, so it resumes that slot's batch."""
@@ -30,3 +40,18 @@ def scheduled_run(self: Task, name: str, tick_at: str | None = None) -> None:
         raise self.retry(
             args=[name, tick_at], exc=error, countdown=backoff_s, max_retries=_MAX_RETRIES
         ) from error
+
+
+@app.task(
+    name=SCHEDULED_RUN_FINISHED_TASK,
+    autoretry_for=(redis.ConnectionError, redis.TimeoutError),
+    retry_backoff=1,
+    retry_backoff_max=_MAX_BACKOFF_S,
+    retry_jitter=True,
+    max_retries=_MAX_RETRIES,
+)
+def scheduled_run_finished(payload: dict[str, Any]) -> None:
+    """Write the manifest of the scheduled run whose batch just ended (`payload` is the batch's
+    completion payload)."""
+    rt = runtime()
+    finish_run(rt, ImageQueue(rt.settings, app=app, store=rt.store), payload)

@@ -1,5 +1,5 @@
-"""A batch's own notifications, once its last job is terminal: callback and webhook (and, for a
-scheduled run's batch, its manifest).
+"""A batch's own notifications, once its last job is terminal: callback and webhook (a scheduled
+run's batch has a callback of its own, which writes the run's manifest).
 
 Only the write that finished the batch's last job asks for this, so it runs once; it waits
 (a few short hops) for outputs still being saved, so the payload names where they went.
@@ -10,7 +10,6 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from imageq.producers.scheduling.run import SCHEDULED_NOTE, save_run_manifest
 from imageq.worker.domain.job import Downloads
 from imageq.worker.domain.payload import batch_payload
 from imageq.worker.messages import Actions, BatchFinished
@@ -32,8 +31,6 @@ def batch_finished(rt: Runtime, batch_id: str, round_: int, *, send: SendCallbac
     saving = any(job and job.downloads_state == Downloads.PENDING for job in jobs.values())
     if saving and round_ < _WAIT_ROUNDS:
         return [BatchFinished(batch_id, countdown_s=_WAIT_S, round=round_ + 1)]
-    if (scheduled := rt.store.read_batch_note(batch_id, SCHEDULED_NOTE)) is not None:
-        save_run_manifest(rt, batch_id, jobs, scheduled)
     payload = batch_payload(batch, jobs)
     if batch.callback is not None and rt.store.mark_batch(batch_id, "callback_sent"):
         send(batch.callback, payload)
