@@ -20,7 +20,6 @@ from redbeat.schedulers import RedBeatConfig
 from imageq.config import Settings
 from imageq.devenv.worker_process import BeatProcess, WorkerProcess, settings_env
 from imageq.producers.api import ImageQueue
-from imageq.producers.scheduling.run import SCHEDULED_RUN_TASK, run_scheduled
 from imageq.producers.scheduling.schedule_file import (
     ScheduledRun,
     ScheduleError,
@@ -29,6 +28,7 @@ from imageq.producers.scheduling.schedule_file import (
     parse_schedule,
     slot_of,
 )
+from imageq.producers.scheduling.scheduled_run import SCHEDULED_RUN_TASK, run_scheduled
 from imageq.producers.scheduling.scheduler import beat_entries
 from imageq.simulator.server import SimulatorServer
 from imageq.worker.app import celery_config, create_app

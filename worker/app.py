@@ -104,7 +104,7 @@ def _tls(broker_url: str) -> dict[str, Any]:
     return {"broker_use_ssl": {"ssl_cert_reqs": ssl.CERT_REQUIRED}}
 
 
-TASK_MODULES: Final = ("imageq.worker.tasks", "imageq.producers.scheduling.tasks")
+TASK_MODULES: Final = ("imageq.worker.tasks", "imageq.producers.scheduling.schedule_tasks")
 """Where the tasks are, by name: the worker imports them at start; nothing imports them here
 (the scheduled run's task is producer code, which the worker reaches only by its task name)."""
 

@@ -20,8 +20,8 @@ from redbeat import RedBeatScheduler
 from redis.exceptions import LockNotOwnedError
 
 from imageq.config import get_settings
-from imageq.producers.scheduling.run import SCHEDULED_RUN_TASK
 from imageq.producers.scheduling.schedule_file import ScheduledRun, load_schedule
+from imageq.producers.scheduling.scheduled_run import SCHEDULED_RUN_TASK
 
 log = logging.getLogger("imageq.producers.scheduling.scheduler")
 

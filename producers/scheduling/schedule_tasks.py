@@ -11,7 +11,7 @@ import redis
 from celery import Task
 
 from imageq.producers.api import ImageQueue
-from imageq.producers.scheduling.run import (
+from imageq.producers.scheduling.scheduled_run import (
     SCHEDULED_RUN_FINISHED_TASK,
     SCHEDULED_RUN_TASK,
     finish_run,
