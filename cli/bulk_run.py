@@ -24,7 +24,7 @@ from imageq.cli.exits import Exit, exit_for
 from imageq.cli.views import summary_table
 from imageq.config import get_settings
 from imageq.producers.api import BatchReport, ImageQueue
-from imageq.producers.bulkfile import BulkFileError, RowError, read_bulk_file
+from imageq.producers.bulkfile import RowError, read_bulk_file
 from imageq.producers.manifest import (
     manifest_entry_for_error,
     manifest_entry_for_job,
@@ -32,7 +32,7 @@ from imageq.producers.manifest import (
     write_manifest,
 )
 from imageq.worker.domain.batch import Batch
-from imageq.worker.errors import InvalidParams
+from imageq.worker.errors import BulkFileError, InvalidParams
 
 err = Console(stderr=True)
 
