@@ -7,7 +7,6 @@ clock); `render` lays those out for the terminal.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -21,6 +20,7 @@ from rich.text import Text
 
 from imageq.worker.domain.job import Job
 from imageq.worker.domain.status import JobStatus
+from imageq.worker.policy.adaptive import percentile
 
 RECENT_FAILURES: Final = 10
 OLDEST_IN_FLIGHT: Final = 10
@@ -127,18 +127,10 @@ def snapshot(
 
 
 def lag(delays_s: Sequence[float]) -> Lag:
-    """p50 and p99 of some delays."""
+    """p50 and p99 of some delays; None for none."""
+    if not delays_s:
+        return Lag(0, None, None)
     return Lag(len(delays_s), percentile(delays_s, 50), percentile(delays_s, 99))
-
-
-def percentile(values: Sequence[float], q: float) -> float | None:
-    """The nearest-rank percentile: the smallest value with at least q % of values at or
-    below it (so always one of the values); None for no values."""
-    if not values:
-        return None
-    ordered = sorted(values)
-    rank = max(math.ceil(q / 100 * len(ordered)), 1)
-    return ordered[rank - 1]
 
 
 def render(shot: Snapshot, *, limit: int | None = None) -> RenderableType:
