@@ -18,6 +18,7 @@ from rich.console import Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
+from imageq.ops.palette import STATUS_COLOURS
 from imageq.worker.domain.job import Job
 from imageq.worker.domain.status import JobStatus
 from imageq.worker.policy.adaptive import percentile
@@ -27,15 +28,6 @@ OLDEST_IN_FLIGHT: Final = 10
 _FAILED: Final = frozenset({JobStatus.FAILED, JobStatus.TIMED_OUT})
 _IN_FLIGHT: Final = frozenset({JobStatus.QUEUED, JobStatus.SUBMITTED})
 _SCAN_COUNT: Final = 500
-# The CLI's own colours (cli/views.py), not imported: the CLI imports this module.
-_COLOURS: Final = {
-    JobStatus.QUEUED: "white",
-    JobStatus.SUBMITTED: "cyan",
-    JobStatus.SUCCEEDED: "green",
-    JobStatus.FAILED: "red",
-    JobStatus.TIMED_OUT: "red",
-    JobStatus.CANCELLED: "yellow",
-}
 
 
 @dataclass(frozen=True)
@@ -207,7 +199,7 @@ def _counts_table(shot: Snapshot) -> Table:
     table.add_column("status")
     table.add_column("jobs", justify="right")
     for status, count in shot.counts.items():
-        table.add_row(f"[{_COLOURS[status]}]{status}[/]", str(count))
+        table.add_row(f"[{STATUS_COLOURS[status].terminal}]{status}[/]", str(count))
     table.add_row("[dim]webhooks dead[/]", str(shot.dead_letters))
     return table
 
