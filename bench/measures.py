@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 from bench.webhook_sink import Arrivals
+from imageq.worker.policy.adaptive import percentile
 
 KB: Final = 1024
 MB: Final = 1024 * 1024
@@ -36,14 +37,6 @@ class Observed:
     machine_busy: float
 
 
-def percentile(values: Sequence[float], pct: float) -> float:
-    """The `pct`-th percentile by the nearest-rank method; NaN when there are no values."""
-    if not values:
-        return math.nan
-    ordered = sorted(values)
-    return ordered[max(1, math.ceil(pct / 100 * len(ordered))) - 1]
-
-
 def measure(seen: Observed) -> dict[str, float]:
     """The round's metrics; per-job ones divide by N, the jobs put in flight."""
     tasks = seen.sim_stats["tasks"].values()
@@ -67,8 +60,8 @@ def measure(seen: Observed) -> dict[str, float]:
         "completed": succeeded,
         "notified_once": sum(count == 1 for count in notifications),
         "notifications_max": max(notifications, default=0),
-        "lag_p50_s": percentile(lags, 50),
-        "lag_p99_s": percentile(lags, 99),
+        "lag_p50_s": percentile(lags, 50) if lags else math.nan,
+        "lag_p99_s": percentile(lags, 99) if lags else math.nan,
         "lag_max_s": max(lags, default=math.nan),
         "polls_per_job": sum(polls) / n,
         "polls_max": max(polls, default=0),

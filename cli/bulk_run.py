@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Final
 
 import typer
 from rich.console import Console
@@ -23,8 +23,9 @@ from rich.progress import (
 from imageq.cli.exits import Exit, exit_for
 from imageq.cli.views import summary_table
 from imageq.config import get_settings
+from imageq.ops.palette import STATUS_COLOURS
 from imageq.producers.api import BatchReport, ImageQueue
-from imageq.producers.bulkfile import BulkFileError, RowError, read_bulk_file
+from imageq.producers.bulkfile import RowError, read_bulk_file
 from imageq.producers.manifest import (
     manifest_entry_for_error,
     manifest_entry_for_job,
@@ -32,7 +33,8 @@ from imageq.producers.manifest import (
     write_manifest,
 )
 from imageq.worker.domain.batch import Batch
-from imageq.worker.errors import InvalidParams
+from imageq.worker.domain.status import JobStatus
+from imageq.worker.errors import BulkFileError, InvalidParams
 
 err = Console(stderr=True)
 
@@ -138,14 +140,21 @@ def _follow(
             time.sleep(interval_s)
 
 
+_COUNTS: Final = (
+    ("queued", JobStatus.QUEUED),
+    ("running", JobStatus.SUBMITTED),
+    ("ok", JobStatus.SUCCEEDED),
+    ("failed", JobStatus.FAILED),
+    ("timed out", JobStatus.TIMED_OUT),
+)
+
+
 def _counts(batch: Batch, *, held: int) -> str:
-    return (
-        f"queued {batch.counts.get('queued', 0)} · running {batch.counts.get('submitted', 0)}"
-        f" · [green]ok {batch.counts.get('succeeded', 0)}[/]"
-        f" · [red]failed {batch.counts.get('failed', 0)}[/]"
-        f" · [red]timed out {batch.counts.get('timed_out', 0)}[/]"
-        + (f" · held {held}" if held else "")
-    )
+    shown = [
+        f"[{STATUS_COLOURS[status].terminal}]{label} {batch.count(status)}[/]"
+        for label, status in _COUNTS
+    ]
+    return " · ".join(shown + ([f"held {held}"] if held else []))
 
 
 def _default_manifest(file: Path, batch_id: str) -> Path:

@@ -7,17 +7,12 @@ from typing import Any
 
 from rich.table import Table
 
+from imageq.ops.palette import STATUS_COLOURS
 from imageq.worker.domain.batch import Batch
 from imageq.worker.domain.job import Job
 from imageq.worker.domain.payload import completion_payload, iso_time
-from imageq.worker.domain.status import TERMINAL_JOB_STATUSES, JobStatus
+from imageq.worker.domain.status import TERMINAL_JOB_STATUSES
 
-COLOURS = {
-    JobStatus.SUCCEEDED: "green",
-    JobStatus.FAILED: "red",
-    JobStatus.TIMED_OUT: "red",
-    JobStatus.CANCELLED: "yellow",
-}
 BATCH_COLUMNS = ("queued", "submitted", "succeeded", "failed", "timed_out", "cancelled")
 
 
@@ -30,7 +25,7 @@ def job_table(job: Job) -> Table:
     table = Table(show_header=False, box=None)
     table.add_column(style="bold")
     table.add_column()
-    colour = COLOURS.get(job.status, "cyan")
+    colour = STATUS_COLOURS[job.status].terminal
     table.add_row("job", job.job_id)
     table.add_row("status", f"[{colour}]{job.status}[/]")
     table.add_row("prompt", job.params["prompt"])

@@ -24,6 +24,7 @@ from imageq.config import Settings, get_settings
 from imageq.devenv.redis_server import RedisServer, is_reachable
 from imageq.devenv.webhook_receiver import WebhookReceiver
 from imageq.devenv.worker_process import WorkerProcess, settings_env
+from imageq.ops.palette import STATUS_COLOURS
 from imageq.producers.api import ImageQueue
 from imageq.producers.verify import verify_webhook
 from imageq.simulator.server import start_simulator_process
@@ -127,9 +128,8 @@ def _table(jobs: list[Job]) -> Table:
     for column in ("job", "ratio", "res", "quality", "status", "polls", "seconds"):
         table.add_column(column)
     now = time.time()
-    colours = {"succeeded": "green", "failed": "red", "timed_out": "red"}
     for job in jobs:
-        colour = colours.get(job.status, "cyan")
+        colour = STATUS_COLOURS[job.status].terminal
         table.add_row(
             job.job_id[:15],
             job.params["aspect_ratio"],

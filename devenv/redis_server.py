@@ -16,8 +16,10 @@ from types import TracebackType
 
 import redis
 
+from imageq.worker.errors import ImageqError
 
-class RedisUnavailable(RuntimeError):
+
+class RedisUnavailable(ImageqError, RuntimeError):
     """No Redis server binary could be found or started."""
 
 

@@ -21,6 +21,7 @@ from urllib.request import url2pathname
 
 from PIL import Image
 
+from imageq.ops.palette import STATUS_COLOURS
 from imageq.worker.domain.batch import Batch
 from imageq.worker.domain.job import Job
 from imageq.worker.domain.status import JobStatus
@@ -28,15 +29,6 @@ from imageq.worker.domain.status import JobStatus
 ThumbnailLoader = Callable[[str, int], str | None]
 """(saved location, longest side in px) -> a `data:image/png;base64,` URI, or None."""
 
-STATUS_COLOURS: Final = {
-    JobStatus.QUEUED: ("#475569", "#f1f5f9"),
-    JobStatus.SUBMITTED: ("#1d4ed8", "#dbeafe"),
-    JobStatus.SUCCEEDED: ("#15803d", "#dcfce7"),
-    JobStatus.FAILED: ("#b91c1c", "#fee2e2"),
-    JobStatus.TIMED_OUT: ("#c2410c", "#ffedd5"),
-    JobStatus.CANCELLED: ("#6b7280", "#f3f4f6"),
-}
-"""Status -> (ink, tint): the badge, count chip and chart marker of each status."""
 WAIT_COLOUR: Final = "#fbbf24"
 GENERATION_COLOUR: Final = "#6366f1"
 _CSP: Final = "default-src 'none'; img-src data:; style-src 'unsafe-inline'"
@@ -182,7 +174,7 @@ def timing_chart(jobs: Iterable[tuple[int, Job]], *, width: int = 1100) -> str:
             bars.append(
                 _segment(x(submitted), x(finished or end), y, GENERATION_COLOUR, not finished)
             )
-        ink = STATUS_COLOURS[job.status][0]
+        ink = STATUS_COLOURS[job.status].ink
         label = f"#{line} · {job.params.get('aspect_ratio', '')}"
         parts.append(
             f'<g class="bar" data-job="{escape(job.job_id)}"><title>{escape(_tooltip(job))}</title>'
@@ -288,8 +280,8 @@ def _legend() -> str:
 
 def _status_css() -> str:
     return "".join(
-        f".s-{status}{{color:{ink};background:{tint}}}"
-        for status, (ink, tint) in STATUS_COLOURS.items()
+        f".s-{status}{{color:{colours.ink};background:{colours.tint}}}"
+        for status, colours in STATUS_COLOURS.items()
     )
 
 

@@ -7,7 +7,6 @@ clock); `render` lays those out for the terminal.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -19,23 +18,16 @@ from rich.console import Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
+from imageq.ops.palette import STATUS_COLOURS
 from imageq.worker.domain.job import Job
 from imageq.worker.domain.status import JobStatus
+from imageq.worker.policy.adaptive import percentile
 
 RECENT_FAILURES: Final = 10
 OLDEST_IN_FLIGHT: Final = 10
 _FAILED: Final = frozenset({JobStatus.FAILED, JobStatus.TIMED_OUT})
 _IN_FLIGHT: Final = frozenset({JobStatus.QUEUED, JobStatus.SUBMITTED})
 _SCAN_COUNT: Final = 500
-# The CLI's own colours (cli/views.py), not imported: the CLI imports this module.
-_COLOURS: Final = {
-    JobStatus.QUEUED: "white",
-    JobStatus.SUBMITTED: "cyan",
-    JobStatus.SUCCEEDED: "green",
-    JobStatus.FAILED: "red",
-    JobStatus.TIMED_OUT: "red",
-    JobStatus.CANCELLED: "yellow",
-}
 
 
 @dataclass(frozen=True)
@@ -127,18 +119,10 @@ def snapshot(
 
 
 def lag(delays_s: Sequence[float]) -> Lag:
-    """p50 and p99 of some delays."""
+    """p50 and p99 of some delays; None for none."""
+    if not delays_s:
+        return Lag(0, None, None)
     return Lag(len(delays_s), percentile(delays_s, 50), percentile(delays_s, 99))
-
-
-def percentile(values: Sequence[float], q: float) -> float | None:
-    """The nearest-rank percentile: the smallest value with at least q % of values at or
-    below it (so always one of the values); None for no values."""
-    if not values:
-        return None
-    ordered = sorted(values)
-    rank = max(math.ceil(q / 100 * len(ordered)), 1)
-    return ordered[rank - 1]
 
 
 def render(shot: Snapshot, *, limit: int | None = None) -> RenderableType:
@@ -215,7 +199,7 @@ def _counts_table(shot: Snapshot) -> Table:
     table.add_column("status")
     table.add_column("jobs", justify="right")
     for status, count in shot.counts.items():
-        table.add_row(f"[{_COLOURS[status]}]{status}[/]", str(count))
+        table.add_row(f"[{STATUS_COLOURS[status].terminal}]{status}[/]", str(count))
     table.add_row("[dim]webhooks dead[/]", str(shot.dead_letters))
     return table
 

@@ -10,16 +10,23 @@ import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from functools import cache
-from typing import Any
+from typing import Any, Unpack
 
 from celery import Celery
 
 from imageq.config import Settings, get_settings
-from imageq.producers.jobs import Lane, build_job, check_job_id, check_webhook_url, plain_json
+from imageq.producers.jobs import (
+    JobOptions,
+    Lane,
+    build_job,
+    check_job_id,
+    check_options,
+    check_webhook_url,
+    plain_json,
+)
 from imageq.worker.app import create_app
 from imageq.worker.domain.batch import Batch
 from imageq.worker.domain.job import Delivery, Job
-from imageq.worker.domain.params import DEFAULT_QUALITY
 from imageq.worker.domain.status import JobStatus
 from imageq.worker.errors import InvalidParams, JobNotFound, WaitTimeout
 from imageq.worker.messages import WEBHOOK_TASK, Actions, Submit, message
@@ -58,38 +65,15 @@ class ImageQueue:
         return f"ImageQueue(store={self._store!r})"
 
     def enqueue(
-        self,
-        prompt: str,
-        *,
-        aspect_ratio: str,
-        resolution: str,
-        quality: str = DEFAULT_QUALITY,
-        reference_images: Sequence[str] = (),
-        extra_params: Mapping[str, Any] | None = None,
-        job_id: str | None = None,
-        webhook_url: str | None = None,
-        callback: Mapping[str, Any] | None = None,
-        metadata: Mapping[str, Any] | None = None,
-        lane: Lane = "interactive",
+        self, prompt: str, *, lane: Lane = "interactive", **options: Unpack[JobOptions]
     ) -> str:
-        """Validate and queue a job; return its id. An id already in use is returned as it is,
-        and nothing is submitted again. `callback` is a Celery signature, called with the
+        """Validate and queue a job; return its id. `options` are `JobOptions`:
+        `aspect_ratio` and `resolution` are required. An id already in use is returned as it
+        is, and nothing is submitted again. `callback` is a Celery signature, called with the
         completion payload as its first argument.
         """
         job = build_job(
-            self._settings,
-            prompt,
-            aspect_ratio=aspect_ratio,
-            resolution=resolution,
-            quality=quality,
-            reference_images=reference_images,
-            extra_params=extra_params,
-            job_id=job_id,
-            webhook_url=webhook_url,
-            callback=callback,
-            metadata=metadata,
-            lane=lane,
-            now=time.time(),
+            self._settings, prompt, lane=lane, now=time.time(), **check_options(options)
         )
         self._queue(job)
         return job.job_id
@@ -106,10 +90,11 @@ class ImageQueue:
         lane: Lane = "bulk",
         hold: bool = False,
     ) -> BatchReport:
-        """Validate every row (keyword arguments of `enqueue`), then queue the valid ones as one
-        batch. Rows without a `job_id` get `{batch_id}-{line}`, so enqueueing the same rows
-        with the same batch id again resumes the batch and submits nothing twice. With `hold`
-        the jobs are stored but not submitted until `release`d (to pace a bulk run).
+        """Validate every row (`prompt` and `JobOptions`), then queue the valid ones as one
+        batch; a refused row is reported by line and does not stop the others. Rows without a
+        `job_id` get `{batch_id}-{line}`, so enqueueing the same rows with the same batch id
+        again resumes the batch and submits nothing twice. With `hold` the jobs are stored but
+        not submitted until `release`d (to pace a bulk run).
         """
         lines = list(lines) if lines is not None else list(range(1, len(rows) + 1))
         batch_id = check_job_id(batch_id, field="batch_id") if batch_id else _new_batch_id()
@@ -118,13 +103,16 @@ class ImageQueue:
         errors: list[tuple[int, str]] = []
         for line, row in zip(lines, rows, strict=True):
             options = {"job_id": f"{batch_id}-{line:06d}", **row}
+            prompt = options.pop("prompt", None)
             try:
-                job = build_job(self._settings, **options, lane=lane, batch_id=batch_id, now=now)
-                jobs[line] = replace(job, held=hold)
+                checked = check_options(options)
+                job = build_job(
+                    self._settings, prompt, lane=lane, batch_id=batch_id, now=now, **checked
+                )
             except InvalidParams as error:
                 errors.append((line, str(error)))
-            except TypeError as error:  # a misspelt or missing option
-                errors.append((line, str(error).removeprefix("build_job() ")))
+            else:
+                jobs[line] = replace(job, held=hold)
         batch = Batch(
             batch_id,
             total=len(jobs),
@@ -276,9 +264,9 @@ def default_queue() -> ImageQueue:
     return ImageQueue(get_settings())
 
 
-def enqueue(prompt: str, **options: Any) -> str:
+def enqueue(prompt: str, *, lane: Lane = "interactive", **options: Unpack[JobOptions]) -> str:
     """`ImageQueue.enqueue` on the default queue."""
-    return default_queue().enqueue(prompt, **options)
+    return default_queue().enqueue(prompt, lane=lane, **options)
 
 
 def get(job_id: str) -> Job:

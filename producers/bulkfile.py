@@ -21,7 +21,8 @@ from typing import Any, Final, Literal
 from imageq.producers.jobs import MAX_METADATA_BYTES, check_job_id, plain_json
 from imageq.worker.domain.params import DEFAULT_QUALITY, validate_params
 from imageq.worker.domain.sizes import ASPECT_RATIOS, RESOLUTIONS
-from imageq.worker.errors import ImageqError, InvalidParams
+from imageq.worker.errors import BulkFileError as BulkFileError  # re-exported: it was defined here
+from imageq.worker.errors import InvalidParams
 
 BulkFormat = Literal["jsonl", "csv"]
 
@@ -44,14 +45,6 @@ _IMAGE_SEPARATORS: Final = re.compile(r"[\s|]+")
 # A row as a format reader hands it on: its first line, its fields (as far as they could be
 # read), and why it is refused, if the format itself already refused it.
 _Record = tuple[int, dict[str, Any], str | None]
-
-
-class BulkFileError(ImageqError):
-    """The file as a whole cannot be read; `offset` is the bad byte's, for encoding errors."""
-
-    def __init__(self, message: str, *, offset: int | None = None) -> None:
-        super().__init__(message)
-        self.offset = offset
 
 
 @dataclass(frozen=True)

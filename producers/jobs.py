@@ -1,4 +1,8 @@
-"""Turning a producer's request into a valid `Job` record, or an `InvalidParams` naming why not."""
+"""Turning a producer's request into a valid `Job` record, or an `InvalidParams` naming why not.
+
+`JobOptions` names a job's options once: `enqueue`'s keyword arguments, the keys of an
+`enqueue_many` row (with `prompt`) and `build_job`'s options are all it.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +10,7 @@ import json
 import re
 import uuid
 from collections.abc import Mapping, Sequence
-from typing import Any, Final, Literal
+from typing import Any, Final, Literal, TypedDict, Unpack, cast
 
 from imageq.config import Settings
 from imageq.worker.domain.job import Job
@@ -19,41 +23,73 @@ JOB_ID: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}")
 MAX_METADATA_BYTES: Final = 16 * 1024
 
 
+class _RequiredJobOptions(TypedDict):
+    aspect_ratio: str  # one of imageq.worker.domain.sizes.ASPECT_RATIOS
+    resolution: str  # 1K, 2K or 4K
+
+
+class JobOptions(_RequiredJobOptions, total=False):
+    """A job's options besides its prompt; `aspect_ratio` and `resolution` are required."""
+
+    quality: str  # low, medium or high; high when absent
+    reference_images: Sequence[str]  # http(s) URLs or data:image/...;base64, URIs
+    extra_params: Mapping[str, Any] | None  # passed to the API unchanged
+    job_id: str | None  # your own id; a new one when absent
+    webhook_url: str | None  # signed (Standard Webhooks) with webhook.secrets
+    callback: Mapping[str, Any] | None  # a Celery signature, called with the payload
+    metadata: Mapping[str, Any] | None  # plain JSON, returned in the payload
+
+
+JOB_OPTIONS: Final = tuple(JobOptions.__annotations__)
+REQUIRED_JOB_OPTIONS: Final = tuple(
+    name for name in JOB_OPTIONS if name in JobOptions.__required_keys__
+)
+
+
+def check_options(options: Mapping[str, Any]) -> JobOptions:
+    """`options` as `JobOptions`, if each name is an option and each required one is given;
+    else `InvalidParams` naming the options. The values are `build_job`'s to check.
+
+    For callers the type checker does not see: rows read from files, and untyped code.
+    """
+    if unknown := [name for name in options if name not in JOB_OPTIONS]:
+        known = ", ".join(("prompt", *JOB_OPTIONS))
+        raise InvalidParams(", ".join(unknown), f"unknown option; the options are {known}")
+    if missing := [name for name in REQUIRED_JOB_OPTIONS if name not in options]:
+        required = ", ".join(("prompt", *REQUIRED_JOB_OPTIONS))
+        raise InvalidParams(", ".join(missing), f"required; the required options are {required}")
+    return cast(JobOptions, options)
+
+
 def build_job(
     settings: Settings,
     prompt: str,
     *,
-    aspect_ratio: str,
-    resolution: str,
-    quality: str = DEFAULT_QUALITY,
-    reference_images: Sequence[str] = (),
-    extra_params: Mapping[str, Any] | None = None,
-    job_id: str | None = None,
-    webhook_url: str | None = None,
-    callback: Mapping[str, Any] | None = None,
-    metadata: Mapping[str, Any] | None = None,
     lane: Lane = "interactive",
     batch_id: str | None = None,
     now: float,
+    **options: Unpack[JobOptions],
 ) -> Job:
-    """Check everything a job carries; return its record, ready to store."""
+    """Check every value a job carries; return its record, ready to store. The option names
+    are the type checker's to check, or `check_options`'s where it cannot see them."""
     params = validate_params(
         prompt,
-        aspect_ratio=aspect_ratio,
-        resolution=resolution,
-        quality=quality,
-        reference_images=reference_images,
-        extra=extra_params,
+        aspect_ratio=options["aspect_ratio"],
+        resolution=options["resolution"],
+        quality=options.get("quality", DEFAULT_QUALITY),
+        reference_images=options.get("reference_images", ()),
+        extra=options.get("extra_params"),
     )
     if lane not in ("interactive", "bulk"):
         raise InvalidParams("lane", f"{lane!r} is not one of interactive, bulk")
+    job_id, callback = options.get("job_id"), options.get("callback")
     return Job(
         job_id=check_job_id(job_id) if job_id is not None else new_job_id(),
         params=params.to_record(),
         created_at=now,
         updated_at=now,
-        metadata=plain_json("metadata", metadata or {}, limit=MAX_METADATA_BYTES),
-        webhook_url=check_webhook_url(settings, webhook_url),
+        metadata=plain_json("metadata", options.get("metadata") or {}, limit=MAX_METADATA_BYTES),
+        webhook_url=check_webhook_url(settings, options.get("webhook_url")),
         callback=plain_json("callback", callback, limit=None) if callback else None,
         lane=lane,
         batch_id=batch_id,

@@ -1,22 +1,24 @@
 """Checking a webhook from imageq on the receiving side, in one call: `verify_webhook`.
 
-It implements the Standard Webhooks check with hashlib/hmac alone, so it does not depend on the
-library imageq signs with, and the tests can hold the two against each other. It accepts
-several secrets and several signatures, so a secret can be rotated on either side without a
-window in which good webhooks are refused.
+The signature is checked by `standardwebhooks.Webhook.verify`, the library imageq signs with
+(`imageq.worker.webhooks.signing`). Around it, what that library leaves out: several secrets,
+so a secret can be rotated on either side without a window in which good webhooks are refused;
+the caller's tolerance and clock; strict reading of the headers; and a reason for each refusal
+that never holds a secret or an expected signature.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
-import hashlib
-import hmac
 import json
 import re
 import time
 from collections.abc import Iterator, Mapping, Sequence
+from datetime import UTC, datetime
 from typing import Any
+
+from standardwebhooks import Webhook, WebhookVerificationError
 
 from imageq.worker.errors import WebhookVerificationFailed
 
@@ -46,14 +48,33 @@ def verify_webhook(
     found = {name.lower(): value for name, value in headers.items()}
     msg_id, timestamp, signatures = (_required_header(found, name) for name in _HEADERS)
     _check_timestamp(timestamp, tolerance_s=tolerance_s, now=time.time() if now is None else now)
-
-    raw = body.encode() if isinstance(body, str) else body
-    signed = f"{msg_id}.{timestamp}.".encode() + raw
-    expected = [hmac.new(key, signed, hashlib.sha256).digest() for key in keys]
-    given = list(_v1_signatures(signatures))
-    if not any(hmac.compare_digest(want, got) for want in expected for got in given):
+    text = _text(body)
+    entries = " ".join(_v1_entries(signatures))
+    # Only well-formed v1 entries go to the library, which raises ValueError on others.
+    sent = {"webhook-id": msg_id, "webhook-timestamp": timestamp, "webhook-signature": entries}
+    if not (entries and any(_signed_with(key, text, sent) for key in keys)):
         raise WebhookVerificationFailed("no v1 entry of webhook-signature matches any secret")
-    return _parse_object(raw)
+    return _parse_object(text)
+
+
+class _TimestampChecked(Webhook):
+    """`Webhook` without its own clock check: `verify_webhook` has checked the timestamp
+    already, against the caller's clock and tolerance; the library's reads the wall clock,
+    with a fixed 5 minutes."""
+
+    # Overrides the private `Webhook.__verify_timestamp` (name-mangled), which `verify` calls
+    # for the signed time. Were it renamed, the library's own check would run again: the
+    # same as ours at the defaults, and tests/test_receiver.py (a fixed clock) would fail.
+    def _Webhook__verify_timestamp(self, timestamp_header: str) -> datetime:
+        return datetime.fromtimestamp(int(timestamp_header), UTC)
+
+
+def _signed_with(key: bytes, text: str, headers: dict[str, str]) -> bool:
+    try:
+        _TimestampChecked(key).verify(text, headers, json_parse=False)
+    except WebhookVerificationError:
+        return False
+    return True
 
 
 def _decode_secrets(secrets: str | Sequence[str]) -> list[bytes]:
@@ -96,22 +117,33 @@ def _check_timestamp(timestamp: str, *, tolerance_s: float, now: float) -> None:
         )
 
 
-def _v1_signatures(header: str) -> Iterator[bytes]:
-    """The decoded `v1,<base64>` entries; other versions and malformed entries are skipped."""
+def _v1_entries(header: str) -> Iterator[str]:
+    """The `v1,<base64>` entries; other versions and malformed entries are skipped."""
     for entry in header.split():
-        version, _, signature = entry.partition(",")
-        if version != "v1":
+        version, comma, signature = entry.partition(",")
+        if version != "v1" or not comma:
             continue
         try:
-            yield base64.b64decode(signature, validate=True)
+            base64.b64decode(signature, validate=True)
         except binascii.Error:
             continue
+        yield entry
 
 
-def _parse_object(raw: bytes) -> dict[str, Any]:
+def _text(body: bytes | str) -> str:
+    """The body as the text that was signed; the scheme signs text, and JSON is UTF-8."""
+    if isinstance(body, str):
+        return body
     try:
-        payload = json.loads(raw)
-    except ValueError as error:  # JSONDecodeError, or UnicodeDecodeError for non-UTF-8 bytes
+        return body.decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise WebhookVerificationFailed(f"webhook body is not JSON ({error})") from None
+
+
+def _parse_object(text: str) -> dict[str, Any]:
+    try:
+        payload = json.loads(text)
+    except ValueError as error:
         raise WebhookVerificationFailed(f"webhook body is not JSON ({error})") from None
     if not isinstance(payload, dict):
         raise WebhookVerificationFailed("webhook body is not a JSON object")

@@ -1,4 +1,4 @@
-"""The receiver's check, held against the independent standardwebhooks library both ways."""
+"""The receiver's check: reference signatures pass, imageq's pass both checks, refusals named."""
 
 from __future__ import annotations
 

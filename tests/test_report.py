@@ -25,7 +25,7 @@ from imageq.cli.operate import report, top
 from imageq.config import get_settings
 from imageq.devenv.worker_process import WorkerProcess, settings_env
 from imageq.ops.batch_report import build_report, thumbnail_uri, tick_step, write_report
-from imageq.ops.top import percentile, render, snapshot
+from imageq.ops.top import Lag, lag, render, snapshot
 from imageq.producers.api import ImageQueue
 from imageq.worker.domain.batch import Batch
 from imageq.worker.domain.job import Job
@@ -248,13 +248,13 @@ def test_snapshot_lag_percentiles() -> None:
 
 
 @pytest.mark.parametrize(
-    ("values", "q", "expected"),
-    [([], 50, None), ([7.0], 99, 7.0), ([3.0, 1.0, 2.0], 50, 2.0), ([1.0, 2.0], 50, 1.0),
-     ([1.0, 2.0], 51, 2.0), (list(range(1, 11)), 99, 10)],
+    ("delays_s", "expected"),
+    [([], Lag(0, None, None)), ([7.0], Lag(1, 7.0, 7.0)), ([3.0, 1.0, 2.0], Lag(3, 2.0, 3.0)),
+     ([float(n) for n in range(1, 101)], Lag(100, 50.0, 99.0))],
 )  # fmt: skip
-def test_percentile_nearest_rank(values: list[float], q: float, expected: float | None) -> None:
-    """Nearest rank: always one of the values; None for none."""
-    assert percentile(values, q) == expected
+def test_lag_is_nearest_rank_p50_and_p99(delays_s: list[float], expected: Lag) -> None:
+    """Nearest rank: always one of the delays; None for none."""
+    assert lag(delays_s) == expected
 
 
 def test_snapshot_recent_failures_newest_first_with_reasons() -> None:

@@ -25,6 +25,17 @@ class InvalidParams(ImageqError, ValueError):
         self.message = message
 
 
+class BulkFileError(ImageqError):
+    """A bulk file cannot be read as a whole; `offset` is the bad byte's, for encoding errors.
+
+    Faults of single rows are not raised: `parse_bulk` reports them row by row.
+    """
+
+    def __init__(self, message: str, *, offset: int | None = None) -> None:
+        super().__init__(message)
+        self.offset = offset
+
+
 class JobNotFound(ImageqError, LookupError):
     """No job record with this id (never created, or expired by its TTL)."""
 

@@ -24,7 +24,8 @@ def first_poll_base_s(samples: Sequence[float], timing: PollingSettings) -> floa
 
 
 def percentile(samples: Sequence[float], pct: float) -> float:
-    """The `pct`-th percentile by the nearest-rank method (no interpolation)."""
+    """The `pct`-th percentile by the nearest-rank method (no interpolation): the smallest
+    sample with at least `pct` % of them at or below it. `ValueError` for no samples."""
     if not samples:
         raise ValueError("no samples")
     ordered = sorted(samples)
