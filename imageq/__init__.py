@@ -28,6 +28,7 @@ if TYPE_CHECKING:
         get,
         wait,
     )
+    from imageq.producers.jobs import JobOptions
     from imageq.producers.verify import verify_webhook
     from imageq.worker.errors import ImageqError
 
@@ -39,6 +40,7 @@ _HOMES = {
     "enqueue_many": "imageq.producers.api",
     "get": "imageq.producers.api",
     "wait": "imageq.producers.api",
+    "JobOptions": "imageq.producers.jobs",
     "verify_webhook": "imageq.producers.verify",
     "ImageqError": "imageq.worker.errors",
 }
@@ -47,6 +49,7 @@ __all__ = [
     "BatchReport",
     "ImageQueue",
     "ImageqError",
+    "JobOptions",
     "cancel",
     "enqueue",
     "enqueue_many",
