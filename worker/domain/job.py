@@ -6,6 +6,9 @@ store with a compare-and-set. Every field is plain JSON, so the record reads wel
 A field at its default value is not stored (the store drops it, reading fills it in): a job in
 flight has about 15 of its 33 fields set, and Redis keeps a hash at a cost per field, so this
 halves the record.
+
+`JobFields` names any subset of the fields with their types, so the changes a transition makes
+(`imageq.worker.domain.transitions`) are checked by mypy.
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ import json
 from collections.abc import Mapping
 from dataclasses import MISSING, asdict, dataclass, field, fields
 from enum import StrEnum
-from typing import Any, Final
+from typing import Any, Final, TypedDict
 
 from imageq.worker.domain.params import GenerationParams
 from imageq.worker.domain.status import TERMINAL_JOB_STATUSES, JobStatus
@@ -75,12 +78,12 @@ class Job:
     lane: str = "interactive"
     webhook_url: str | None = None
     callback: dict[str, Any] | None = None
-    downloads_state: str = Downloads.NONE
+    downloads_state: Downloads = Downloads.NONE
     download_attempts: int = 0
     download_lease_until: float = 0.0
-    callback_state: str = Delivery.NONE
+    callback_state: Delivery = Delivery.NONE
     callback_lease_until: float = 0.0
-    webhook_state: str = Delivery.NONE
+    webhook_state: Delivery = Delivery.NONE
     webhook_attempts: list[dict[str, Any]] = field(default_factory=list)
     webhook_next_at: float | None = None
     webhook_lease_until: float = 0.0
@@ -120,7 +123,48 @@ class Job:
         values = {_text(key): json.loads(value) for key, value in raw.items()}
         known = {f.name for f in fields(cls)}
         values["status"] = JobStatus(values["status"])
+        for name, enum in _STATES.items():
+            if name in values:
+                values[name] = enum(values[name])
         return cls(**{key: value for key, value in values.items() if key in known})
+
+
+class JobFields(TypedDict, total=False):
+    """Any of a job record's fields, typed as in `Job`: what a transition expects and changes."""
+
+    job_id: str
+    params: dict[str, Any]
+    status: JobStatus
+    created_at: float
+    updated_at: float
+    submitted_at: float | None
+    finished_at: float | None
+    deadline_at: float | None
+    remote_task_id: str | None
+    submit_attempts: int
+    submit_lease_until: float
+    remote_status: str | None
+    poll_count: int
+    poll_token: int
+    next_poll_at: float | None
+    outputs: list[dict[str, Any]]
+    error: dict[str, Any] | None
+    metadata: dict[str, Any]
+    batch_id: str | None
+    held: bool
+    lane: str
+    webhook_url: str | None
+    callback: dict[str, Any] | None
+    downloads_state: Downloads
+    download_attempts: int
+    download_lease_until: float
+    callback_state: Delivery
+    callback_lease_until: float
+    webhook_state: Delivery
+    webhook_attempts: list[dict[str, Any]]
+    webhook_next_at: float | None
+    webhook_lease_until: float
+    webhook_replay_base: int
 
 
 def is_default(name: str, encoded: str) -> bool:
@@ -150,3 +194,9 @@ def _defaults() -> dict[str, str]:
 
 DEFAULTS: Final = _defaults()
 """Each field's default, encoded as the record stores it (a field left out has this value)."""
+
+_STATES: Final = {
+    "downloads_state": Downloads,
+    "callback_state": Delivery,
+    "webhook_state": Delivery,
+}
