@@ -28,6 +28,8 @@ import redis
 from imageq.worker.domain.batch import Batch
 from imageq.worker.domain.job import DEFAULTS, Job, encode_fields, is_default
 from imageq.worker.domain.status import TERMINAL_JOB_STATUSES
+from imageq.worker.domain.transitions import Slot as Slot  # where callers have always found it
+from imageq.worker.domain.transitions import Transition
 from imageq.worker.errors import JobNotFound
 
 
@@ -51,15 +53,6 @@ class Write:
 
     def __bool__(self) -> bool:
         return self.applied
-
-
-@dataclass(frozen=True)
-class Slot:
-    """Take an API slot with this write, or refuse the write: at most `limit` held at once,
-    each held until `expires_at` (epoch s) unless released when its job finishes."""
-
-    limit: int
-    expires_at: float
 
 
 class JobStore:
@@ -131,6 +124,22 @@ class JobStore:
         self._redis.delete(self.key(job_id))
         self._redis.zrem(self.in_flight_key, job_id)
 
+    def apply(self, transition: Transition) -> Write:
+        """Carry out a transition (`imageq.worker.domain.transitions`): its compare-and-set
+        and its index changes, in the one atomic write."""
+        return self.update(
+            transition.job_id,
+            expect=transition.expect,
+            changes=transition.changes,
+            due_at=transition.due_at,
+            settled=transition.settled,
+            free_slot=transition.free_slot,
+            slot=transition.slot,
+            slot_expires_at=transition.slot_expires_at,
+            dead_letter=transition.dead_letter,
+            revive=transition.revive,
+        )
+
     def update(
         self,
         job_id: str,
@@ -145,14 +154,9 @@ class JobStore:
         dead_letter: Mapping[str, Any] | None = None,
         revive: bool = False,
     ) -> Write:
-        """Apply `changes` if every field in `expect` still has that value.
-
-        `due_at` files the job in the in-flight index under that time; `settled` takes it out
-        (nothing left to do). `slot` takes an API slot, or refuses the write and makes the job
-        due at `due_at` all the same; `slot_expires_at` moves the expiry of a slot already
-        held; `free_slot` gives it back. `dead_letter` files the job in the dead-letter list
-        with that record; `revive` takes it out.
-        """
+        """Apply `changes` if every field in `expect` still has that value, with the index
+        options `Transition` describes (steps and producers write through `apply`, with a
+        checked transition; this is its untyped form, for tests and tools)."""
         stamped = {**changes, "updated_at": time.time()}
         extra: dict[str, Any] = {"settled": settled, "free_slot": free_slot, "revive": revive}
         if due_at is not None:
