@@ -8,7 +8,8 @@ flight has about 15 of its 33 fields set, and Redis keeps a hash at a cost per f
 halves the record.
 
 `JobFields` names any subset of the fields with their types, so the changes a transition makes
-(`imageq.worker.domain.transitions`) are checked by mypy.
+(`imageq.worker.domain.transitions`) are checked by mypy; a record that cannot be decoded is a
+`CorruptRecord` naming the job and the field.
 """
 
 from __future__ import annotations
@@ -16,11 +17,13 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from dataclasses import MISSING, asdict, dataclass, field, fields
-from enum import StrEnum
-from typing import Any, Final, TypedDict
+from enum import Enum, StrEnum
+from types import NoneType, UnionType
+from typing import Any, Final, TypedDict, get_args, get_origin, get_type_hints
 
 from imageq.worker.domain.params import GenerationParams
 from imageq.worker.domain.status import TERMINAL_JOB_STATUSES, JobStatus
+from imageq.worker.errors import CorruptRecord
 
 
 class Delivery(StrEnum):
@@ -119,14 +122,22 @@ class Job:
         return encode_fields(asdict(self))
 
     @classmethod
-    def from_hash(cls, raw: Mapping[bytes | str, bytes | str]) -> Job:
-        values = {_text(key): json.loads(value) for key, value in raw.items()}
-        known = {f.name for f in fields(cls)}
-        values["status"] = JobStatus(values["status"])
-        for name, enum in _STATES.items():
-            if name in values:
-                values[name] = enum(values[name])
-        return cls(**{key: value for key, value in values.items() if key in known})
+    def from_hash(cls, raw: Mapping[bytes | str, bytes | str], *, job_id: str | None = None) -> Job:
+        """The job a stored record holds (`job_id`: the id it is stored under, for errors).
+
+        Raises `CorruptRecord` naming the job and the first field that is missing, not JSON,
+        or of the wrong kind; fields this version does not know are ignored.
+        """
+        stored = {_text(key, errors="replace"): value for key, value in raw.items()}
+        record_id = job_id or _stored_id(stored)
+        values = {}
+        for name, value in stored.items():
+            if name in _KINDS:
+                values[name] = _decode(record_id, name, value)
+        for name in _REQUIRED:
+            if name not in values:
+                raise CorruptRecord(record_id, name, "missing")
+        return cls(**values)
 
 
 class JobFields(TypedDict, total=False):
@@ -178,8 +189,51 @@ def encode_fields(values: Mapping[str, Any]) -> dict[str, str]:
     return {key: json.dumps(value, separators=(",", ":")) for key, value in values.items()}
 
 
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value
+def _text(value: bytes | str, *, errors: str = "strict") -> str:
+    return value.decode(errors=errors) if isinstance(value, bytes) else value
+
+
+def _stored_id(stored: Mapping[str, bytes | str]) -> str:
+    """The record's own job id, for an error about it, if that much is readable."""
+    try:
+        value = json.loads(stored["job_id"])
+    except (KeyError, ValueError):
+        return "?"
+    return value if isinstance(value, str) else "?"
+
+
+def _decode(record_id: str, name: str, value: bytes | str) -> Any:
+    """One stored field's value, checked against its type in `Job`."""
+    try:
+        decoded = json.loads(value)  # bytes that are not UTF-8 raise a ValueError too
+    except ValueError:
+        raise CorruptRecord(record_id, name, "not JSON") from None
+    kinds = _KINDS[name]
+    # bool is an int to isinstance, but a poll count of `true` is still corrupt.
+    if not isinstance(decoded, kinds) or (isinstance(decoded, bool) and bool not in kinds):
+        expected = " or ".join(kind.__name__ for kind in kinds)
+        raise CorruptRecord(record_id, name, f"expected {expected}, got {type(decoded).__name__}")
+    enum = _ENUMS.get(name)
+    if enum is None:
+        return decoded
+    try:
+        return enum(decoded)
+    except ValueError:
+        raise CorruptRecord(record_id, name, f"not a {enum.__name__}") from None
+
+
+def _json_kinds(hint: Any) -> tuple[type, ...]:
+    """The JSON value types a field of this type decodes to (an enum is stored as its string)."""
+    if isinstance(hint, UnionType):
+        return tuple(kind for arg in get_args(hint) for kind in _json_kinds(arg))
+    if hint is NoneType:
+        return (NoneType,)
+    origin = get_origin(hint) or hint
+    if origin is float:
+        return (float, int)
+    if issubclass(origin, Enum):
+        return (str,)
+    return (origin,)
 
 
 def _defaults() -> dict[str, str]:
@@ -195,8 +249,10 @@ def _defaults() -> dict[str, str]:
 DEFAULTS: Final = _defaults()
 """Each field's default, encoded as the record stores it (a field left out has this value)."""
 
-_STATES: Final = {
-    "downloads_state": Downloads,
-    "callback_state": Delivery,
-    "webhook_state": Delivery,
+_HINTS: Final = get_type_hints(Job)
+_KINDS: Final = {name: _json_kinds(hint) for name, hint in _HINTS.items()}
+_ENUMS: Final[dict[str, type[Enum]]] = {
+    name: hint for name, hint in _HINTS.items() if isinstance(hint, type) and issubclass(hint, Enum)
 }
+# `status` has a default but is always stored (the batch counters read it): missing, it is lost.
+_REQUIRED: Final = ("job_id", "params", "status")

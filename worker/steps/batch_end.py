@@ -13,6 +13,7 @@ from typing import Any
 from imageq.producers.scheduling.run import SCHEDULED_NOTE, save_run_manifest
 from imageq.worker.domain.job import Downloads
 from imageq.worker.domain.payload import batch_payload
+from imageq.worker.errors import CorruptRecord
 from imageq.worker.messages import Actions, BatchFinished
 from imageq.worker.runtime import Runtime
 from imageq.worker.steps.callback import SendCallback
@@ -24,7 +25,11 @@ _WAIT_S = 2.0
 
 
 def batch_finished(rt: Runtime, batch_id: str, round_: int, *, send: SendCallback) -> Actions:
-    batch = rt.store.get_batch(batch_id)
+    try:
+        batch = rt.store.get_batch(batch_id)
+    except CorruptRecord as error:
+        log.error("%s; its notifications are not sent", error)
+        return []
     if batch is None:
         return []
     lines = rt.store.batch_jobs(batch_id)

@@ -35,7 +35,7 @@ def sweep(rt: Runtime) -> Actions:
     overdue = rt.store.due_jobs(before=now - settings.grace_s, limit=settings.batch_size)
     actions: Actions = []
     for job_id, job in zip(overdue, rt.store.get_many(overdue), strict=True):
-        if job is None:  # expired by its TTL: nothing to recover
+        if job is None:  # expired by its TTL, or corrupt (the store logged it): nothing to do
             rt.store.unindex(job_id)
             continue
         actions += recover(rt, job, now)
