@@ -25,14 +25,12 @@ from imageq.producers.jobs import (
     plain_json,
 )
 from imageq.worker.app import create_app
+from imageq.worker.domain import deliveries, transitions
 from imageq.worker.domain.batch import Batch
-from imageq.worker.domain.job import Delivery, Job
-from imageq.worker.domain.status import JobStatus
+from imageq.worker.domain.job import Job
 from imageq.worker.errors import InvalidParams, JobNotFound, WaitTimeout
-from imageq.worker.messages import WEBHOOK_TASK, Actions, Submit, message
-from imageq.worker.policy.polling import Finish
+from imageq.worker.messages import Actions, Submit, message
 from imageq.worker.runtime import connect_store
-from imageq.worker.steps.finish import after_finish, terminal_changes, work_left
 from imageq.worker.store.job_store import JobStore
 
 
@@ -134,15 +132,10 @@ class ImageQueue:
 
     def release(self, job_id: str) -> bool:
         """Submit a held job (once: False if it was not held)."""
-        job = self._store.get(job_id)
-        if not job.held or job.status is not JobStatus.QUEUED:
+        released = transitions.release(self._store.get(job_id), now=time.time())
+        if released is None or not self._store.apply(released):
             return False
-        released = self._store.update(
-            job_id, expect={"held": True}, changes={"held": False}, due_at=time.time()
-        )
-        if not released:
-            return False
-        self._publish([Submit(job_id, job.lane)])
+        self._publish(released.follow_ups())
         return True
 
     def get(self, job_id: str) -> Job:
@@ -177,21 +170,12 @@ class ImageQueue:
     def cancel(self, job_id: str) -> bool:
         """Stop a job that has not finished: no more polls, status `cancelled`, notifications
         sent once. False if it had already finished."""
-        job = self._store.get(job_id)
-        if job.is_terminal:
+        cancelled = transitions.cancel(self._store.get(job_id), now=time.time())
+        if cancelled is None:
             return False
-        error = {"type": "Cancelled", "message": "cancelled on request", "retryable": False}
-        step = Finish(JobStatus.CANCELLED, error=error)
-        now = time.time()
-        write = self._store.update(
-            job_id,
-            expect={"status": job.status, "poll_token": job.poll_token},
-            changes=terminal_changes(job, step, now=now, saving=False),
-            free_slot=True,
-            **work_left(job, False, now),
-        )
+        write = self._store.apply(cancelled)
         if write:
-            self._publish(after_finish(job, batch_complete=write.batch_complete, saving=False))
+            self._publish(cancelled.follow_ups(batch_complete=write.batch_complete))
         return write.applied
 
     def cancel_batch(self, batch_id: str) -> int:
@@ -212,23 +196,11 @@ class ImageQueue:
         job = self._store.get(job_id)
         if job.webhook_url is None:
             raise InvalidParams("job_id", f"job {job_id} has no webhook to replay")
-        for state in (Delivery.DEAD, Delivery.SENT):
-            replayed = self._store.update(
-                job_id,
-                expect={"webhook_state": state, "webhook_attempts": job.webhook_attempts},
-                changes={
-                    "webhook_state": Delivery.PENDING,
-                    "webhook_next_at": time.time(),
-                    "webhook_lease_until": 0.0,
-                    "webhook_replay_base": len(job.webhook_attempts),
-                },
-                revive=True,
-            )
-            if replayed:
-                attempt = len(job.webhook_attempts) + 1
-                self._app.send_task(WEBHOOK_TASK, args=[job_id, attempt])
-                return True
-        return False
+        replayed = deliveries.replay_webhook(job, now=time.time())
+        if replayed is None or not self._store.apply(replayed):
+            return False
+        self._publish(replayed.follow_ups())
+        return True
 
     def replay_dead_letters(self) -> list[str]:
         """Replay every dead letter; return the job ids replayed."""

@@ -12,10 +12,11 @@ import pytest
 import redis
 
 from imageq.devenv.redis_server import RedisServer
+from imageq.worker.domain import transitions
 from imageq.worker.domain.batch import Batch
 from imageq.worker.domain.job import Job
 from imageq.worker.domain.status import JobStatus
-from imageq.worker.errors import JobNotFound
+from imageq.worker.errors import CorruptRecord, JobNotFound
 from imageq.worker.store.job_store import JobStore, Slot
 
 
@@ -157,4 +158,54 @@ def test_defaults_are_not_stored(store: JobStore, redis_server: RedisServer) -> 
         new_job(), next_poll_at=5.0, updated_at=store.get("j1").updated_at
     )
     assert store.claim_due_polls(now=10.0, limit=5, lease_s=1.0) == [("j1", 0)]
+    client.close()
+
+
+def test_apply_carries_out_a_transition_once(store: JobStore) -> None:
+    """A transition's checked write and its index options go through `apply`; applied again
+    (a stale copy), its expectations no longer hold and nothing changes."""
+    store.create(new_job())
+    far = time.time() + 60
+    claim = transitions.claim_submit(
+        store.get("j1"), now=time.time(), lease_s=30, slot=Slot(limit=1, expires_at=far)
+    )
+    assert claim is not None
+    assert store.apply(claim)
+    assert store.get("j1").submit_attempts == 1
+    assert store.slots_in_use() == 1
+    assert not store.apply(claim)
+    assert store.get("j1").submit_attempts == 1
+
+
+def test_a_corrupt_record_is_named_by_get_and_skipped_by_get_many(
+    store: JobStore, redis_server: RedisServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """`get` raises CorruptRecord naming the job and the field; `get_many` logs it and gives
+    None, as for a record that is gone, so one bad record cannot stop a sweep."""
+    client = redis.Redis.from_url(redis_server.url(3))
+    store.create(new_job("bad"))
+    store.create(new_job("good"))
+    client.hset(store.key("bad"), "poll_count", '"seven"')
+    with pytest.raises(CorruptRecord) as caught:
+        store.get("bad")
+    assert (caught.value.record_id, caught.value.field) == ("bad", "poll_count")
+    with caplog.at_level("ERROR", logger="imageq.worker.store.job_store"):
+        assert store.get_many(["bad", "good", "gone"]) == [None, new_job("good"), None]
+    assert "job record 'bad' is corrupt: poll_count" in caplog.text
+    client.close()
+
+
+def test_a_corrupt_poll_token_does_not_stop_the_poll_claims(
+    store: JobStore, redis_server: RedisServer
+) -> None:
+    """A record whose poll token is not a number is left out of the claim and out of the
+    indexes; the other due polls are claimed as ever."""
+    client = redis.Redis.from_url(redis_server.url(3))
+    for job_id in ("bad", "good"):
+        store.create(new_job(job_id), due_at=1.0)
+        assert store.update(job_id, expect={}, changes={"next_poll_at": 5.0, "poll_token": 2})
+    client.hset(store.key("bad"), "poll_token", '"two"')
+    assert store.claim_due_polls(now=10.0, limit=5, lease_s=1.0) == [("good", 2)]
+    assert client.zscore(store.poll_schedule_key, "bad") is None
+    assert client.zscore(store.in_flight_key, "bad") is None
     client.close()

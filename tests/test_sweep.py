@@ -8,6 +8,7 @@ import time
 from typing import Any
 
 import pytest
+import redis
 
 from imageq.producers.jobs import build_job
 from imageq.worker.domain.job import Delivery
@@ -97,3 +98,21 @@ def test_one_sweep_at_a_time(rt: Runtime) -> None:
     """The sweep lock is taken by one caller per interval."""
     assert rt.store.acquire_lock("sweep-test", ttl_s=5)
     assert not rt.store.acquire_lock("sweep-test", ttl_s=5)
+
+
+def test_a_corrupt_record_is_logged_and_skipped(
+    rt: Runtime, caplog: pytest.LogCaptureFixture
+) -> None:
+    """One record that cannot be decoded neither stops the sweep nor comes back to every
+    sweep: it is logged and leaves the index; a step sent to it drops its message."""
+    good, bad, also_bad = stored(rt), stored(rt), stored(rt)
+    client = redis.Redis.from_url(rt.settings.redis.store_url)
+    client.hset(rt.store.key(bad), "status", '"lost"')
+    client.hset(rt.store.key(also_bad), "submit_attempts", "{")
+    with caplog.at_level("ERROR"):
+        assert sweep(at(rt, time.time() + GRACE_S + 1)) == [Submit(good, "interactive")]
+        assert submit(rt, also_bad) == []
+    assert f"job record '{bad}' is corrupt: status" in caplog.text
+    assert f"job record '{also_bad}' is corrupt: submit_attempts" in caplog.text
+    assert rt.store.due_jobs(before=time.time() + 10 * GRACE_S, limit=10) == [good]
+    client.close()

@@ -44,6 +44,18 @@ class JobNotFound(ImageqError, LookupError):
         self.job_id = job_id
 
 
+class CorruptRecord(ImageqError, ValueError):
+    """A stored record (a job's or a batch's) that cannot be decoded: a field is missing, is not
+    JSON, or holds a value of the wrong kind. Names the record and the field, never the value."""
+
+    def __init__(self, record_id: str, field: str, reason: str, *, kind: str = "job") -> None:
+        super().__init__(f"{kind} record {record_id!r} is corrupt: {field}: {reason}")
+        self.kind = kind
+        self.record_id = record_id
+        self.field = field
+        self.reason = reason
+
+
 class WaitTimeout(ImageqError, TimeoutError):
     """A producer waited for a job longer than it allowed."""
 

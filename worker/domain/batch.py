@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from imageq.worker.domain.status import TERMINAL_JOB_STATUSES, JobStatus
+from imageq.worker.errors import CorruptRecord
+
+_T = TypeVar("_T")
 
 
 @dataclass(frozen=True)
@@ -50,21 +53,58 @@ class Batch:
 
     @classmethod
     def from_hash(cls, batch_id: str, raw: Mapping[bytes | str, bytes | str]) -> Batch:
-        values = {_text(key): _text(value) for key, value in raw.items()}
-        meta = json.loads(values.get("meta", "{}"))
+        """The batch a stored record holds; raises `CorruptRecord` naming the batch and the
+        first field that cannot be decoded."""
+        values = {_text(key, errors="replace"): value for key, value in raw.items()}
+
+        def read(name: str, parse: Callable[[str], _T], default: _T) -> _T:
+            if name not in values:
+                return default
+            try:
+                return parse(_text(values[name]))
+            except ValueError:  # also a JSONDecodeError, or bytes that are not UTF-8
+                reason = f"not {_KIND.get(parse, 'readable')}"
+                raise CorruptRecord(batch_id, name, reason, kind="batch") from None
+
+        meta: dict[str, Any] = read("meta", _json_object, {})
         statuses = {str(status) for status in JobStatus}
-        completed = values.get("completed_at")
         return cls(
             batch_id=batch_id,
-            total=int(values.get("total", 0)),
-            created_at=float(values.get("created_at", 0)),
-            completed_at=float(completed) if completed else None,
-            counts={key: int(value) for key, value in values.items() if key in statuses},
-            webhook_url=meta.get("webhook_url"),
-            callback=meta.get("callback"),
-            name=meta.get("name"),
+            total=read("total", int, 0),
+            created_at=read("created_at", float, 0.0),
+            completed_at=read("completed_at", _maybe_float, None),
+            counts={name: read(name, int, 0) for name in values if name in statuses},
+            webhook_url=_optional(batch_id, meta, "webhook_url", str),
+            callback=_optional(batch_id, meta, "callback", dict),
+            name=_optional(batch_id, meta, "name", str),
         )
 
 
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value
+def _json_object(text: str) -> dict[str, Any]:
+    value = json.loads(text)
+    if not isinstance(value, dict):
+        raise ValueError("not an object")
+    return value
+
+
+def _maybe_float(text: str) -> float | None:
+    return float(text) if text else None
+
+
+_KIND: dict[object, str] = {
+    int: "an integer",
+    float: "a number",
+    _maybe_float: "a number",
+    _json_object: "a JSON object",
+}
+
+
+def _optional(batch_id: str, meta: Mapping[str, Any], name: str, kind: type[_T]) -> _T | None:
+    value = meta.get(name)
+    if value is not None and not isinstance(value, kind):
+        raise CorruptRecord(batch_id, f"meta.{name}", f"expected {kind.__name__}", kind="batch")
+    return value
+
+
+def _text(value: bytes | str, *, errors: str = "strict") -> str:
+    return value.decode(errors=errors) if isinstance(value, bytes) else value

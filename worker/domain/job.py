@@ -6,6 +6,10 @@ store with a compare-and-set. Every field is plain JSON, so the record reads wel
 A field at its default value is not stored (the store drops it, reading fills it in): a job in
 flight has about 15 of its 33 fields set, and Redis keeps a hash at a cost per field, so this
 halves the record.
+
+`JobFields` names any subset of the fields with their types, so the changes a transition makes
+(`imageq.worker.domain.transitions`) are checked by mypy; a record that cannot be decoded is a
+`CorruptRecord` naming the job and the field.
 """
 
 from __future__ import annotations
@@ -13,11 +17,13 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from dataclasses import MISSING, asdict, dataclass, field, fields
-from enum import StrEnum
-from typing import Any, Final
+from enum import Enum, StrEnum
+from types import NoneType, UnionType
+from typing import Any, Final, TypedDict, get_args, get_origin, get_type_hints
 
 from imageq.worker.domain.params import GenerationParams
 from imageq.worker.domain.status import TERMINAL_JOB_STATUSES, JobStatus
+from imageq.worker.errors import CorruptRecord
 
 
 class Delivery(StrEnum):
@@ -75,12 +81,12 @@ class Job:
     lane: str = "interactive"
     webhook_url: str | None = None
     callback: dict[str, Any] | None = None
-    downloads_state: str = Downloads.NONE
+    downloads_state: Downloads = Downloads.NONE
     download_attempts: int = 0
     download_lease_until: float = 0.0
-    callback_state: str = Delivery.NONE
+    callback_state: Delivery = Delivery.NONE
     callback_lease_until: float = 0.0
-    webhook_state: str = Delivery.NONE
+    webhook_state: Delivery = Delivery.NONE
     webhook_attempts: list[dict[str, Any]] = field(default_factory=list)
     webhook_next_at: float | None = None
     webhook_lease_until: float = 0.0
@@ -116,11 +122,60 @@ class Job:
         return encode_fields(asdict(self))
 
     @classmethod
-    def from_hash(cls, raw: Mapping[bytes | str, bytes | str]) -> Job:
-        values = {_text(key): json.loads(value) for key, value in raw.items()}
-        known = {f.name for f in fields(cls)}
-        values["status"] = JobStatus(values["status"])
-        return cls(**{key: value for key, value in values.items() if key in known})
+    def from_hash(cls, raw: Mapping[bytes | str, bytes | str], *, job_id: str | None = None) -> Job:
+        """The job a stored record holds (`job_id`: the id it is stored under, for errors).
+
+        Raises `CorruptRecord` naming the job and the first field that is missing, not JSON,
+        or of the wrong kind; fields this version does not know are ignored.
+        """
+        stored = {_text(key, errors="replace"): value for key, value in raw.items()}
+        record_id = job_id or _stored_id(stored)
+        values = {}
+        for name, value in stored.items():
+            if name in _KINDS:
+                values[name] = _decode(record_id, name, value)
+        for name in _REQUIRED:
+            if name not in values:
+                raise CorruptRecord(record_id, name, "missing")
+        return cls(**values)
+
+
+class JobFields(TypedDict, total=False):
+    """Any of a job record's fields, typed as in `Job`: what a transition expects and changes."""
+
+    job_id: str
+    params: dict[str, Any]
+    status: JobStatus
+    created_at: float
+    updated_at: float
+    submitted_at: float | None
+    finished_at: float | None
+    deadline_at: float | None
+    remote_task_id: str | None
+    submit_attempts: int
+    submit_lease_until: float
+    remote_status: str | None
+    poll_count: int
+    poll_token: int
+    next_poll_at: float | None
+    outputs: list[dict[str, Any]]
+    error: dict[str, Any] | None
+    metadata: dict[str, Any]
+    batch_id: str | None
+    held: bool
+    lane: str
+    webhook_url: str | None
+    callback: dict[str, Any] | None
+    downloads_state: Downloads
+    download_attempts: int
+    download_lease_until: float
+    callback_state: Delivery
+    callback_lease_until: float
+    webhook_state: Delivery
+    webhook_attempts: list[dict[str, Any]]
+    webhook_next_at: float | None
+    webhook_lease_until: float
+    webhook_replay_base: int
 
 
 def is_default(name: str, encoded: str) -> bool:
@@ -134,8 +189,51 @@ def encode_fields(values: Mapping[str, Any]) -> dict[str, str]:
     return {key: json.dumps(value, separators=(",", ":")) for key, value in values.items()}
 
 
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value
+def _text(value: bytes | str, *, errors: str = "strict") -> str:
+    return value.decode(errors=errors) if isinstance(value, bytes) else value
+
+
+def _stored_id(stored: Mapping[str, bytes | str]) -> str:
+    """The record's own job id, for an error about it, if that much is readable."""
+    try:
+        value = json.loads(stored["job_id"])
+    except (KeyError, ValueError):
+        return "?"
+    return value if isinstance(value, str) else "?"
+
+
+def _decode(record_id: str, name: str, value: bytes | str) -> Any:
+    """One stored field's value, checked against its type in `Job`."""
+    try:
+        decoded = json.loads(value)  # bytes that are not UTF-8 raise a ValueError too
+    except ValueError:
+        raise CorruptRecord(record_id, name, "not JSON") from None
+    kinds = _KINDS[name]
+    # bool is an int to isinstance, but a poll count of `true` is still corrupt.
+    if not isinstance(decoded, kinds) or (isinstance(decoded, bool) and bool not in kinds):
+        expected = " or ".join(kind.__name__ for kind in kinds)
+        raise CorruptRecord(record_id, name, f"expected {expected}, got {type(decoded).__name__}")
+    enum = _ENUMS.get(name)
+    if enum is None:
+        return decoded
+    try:
+        return enum(decoded)
+    except ValueError:
+        raise CorruptRecord(record_id, name, f"not a {enum.__name__}") from None
+
+
+def _json_kinds(hint: Any) -> tuple[type, ...]:
+    """The JSON value types a field of this type decodes to (an enum is stored as its string)."""
+    if isinstance(hint, UnionType):
+        return tuple(kind for arg in get_args(hint) for kind in _json_kinds(arg))
+    if hint is NoneType:
+        return (NoneType,)
+    origin = get_origin(hint) or hint
+    if origin is float:
+        return (float, int)
+    if issubclass(origin, Enum):
+        return (str,)
+    return (origin,)
 
 
 def _defaults() -> dict[str, str]:
@@ -150,3 +248,11 @@ def _defaults() -> dict[str, str]:
 
 DEFAULTS: Final = _defaults()
 """Each field's default, encoded as the record stores it (a field left out has this value)."""
+
+_HINTS: Final = get_type_hints(Job)
+_KINDS: Final = {name: _json_kinds(hint) for name, hint in _HINTS.items()}
+_ENUMS: Final[dict[str, type[Enum]]] = {
+    name: hint for name, hint in _HINTS.items() if isinstance(hint, type) and issubclass(hint, Enum)
+}
+# `status` has a default but is always stored (the batch counters read it): missing, it is lost.
+_REQUIRED: Final = ("job_id", "params", "status")

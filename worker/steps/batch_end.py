@@ -12,6 +12,7 @@ from typing import Any
 
 from imageq.worker.domain.job import Downloads
 from imageq.worker.domain.payload import batch_payload
+from imageq.worker.errors import CorruptRecord
 from imageq.worker.messages import Actions, BatchFinished
 from imageq.worker.runtime import Runtime
 from imageq.worker.steps.callback import SendCallback
@@ -23,7 +24,11 @@ _WAIT_S = 2.0
 
 
 def batch_finished(rt: Runtime, batch_id: str, round_: int, *, send: SendCallback) -> Actions:
-    batch = rt.store.get_batch(batch_id)
+    try:
+        batch = rt.store.get_batch(batch_id)
+    except CorruptRecord as error:
+        log.error("%s; its notifications are not sent", error)
+        return []
     if batch is None:
         return []
     lines = rt.store.batch_jobs(batch_id)

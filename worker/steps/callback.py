@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from imageq.worker.domain.job import Delivery
+from imageq.worker.domain import deliveries
 from imageq.worker.domain.payload import completion_payload
 from imageq.worker.messages import Actions
 from imageq.worker.metrics import NOTIFICATION_LAG
@@ -28,32 +28,12 @@ def callback(rt: Runtime, job_id: str, *, send: SendCallback) -> Actions:
     job = load(rt, job_id)
     if job is None or job.callback is None:
         return []
-    now = rt.clock()
-    claimable = job.callback_state == Delivery.PENDING or (
-        job.callback_state == Delivery.SENDING and job.callback_lease_until <= now
-    )
-    if not claimable:
-        return []
-    claimed = rt.store.update(
-        job_id,
-        expect={
-            "callback_state": job.callback_state,
-            "callback_lease_until": job.callback_lease_until,
-        },
-        changes={"callback_state": Delivery.SENDING, "callback_lease_until": now + _LEASE_S},
-        due_at=now + _LEASE_S,
-    )
-    if not claimed:
+    claim = deliveries.claim_callback(job, now=rt.clock(), lease_s=_LEASE_S)
+    if claim is None or not rt.store.apply(claim):
         return []
     send(job.callback, completion_payload(job))
     if job.finished_at is not None:
         NOTIFICATION_LAG.labels("callback").observe(rt.clock() - job.finished_at)
-    sending = {"callback_state": Delivery.SENDING}
-    webhook_busy = job.webhook_state in (Delivery.PENDING, Delivery.SENDING)
-    rt.store.update(
-        job_id,
-        expect=sending,
-        changes={"callback_state": Delivery.SENT},
-        settled=not webhook_busy and job.downloads_state != "pending",
-    )
+    if (sent := deliveries.mark_callback(claim.applied_to(job))) is not None:
+        rt.store.apply(sent)
     return []

@@ -9,56 +9,36 @@ from __future__ import annotations
 
 from typing import Any
 
-from imageq.worker.domain.job import Downloads, Job
+from imageq.worker.domain import deliveries
+from imageq.worker.domain.job import Job
 from imageq.worker.errors import DownloadFailed
-from imageq.worker.messages import Actions, ScheduleDownload
+from imageq.worker.messages import Actions
 from imageq.worker.outputs.fetching import DownloadLimits, save_output
 from imageq.worker.policy.backoff import backoff_delay_s
 from imageq.worker.runtime import Runtime
-from imageq.worker.steps.finish import notifications
 from imageq.worker.steps.loading import load, log
 
 
 def download(rt: Runtime, job_id: str, attempt: int) -> Actions:
     job = load(rt, job_id)
-    if job is None or job.downloads_state != Downloads.PENDING or rt.storage is None:
+    if job is None or rt.storage is None:
         return []
-    if job.download_attempts + 1 != attempt:
-        return []
-    now = rt.clock()
-    if job.download_lease_until > now:
-        return []  # another worker is on this very attempt
     settings = rt.settings.storage
     lease_s = len(job.outputs) * (settings.total_timeout_s + settings.connect_timeout_s) + 10
-    expect: dict[str, Any] = {
-        "downloads_state": Downloads.PENDING,
-        "download_attempts": job.download_attempts,
-        "download_lease_until": job.download_lease_until,
-    }
-    claim = {"download_lease_until": now + lease_s}
-    if not rt.store.update(job_id, expect=expect, changes=claim, due_at=now + lease_s):
+    claim = deliveries.claim_download(job, attempt=attempt, now=rt.clock(), lease_s=lease_s)
+    if claim is None or not rt.store.apply(claim):
         return []
     outputs = _save_all(rt, job)
-    retry = attempt < settings.max_attempts and any(
-        (output.get("download_error") or {}).get("retryable") for output in outputs
+    marked = deliveries.mark_download(
+        claim.applied_to(job),
+        outputs=outputs,
+        max_attempts=settings.max_attempts,
+        now=rt.clock(),
+        delay_s=backoff_delay_s(attempt, rt.settings.retry, rt.rand),
     )
-    changes: dict[str, Any] = {
-        "outputs": outputs,
-        "download_attempts": attempt,
-        "download_lease_until": 0.0,
-    }
-    delay = backoff_delay_s(attempt, rt.settings.retry, rt.rand)
-    index: dict[str, Any] = {"due_at": rt.clock() + (delay if retry else 0.0)}
-    if not retry:
-        changes["downloads_state"] = Downloads.DONE
-        if not notifications(job):
-            index = {"settled": True}
-    expect["download_lease_until"] = now + lease_s
-    if not rt.store.update(job_id, expect=expect, changes=changes, **index):
+    if marked is None or not rt.store.apply(marked):
         return []
-    if retry:
-        return [ScheduleDownload(job_id, attempt + 1, delay)]
-    return notifications(job)
+    return marked.follow_ups()
 
 
 def _save_all(rt: Runtime, job: Job) -> list[dict[str, Any]]:

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-from dataclasses import replace
-
+from imageq.worker.domain import transitions
 from imageq.worker.domain.job import Job
 from imageq.worker.domain.status import JobStatus
 from imageq.worker.errors import ApiError
 from imageq.worker.logs import bind_job
-from imageq.worker.messages import Actions, PollFacts, SchedulePoll
+from imageq.worker.messages import Actions, PollFacts
 from imageq.worker.metrics import POLLS
 from imageq.worker.policy.polling import Finish, next_step
 from imageq.worker.runtime import Runtime
@@ -45,30 +44,30 @@ def poll(rt: Runtime, job_id: str, token: int, facts: PollFacts | None = None) -
         timing=rt.settings.polling,
         rand=rt.rand,
     )
-    expect = {"status": JobStatus.SUBMITTED, "poll_token": token}
-    count = facts.poll_count + 1
     if isinstance(step, Finish):
         job = job or _pollable(rt, job_id, token)
         if job is None:
             return []
         if remote is not None and step.status is JobStatus.SUCCEEDED:
             _learn_generation_time(rt, job, remote, now)
-        return finish(rt, job, step, expect=expect, poll_count=count)
-    due = now + step.delay_s
-    moved = rt.store.update(
+        ending = transitions.finish_poll(
+            job,
+            token=token,
+            outcome=step,
+            now=now,
+            poll_count=facts.poll_count + 1,
+            storage_on=rt.storage is not None,
+        )
+        return finish(rt, job, ending)
+    moving = transitions.poll_on(
         job_id,
-        expect=expect,
-        changes={
-            "poll_token": token + 1,
-            "poll_count": count,
-            "next_poll_at": due,
-            "remote_status": remote.status_word if remote else None,
-        },
-        due_at=due,
+        token=token,
+        facts=facts,
+        now=now,
+        delay_s=step.delay_s,
+        remote_status=remote.status_word if remote else None,
     )
-    if not moved:
-        return []
-    return [SchedulePoll(job_id, token + 1, step.delay_s, replace(facts, poll_count=count))]
+    return moving.follow_ups() if rt.store.apply(moving) else []
 
 
 def poll_facts(job: Job) -> PollFacts:

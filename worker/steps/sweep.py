@@ -11,6 +11,7 @@ normal chain and beside other sweepers.
 
 from __future__ import annotations
 
+from imageq.worker.domain import transitions
 from imageq.worker.domain.job import Delivery, Downloads, Job
 from imageq.worker.domain.status import JobStatus
 from imageq.worker.messages import (
@@ -22,7 +23,6 @@ from imageq.worker.messages import (
     Submit,
 )
 from imageq.worker.metrics import SWEEPER_RESENT
-from imageq.worker.policy.polling import Finish
 from imageq.worker.runtime import Runtime
 from imageq.worker.steps.finish import finish
 from imageq.worker.steps.loading import log
@@ -35,7 +35,7 @@ def sweep(rt: Runtime) -> Actions:
     overdue = rt.store.due_jobs(before=now - settings.grace_s, limit=settings.batch_size)
     actions: Actions = []
     for job_id, job in zip(overdue, rt.store.get_many(overdue), strict=True):
-        if job is None:  # expired by its TTL: nothing to recover
+        if job is None:  # expired by its TTL, or corrupt (the store logged it): nothing to do
             rt.store.unindex(job_id)
             continue
         actions += recover(rt, job, now)
@@ -55,12 +55,9 @@ def recover(rt: Runtime, job: Job, now: float) -> Actions:
             return []
         return [Submit(job.job_id, job.lane)]
     if job.status is JobStatus.SUBMITTED:
-        assert job.deadline_at is not None
-        if now > job.deadline_at + grace_s:
-            # Long past its deadline: end it here rather than wait for a poll to get through.
-            timed_out = Finish(JobStatus.TIMED_OUT, error=_late("no result before the deadline"))
-            expect = {"status": JobStatus.SUBMITTED, "poll_token": job.poll_token}
-            return finish(rt, job, timed_out, expect=expect)
+        # Long past its deadline: end it here rather than wait for a poll to get through.
+        if (timed_out := transitions.time_out(job, now=now, grace_s=grace_s)) is not None:
+            return finish(rt, job, timed_out)
         return [SchedulePoll(job.job_id, job.poll_token, 0.0)]
     if job.downloads_state == Downloads.PENDING:
         if job.download_lease_until > now:
@@ -72,10 +69,6 @@ def recover(rt: Runtime, job: Job, now: float) -> Actions:
         actions.append(ScheduleCallback(job.job_id))
     if job.webhook_state == Delivery.PENDING and job.webhook_lease_until <= now:
         actions.append(ScheduleWebhook(job.job_id, len(job.webhook_attempts) + 1))
-    if job.is_settled:
-        rt.store.update(job.job_id, expect={}, changes={}, settled=True)
+    if (settled := transitions.settle(job)) is not None:
+        rt.store.apply(settled)
     return actions
-
-
-def _late(message: str) -> dict[str, object]:
-    return {"type": "JobError", "message": message, "retryable": False}

@@ -17,6 +17,7 @@ single Redis (not Redis Cluster), as Celery's Redis broker does.
 from __future__ import annotations
 
 import json
+import logging
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -28,7 +29,11 @@ import redis
 from imageq.worker.domain.batch import Batch
 from imageq.worker.domain.job import DEFAULTS, Job, encode_fields, is_default
 from imageq.worker.domain.status import TERMINAL_JOB_STATUSES
-from imageq.worker.errors import JobNotFound
+from imageq.worker.domain.transitions import Slot as Slot  # where callers have always found it
+from imageq.worker.domain.transitions import Transition
+from imageq.worker.errors import CorruptRecord, JobNotFound
+
+log = logging.getLogger(__name__)
 
 
 def _script(name: str) -> str:
@@ -51,15 +56,6 @@ class Write:
 
     def __bool__(self) -> bool:
         return self.applied
-
-
-@dataclass(frozen=True)
-class Slot:
-    """Take an API slot with this write, or refuse the write: at most `limit` held at once,
-    each held until `expires_at` (epoch s) unless released when its job finishes."""
-
-    limit: int
-    expires_at: float
 
 
 class JobStore:
@@ -99,7 +95,14 @@ class JobStore:
             keys=[self.poll_schedule_key],
             args=[now, limit, now + lease_s, self._prefix, DEFAULTS["poll_token"]],
         )
-        return [(_text(raw[i]), int(raw[i + 1])) for i in range(0, len(raw), 2)]
+        claimed = []
+        for i in range(0, len(raw), 2):
+            job_id, token = _text(raw[i]), _text(raw[i + 1])
+            if token.isdigit():
+                claimed.append((job_id, int(token)))
+            else:  # one corrupt record must not stop every poller's claims
+                self.skip_corrupt(CorruptRecord(job_id, "poll_token", "not an integer"))
+        return claimed
 
     def key(self, job_id: str) -> str:
         return f"{self._prefix}:job:{job_id}"
@@ -114,22 +117,47 @@ class JobStore:
         return self._run(job.job_id, create=True, changes=job.to_hash(), extra=extra).applied
 
     def get(self, job_id: str) -> Job:
+        """The job; raises `JobNotFound`, or `CorruptRecord` if its record cannot be decoded."""
         raw = self._redis.hgetall(self.key(job_id))
         if not raw:
             raise JobNotFound(job_id)
-        return Job.from_hash(raw)
+        return Job.from_hash(raw, job_id=job_id)
 
     def get_many(self, job_ids: list[str]) -> list[Job | None]:
-        """Several jobs in one round trip; None where a record is gone."""
+        """Several jobs in one round trip; None where a record is gone, or is corrupt (logged):
+        one bad record must not stop a sweep or a batch's report."""
         with self._redis.pipeline(transaction=False) as pipe:
             for job_id in job_ids:
                 pipe.hgetall(self.key(job_id))
             raws = pipe.execute()
-        return [Job.from_hash(raw) if raw else None for raw in raws]
+        jobs: list[Job | None] = []
+        for job_id, raw in zip(job_ids, raws, strict=True):
+            try:
+                jobs.append(Job.from_hash(raw, job_id=job_id) if raw else None)
+            except CorruptRecord as error:
+                log.error("%s; skipped", error)
+                jobs.append(None)
+        return jobs
 
     def delete(self, job_id: str) -> None:
         self._redis.delete(self.key(job_id))
         self._redis.zrem(self.in_flight_key, job_id)
+
+    def apply(self, transition: Transition) -> Write:
+        """Carry out a transition (`imageq.worker.domain.transitions`): its compare-and-set
+        and its index changes, in the one atomic write."""
+        return self.update(
+            transition.job_id,
+            expect=transition.expect,
+            changes=transition.changes,
+            due_at=transition.due_at,
+            settled=transition.settled,
+            free_slot=transition.free_slot,
+            slot=transition.slot,
+            slot_expires_at=transition.slot_expires_at,
+            dead_letter=transition.dead_letter,
+            revive=transition.revive,
+        )
 
     def update(
         self,
@@ -145,14 +173,9 @@ class JobStore:
         dead_letter: Mapping[str, Any] | None = None,
         revive: bool = False,
     ) -> Write:
-        """Apply `changes` if every field in `expect` still has that value.
-
-        `due_at` files the job in the in-flight index under that time; `settled` takes it out
-        (nothing left to do). `slot` takes an API slot, or refuses the write and makes the job
-        due at `due_at` all the same; `slot_expires_at` moves the expiry of a slot already
-        held; `free_slot` gives it back. `dead_letter` files the job in the dead-letter list
-        with that record; `revive` takes it out.
-        """
+        """Apply `changes` if every field in `expect` still has that value, with the index
+        options `Transition` describes (steps and producers write through `apply`, with a
+        checked transition; this is its untyped form, for tests and tools)."""
         stamped = {**changes, "updated_at": time.time()}
         extra: dict[str, Any] = {"settled": settled, "free_slot": free_slot, "revive": revive}
         if due_at is not None:
@@ -223,8 +246,18 @@ class JobStore:
         return bool(self._redis.set(key, str(time.time()), nx=True, px=int(ttl_s * 1000)))
 
     def unindex(self, job_id: str) -> None:
-        """Take a job whose record is gone out of the in-flight index."""
-        self._redis.zrem(self.in_flight_key, job_id)
+        """Take a job whose record is gone (or cannot be read) out of the in-flight index and
+        the poll schedule."""
+        with self._redis.pipeline(transaction=False) as pipe:
+            pipe.zrem(self.in_flight_key, job_id)
+            pipe.zrem(self.poll_schedule_key, job_id)
+            pipe.execute()
+
+    def skip_corrupt(self, error: CorruptRecord) -> None:
+        """Log a record that cannot be read and take it out of the indexes, so no sweep or
+        poller picks it up again; the hash is left for inspection, until its TTL."""
+        log.error("%s; taken out of the in-flight index and the poll schedule", error)
+        self.unindex(error.record_id)
 
     def postpone(self, job_ids: list[str], until: float) -> None:
         """Make jobs due again at `until` (only those still in the index)."""
