@@ -12,7 +12,7 @@ from rich.table import Table
 
 from imageq.cli.exits import Exit
 from imageq.config import get_settings
-from imageq.producers.api import ImageQueue
+from imageq.ops.webhook_replays import WebhookReplays
 from imageq.worker.errors import InvalidParams, JobNotFound
 
 webhooks = typer.Typer(help="Webhook deliveries: dead letters and replays.", no_args_is_help=True)
@@ -23,7 +23,7 @@ def dead_letters(
     as_json: Annotated[bool, typer.Option("--json", help="One JSON object, for scripts.")] = False,
 ) -> None:
     """List webhook deliveries that ran out of retries."""
-    letters = ImageQueue(get_settings()).dead_letters()
+    letters = WebhookReplays(get_settings()).dead_letters()
     if as_json:
         typer.echo(json.dumps(letters, sort_keys=True))
         return
@@ -42,15 +42,15 @@ def replay(
     """Deliver webhooks again, with the same webhook-id so receivers can deduplicate."""
     if bool(job_ids) == all_dead:
         raise typer.BadParameter("give job ids or --all-dead, not both and not neither")
-    queue = ImageQueue(get_settings())
+    replays = WebhookReplays(get_settings())
     if all_dead:
-        replayed = queue.replay_dead_letters()
+        replayed = replays.replay_dead_letters()
         typer.echo(f"replayed {len(replayed)} dead letter(s): {' '.join(replayed)}".rstrip(": "))
         return
     failed = False
     for job_id in job_ids or []:
         try:
-            started = queue.replay_webhook(job_id)
+            started = replays.replay(job_id)
         except (JobNotFound, InvalidParams) as error:
             typer.echo(f"{job_id}: {error}", err=True)
             failed = True

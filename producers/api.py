@@ -25,7 +25,7 @@ from imageq.producers.jobs import (
     plain_json,
 )
 from imageq.worker.app import create_app
-from imageq.worker.domain import deliveries, transitions
+from imageq.worker.domain import transitions
 from imageq.worker.domain.batch import Batch
 from imageq.worker.domain.job import Job
 from imageq.worker.errors import InvalidParams, JobNotFound, WaitTimeout
@@ -182,29 +182,6 @@ class ImageQueue:
         """Cancel every unfinished job of a batch; return how many were cancelled."""
         self.batch(batch_id)
         return sum(self.cancel(job.job_id) for job in self.batch_jobs(batch_id).values())
-
-    def dead_letters(self) -> dict[str, dict[str, Any]]:
-        """Webhook deliveries given up on: job id -> {reason, at, attempts}."""
-        return self._store.dead_letters()
-
-    def replay_webhook(self, job_id: str) -> bool:
-        """Deliver a finished job's webhook again, with the same `webhook-id`, on a fresh
-        schedule. For dead letters and for receivers that lost what they got. False if a
-        delivery is already under way; raises `JobNotFound`, or `InvalidParams` if the job
-        has no webhook.
-        """
-        job = self._store.get(job_id)
-        if job.webhook_url is None:
-            raise InvalidParams("job_id", f"job {job_id} has no webhook to replay")
-        replayed = deliveries.replay_webhook(job, now=time.time())
-        if replayed is None or not self._store.apply(replayed):
-            return False
-        self._publish(replayed.follow_ups())
-        return True
-
-    def replay_dead_letters(self) -> list[str]:
-        """Replay every dead letter; return the job ids replayed."""
-        return [job_id for job_id in self.dead_letters() if self.replay_webhook(job_id)]
 
     def _queue(self, job: Job) -> bool:
         """Store and queue a new job; False (nothing sent) if its id is already known."""

@@ -18,6 +18,7 @@ from standardwebhooks import Webhook
 from imageq.config import Settings
 from imageq.devenv.webhook_receiver import WebhookReceiver
 from imageq.devenv.worker_process import WorkerProcess, settings_env
+from imageq.ops.webhook_replays import WebhookReplays
 from imageq.producers.api import ImageQueue
 from imageq.worker.domain.job import Delivery, Downloads
 from imageq.worker.domain.payload import load_schema
@@ -37,7 +38,11 @@ def enqueue_with_hook(queue: ImageQueue, receiver: WebhookReceiver, path: Path, 
 
 
 def test_receiver_failing_three_times_gets_it_on_the_fourth(
-    worker: WorkerProcess, queue: ImageQueue, receiver: WebhookReceiver, job_path: Path
+    worker: WorkerProcess,
+    queue: ImageQueue,
+    receiver: WebhookReceiver,
+    job_path: Path,
+    settings: Settings,
 ) -> None:
     """Three 500s, then a 2xx: delivered once accepted, 4 attempts recorded on the job."""
     receiver.fail_first[str(job_path)] = 3
@@ -55,7 +60,7 @@ def test_receiver_failing_three_times_gets_it_on_the_fourth(
         Webhook(WEBHOOK_SECRET).verify(hook.body, hook.headers)
     payload = Webhook(WEBHOOK_SECRET).verify(hooks[-1].body, hooks[-1].headers)
     jsonschema.validate(payload, load_schema())
-    assert job_id not in queue.dead_letters()
+    assert job_id not in WebhookReplays(settings).dead_letters()
 
 
 def test_receiver_down_goes_to_dead_letters_and_replays_with_same_id(
@@ -63,13 +68,15 @@ def test_receiver_down_goes_to_dead_letters_and_replays_with_same_id(
     queue: ImageQueue,
     receiver: WebhookReceiver,
     job_path: Path,
+    settings: Settings,
     settings_values: dict[str, Any],
 ) -> None:
     """Down for the whole schedule: dead letter with the reason; replay delivers, same id."""
+    replays = WebhookReplays(settings)
     receiver.fail_first[str(job_path)] = 1000
     job_id = enqueue_with_hook(queue, receiver, job_path, "a castle")
-    wait_for(lambda: job_id in queue.dead_letters(), timeout_s=WAIT_S, what="dead letter")
-    letter = queue.dead_letters()[job_id]
+    wait_for(lambda: job_id in replays.dead_letters(), timeout_s=WAIT_S, what="dead letter")
+    letter = replays.dead_letters()[job_id]
     assert letter["attempts"] == WEBHOOK_ATTEMPTS
     assert "HTTP 500" in letter["reason"]
     assert queue.get(job_id).webhook_state == Delivery.DEAD
@@ -90,7 +97,7 @@ def test_receiver_down_goes_to_dead_letters_and_replays_with_same_id(
     hooks = receiver.for_path(str(job_path))
     assert len(hooks) == WEBHOOK_ATTEMPTS + 1
     assert hooks[-1].headers["webhook-id"] == hooks[0].headers["webhook-id"] == webhook_id(job_id)
-    assert job_id not in queue.dead_letters()
+    assert job_id not in replays.dead_letters()
 
 
 def test_private_webhook_target_refused_unless_allowed(settings: Settings) -> None:
