@@ -19,7 +19,7 @@ from pydantic import BaseModel
 
 from imageq.config import Settings
 
-ROOT = Path(__file__).parent.parent
+ROOT = Path(__file__).parents[2]
 IMAGEQ_VARIABLE = re.compile(r"\bIMAGEQ_[A-Z0-9_]+\b")
 METRICS_PORT = Settings.model_fields["observability"].default.metrics_port
 

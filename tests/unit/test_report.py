@@ -34,7 +34,7 @@ from tests.conftest import wait_for
 
 T0 = 1_767_225_600.0  # 2026-01-01T00:00:00Z
 CHROMIUM = Path("/usr/bin/chromium")
-SCREENSHOT = Path(__file__).parent.parent / "docs" / "report-screenshot.png"
+SCREENSHOT = Path(__file__).parents[2] / "docs" / "report-screenshot.png"
 
 
 def make_job(
