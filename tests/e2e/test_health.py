@@ -20,7 +20,7 @@ from imageq.cli.checks import health_command
 from imageq.config import Settings, get_settings
 from imageq.devenv.redis_server import RedisServer, free_port
 from imageq.devenv.worker_process import WorkerProcess, settings_env
-from imageq.ops.health import Check, exit_code, render, run_checks
+from imageq.ops.health import Check, run_checks
 from tests.conftest import API_KEY
 
 TIMEOUT_S = 1.0
@@ -58,28 +58,6 @@ def silent_port() -> Iterator[int]:
         listener.bind(("127.0.0.1", 0))
         listener.listen(8)
         yield listener.getsockname()[1]
-
-
-def test_render_and_exit_code() -> None:
-    """One failed check makes the report unhealthy and the exit code 1; none, 0."""
-    good = Check("broker", True, "PONG", 0.001)
-    bad = Check("api", False, "refused the key", 0.2)
-    assert exit_code([good]) == 0
-    assert exit_code([good, bad]) == 1
-    assert json.loads(render([good, bad], as_json=True)) == {
-        "healthy": False,
-        "checks": [
-            {"name": "broker", "ok": True, "detail": "PONG", "duration_s": 0.001},
-            {"name": "api", "ok": False, "detail": "refused the key", "duration_s": 0.2},
-        ],
-    }
-    assert render([good], as_json=False).splitlines()[-1] == "healthy"
-
-
-def test_unknown_check_is_refused() -> None:
-    """Skipping a check that does not exist is an error, not a silent no-op."""
-    with pytest.raises(ValueError, match="no such check: bogus"):
-        run_checks(Settings(_env_file=None), skip=["bogus"])
 
 
 @pytest.mark.e2e
