@@ -11,10 +11,12 @@ import copy
 import json
 import re
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import fsspec
 import pytest
 import redis
 
@@ -169,3 +171,13 @@ def wait_for(condition: Callable[[], Any], *, timeout_s: float, what: str) -> An
 def job_path(request: pytest.FixtureRequest) -> Path:
     """A webhook path unique to the test."""
     return Path("/hooks") / re.sub(r"[^A-Za-z0-9_-]+", "-", request.node.name)
+
+
+@pytest.fixture
+def bucket() -> Iterator[str]:
+    """A fresh name in fsspec's process-wide memory filesystem, removed afterwards."""
+    name = f"bucket-{uuid.uuid4().hex[:8]}"
+    yield name
+    memory = fsspec.filesystem("memory")
+    if memory.exists(f"/{name}"):
+        memory.rm(f"/{name}", recursive=True)
