@@ -22,7 +22,7 @@ typecheck: $(STAMP)
 	$(BIN)/mypy
 
 unit: $(STAMP)
-	$(BIN)/pytest -m "not e2e"
+	$(BIN)/pytest tests/unit
 
 venv: $(STAMP)
 
