@@ -36,6 +36,6 @@ EXPOSE 9108
 # The worker's healthcheck: broker, job store, API key and a worker answering a ping, each
 # bounded by --timeout and run side by side. Other services override it in docker-compose.yml.
 HEALTHCHECK --interval=30s --timeout=20s --start-period=30s --retries=3 \
-    CMD ["python", "-m", "imageq.ops.health", "--json", "--timeout", "5"]
+    CMD ["imageq", "health", "--json", "--timeout", "5"]
 
 CMD ["celery", "-A", "imageq.worker.app", "worker", "--loglevel=INFO"]

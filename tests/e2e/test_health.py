@@ -1,5 +1,5 @@
 """Health checks against a real Redis, the simulator and a worker: the exit codes of
-`python -m imageq.ops.health`, a refused key, an unreachable broker, no worker listening."""
+`imageq health`, a refused key, an unreachable broker, no worker listening."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator, Sequence
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -30,8 +31,9 @@ REDIS_PASSWORD = "s3cret-redis-pw"
 
 
 def health(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    """`imageq health ARGS`, the command the image's healthcheck runs, from this venv."""
     return subprocess.run(
-        [sys.executable, "-m", "imageq.ops.health", *args],
+        [str(Path(sys.executable).with_name("imageq")), "health", *args],
         env=env, capture_output=True, text=True, timeout=60, check=False,
     )  # fmt: skip
 

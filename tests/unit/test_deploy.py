@@ -3,6 +3,7 @@ Dockerfile, requirements.lock and the Prometheus scrape config."""
 
 from __future__ import annotations
 
+import json
 import re
 import tomllib
 from collections.abc import Iterator
@@ -20,6 +21,8 @@ from imageq.config import Settings
 ROOT = Path(__file__).parents[2]
 IMAGEQ_VARIABLE = re.compile(r"\bIMAGEQ_[A-Z0-9_]+\b")
 METRICS_PORT = Settings.model_fields["observability"].default.metrics_port
+# The one health entry point, `imageq health`, as the image and the worker service run it.
+IMAGE_HEALTHCHECK = ["imageq", "health", "--json", "--timeout", "5"]
 
 
 def load_yaml(name: str) -> dict[str, Any]:
@@ -105,7 +108,7 @@ def test_worker_scales_and_checks_its_health(services: dict[str, dict[str, Any]]
     worker = services["worker"]
     assert "container_name" not in worker
     assert "ports" not in worker, "a published port would clash between replicas"
-    assert "imageq.ops.health" in " ".join(worker["healthcheck"]["test"])
+    assert worker["healthcheck"]["test"] == ["CMD", *IMAGE_HEALTHCHECK]
     assert worker["restart"] == "unless-stopped"
     assert worker["command"][:4] == ["celery", "-A", "imageq.worker.app", "worker"]
     assert worker["depends_on"]["redis"]["condition"] == "service_healthy"
@@ -176,7 +179,8 @@ def test_dockerfile_is_slim_pinned_and_not_root() -> None:
     assert "pip install --no-cache-dir -r requirements.lock" in run_text
     assert "--no-deps" in run_text
     assert ("EXPOSE", str(METRICS_PORT)) in instructions
-    assert any(instruction == "HEALTHCHECK" for instruction, _ in instructions)
+    (healthcheck,) = [args for instruction, args in instructions if instruction == "HEALTHCHECK"]
+    assert healthcheck.endswith("CMD " + json.dumps(IMAGE_HEALTHCHECK)), healthcheck
 
 
 def locked_versions() -> dict[str, str]:
