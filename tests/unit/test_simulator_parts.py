@@ -4,8 +4,10 @@ markers and fault plans.
 
 from __future__ import annotations
 
+import importlib
 import random
 import statistics
+import sys
 from typing import Any
 
 import pytest
@@ -91,3 +93,12 @@ def test_fault_plan_serves_attempts_in_order() -> None:
     plan = ((Fault.RATE_LIMIT, 1), (Fault.DROP, 2))
     got = [fault_for_attempt(plan, attempt) for attempt in range(1, 5)]
     assert got == [Fault.RATE_LIMIT, Fault.DROP, Fault.DROP, None]
+
+
+def test_without_aiohttp_the_error_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Importing the simulator without its extra says what to install."""
+    monkeypatch.setitem(sys.modules, "aiohttp", None)  # what find_spec reads as not installed
+    for name in [name for name in sys.modules if name.startswith("imageq.simulator")]:
+        monkeypatch.delitem(sys.modules, name)
+    with pytest.raises(ModuleNotFoundError, match=r"pip install 'imageq\[simulator\]'"):
+        importlib.import_module("imageq.simulator")
