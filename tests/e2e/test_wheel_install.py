@@ -25,7 +25,8 @@ from imageq.devenv.redis_server import RedisServer
 from imageq.devenv.worker_process import settings_env
 from tests.conftest import DEADLINE_S, wait_for
 
-pytestmark = pytest.mark.timeout(300)  # building and installing take most of it, not the job
+# Building and installing take most of the time, not the job.
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]
 
 REPO = Path(__file__).resolve().parents[2]
 # The wheel is built from a copy without these, so stale build output cannot leak into it.
