@@ -12,15 +12,20 @@ WORKDIR /app
 
 # Exact versions of every dependency (and of the build backend), so the image runs what the
 # tests ran; its own layer, rebuilt only when a pin changes. The header says how to regenerate.
+# It holds the `ops` extra (Flower) and the `simulator` one (aiohttp), for compose's services.
 COPY requirements.lock ./
 RUN pip install --no-cache-dir -r requirements.lock
 
 COPY pyproject.toml README.md ./
+# imageq/ holds links to the folders below: the wheel's imageq.worker, imageq.cli ... are them.
+COPY imageq ./imageq
 COPY config ./config
 COPY worker ./worker
 COPY producers ./producers
 COPY simulator ./simulator
 COPY devenv ./devenv
+COPY ops ./ops
+COPY cli ./cli
 # --no-deps: everything came from the lock above; --no-build-isolation: built with its setuptools.
 RUN pip install --no-cache-dir --no-deps --no-build-isolation . \
     && mkdir -p /app/var \
@@ -36,6 +41,6 @@ EXPOSE 9108
 # The worker's healthcheck: broker, job store, API key and a worker answering a ping, each
 # bounded by --timeout and run side by side. Other services override it in docker-compose.yml.
 HEALTHCHECK --interval=30s --timeout=20s --start-period=30s --retries=3 \
-    CMD ["python", "-m", "imageq.ops.health", "--json", "--timeout", "5"]
+    CMD ["imageq", "health", "--json", "--timeout", "5"]
 
 CMD ["celery", "-A", "imageq.worker.app", "worker", "--loglevel=INFO"]

@@ -5,10 +5,11 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
+DEMO_STAMP := $(VENV)/.installed-demo
 
 .PHONY: demo test lint typecheck unit venv browser clean
 
-demo: $(STAMP)
+demo: $(DEMO_STAMP)
 	$(BIN)/python -m imageq.devenv.demo
 
 test: lint typecheck browser
@@ -22,7 +23,7 @@ typecheck: $(STAMP)
 	$(BIN)/mypy
 
 unit: $(STAMP)
-	$(BIN)/pytest -m "not e2e"
+	$(BIN)/pytest tests/unit
 
 venv: $(STAMP)
 
@@ -33,12 +34,23 @@ browser:
 		{ apt-get update -qq && apt-get install -y -qq chromium >/dev/null; } || \
 		echo "chromium not installed: the report's browser test will skip"
 
-$(STAMP): pyproject.toml
+define new_venv
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "imageq needs Python 3.11 or newer (set PYTHON=...)")'
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
+endef
+
+# The demo installs only its extra (the simulator and an embedded Redis); tests, lint, type
+# check and the benchmark install the rest into the same environment.
+$(DEMO_STAMP): pyproject.toml
+	$(new_venv)
+	$(BIN)/python -m pip install --quiet -e '.[demo]'
+	touch $@
+
+$(STAMP): pyproject.toml
+	$(new_venv)
 	$(BIN)/python -m pip install --quiet -e '.[dev,embedded-redis,bench]'
-	touch $(STAMP)
+	touch $@
 
 clean:
 	rm -rf $(VENV) var .mypy_cache .ruff_cache .pytest_cache

@@ -1,16 +1,14 @@
 """Health checks: the broker, the job store, the API and the workers, each bounded in time.
 
-`run_checks(settings)` runs them side by side; `python -m imageq.ops.health [--json]
-[--skip NAME] [--timeout S]` prints them and exits 0 when every check passed and 1 when any
+`run_checks(settings)` runs them side by side; `imageq health [--json] [--skip NAME]
+[--timeout S]` (cli/checks.py) prints them and exits 0 when every check passed and 1 when any
 failed, so it serves as a container healthcheck. No detail holds the API key or a Redis
 password.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
-import sys
 import time
 import uuid
 from collections.abc import Callable, Collection, Sequence
@@ -223,31 +221,3 @@ def _redacted(check: Check, secrets: Sequence[str]) -> Check:
     for secret in secrets:
         detail = detail.replace(secret, "***")
     return Check(check.name, check.ok, detail, check.duration_s)
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """`python -m imageq.ops.health`: print the checks; 0 healthy, 1 unhealthy, 2 usage."""
-    parser = argparse.ArgumentParser(
-        prog="python -m imageq.ops.health",
-        description="Check the broker, the job store, the API and that a worker answers a ping;"
-        " exit 0 if every check passes, 1 if any fails.",
-    )
-    parser.add_argument("--json", action="store_true", dest="as_json", help="one JSON object")
-    parser.add_argument(
-        "--skip", action="append", default=[], choices=list(CheckName),
-        help="leave out a check (repeatable)",
-    )  # fmt: skip
-    parser.add_argument(
-        "--timeout", type=float, default=DEFAULT_TIMEOUT_S, dest="timeout_s", metavar="S",
-        help=f"seconds each check may take (default {DEFAULT_TIMEOUT_S:g})",
-    )  # fmt: skip
-    args = parser.parse_args(argv)
-    if args.timeout_s <= 0:
-        parser.error("--timeout must be positive")
-    checks = evaluate(skip=args.skip, timeout_s=args.timeout_s)
-    print(render(checks, as_json=args.as_json))
-    return exit_code(checks)
-
-
-if __name__ == "__main__":
-    sys.exit(main())

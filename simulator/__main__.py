@@ -1,4 +1,5 @@
-"""Command line: `python -m simulator --api-key KEY [options]`; serves until SIGINT or SIGTERM.
+"""Command line: `imageq-simulator --api-key KEY [options]` (`python -m imageq.simulator` too);
+serves until SIGINT or SIGTERM.
 
 Prints exactly one line to stdout, `simulator listening on http://HOST:PORT`, once it accepts
 connections, so a parent process can learn the port (use `--port 0` for a free one).
@@ -23,7 +24,7 @@ log = logging.getLogger("imageq.simulator")
 
 def parse_args(argv: Sequence[str] | None = None) -> SimConfig:
     """Build a SimConfig from command-line flags; argparse exits with a message on bad input."""
-    parser = argparse.ArgumentParser(prog="python -m simulator", description=__doc__)
+    parser = argparse.ArgumentParser(prog="imageq-simulator", description=__doc__)
     add = parser.add_argument
     add("--host", default="127.0.0.1", help="interface to bind (default 127.0.0.1)")
     add("--port", type=int, default=0, help="port to bind; 0 picks a free one (default)")

@@ -150,7 +150,7 @@ class SimulatorServer:
 def start_simulator_process(
     args: Sequence[str], *, timeout_s: float = 15.0, python: str = sys.executable
 ) -> tuple[subprocess.Popen[bytes], str]:
-    """Run `python -m simulator ARGS` and return the process and its base URL.
+    """Run `python -m imageq.simulator ARGS` and return the process and its base URL.
 
     Waits at most `timeout_s` for the "simulator listening on" line; on timeout or early exit the
     process is killed and RuntimeError raised. The caller owns the process (terminate it).

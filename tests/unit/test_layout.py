@@ -1,22 +1,30 @@
-"""The layout rules a newcomer relies on: one top-level package, module file names unique in the
-whole project, no grab-bag modules, and no bare imports of the repository's folders."""
+"""The layout rules a newcomer relies on: every package folder linked into the one top-level
+package, module file names unique in the whole project, no grab-bag modules, and every test
+module in its layer's folder."""
 
 from __future__ import annotations
 
-import subprocess
+import os
 from collections import Counter
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 PACKAGE_FOLDERS = ("worker", "producers", "config", "ops", "cli", "simulator", "devenv")
 SHARED_NAMES = {"__init__.py", "__main__.py", "conftest.py"}
+NOT_PROJECT = {"var", "build", "dist", "__pycache__", "node_modules"}
 
 
 def _tracked_python_files() -> list[Path]:
-    listed = subprocess.run(
-        ["git", "ls-files", "*.py"], cwd=ROOT, capture_output=True, text=True, check=True
-    ).stdout.split()
-    return [Path(name) for name in listed]
+    """The project's Python files, relative to the root; the links in imageq/ not followed."""
+    found = []
+    for folder, subfolders, files in os.walk(ROOT):
+        subfolders[:] = [
+            name
+            for name in subfolders
+            if name not in NOT_PROJECT and not name.startswith(".") and ".egg-info" not in name
+        ]
+        found += [Path(folder, name).relative_to(ROOT) for name in files if name.endswith(".py")]
+    return found
 
 
 def test_module_file_names_are_unique() -> None:
@@ -37,3 +45,14 @@ def test_every_package_folder_is_linked_into_imageq() -> None:
     assert links == set(PACKAGE_FOLDERS)
     for folder in PACKAGE_FOLDERS:
         assert (ROOT / "imageq" / folder).resolve() == (ROOT / folder).resolve()
+
+
+def test_every_test_module_is_in_a_layer() -> None:
+    """Test modules live in tests/unit, tests/http or tests/e2e, nowhere else under tests/."""
+    misplaced = [
+        str(path)
+        for path in _tracked_python_files()
+        if path.parts[0] == "tests" and path.name.startswith("test_")
+        and (len(path.parts) != 3 or path.parts[1] not in ("unit", "http", "e2e"))
+    ]  # fmt: skip
+    assert misplaced == []

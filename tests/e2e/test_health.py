@@ -1,5 +1,5 @@
 """Health checks against a real Redis, the simulator and a worker: the exit codes of
-`python -m imageq.ops.health`, a refused key, an unreachable broker, no worker listening."""
+`imageq health`, a refused key, an unreachable broker, no worker listening."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator, Sequence
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -20,7 +21,7 @@ from imageq.cli.checks import health_command
 from imageq.config import Settings, get_settings
 from imageq.devenv.redis_server import RedisServer, free_port
 from imageq.devenv.worker_process import WorkerProcess, settings_env
-from imageq.ops.health import Check, exit_code, render, run_checks
+from imageq.ops.health import Check, run_checks
 from tests.conftest import API_KEY
 
 TIMEOUT_S = 1.0
@@ -30,8 +31,9 @@ REDIS_PASSWORD = "s3cret-redis-pw"
 
 
 def health(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    """`imageq health ARGS`, the command the image's healthcheck runs, from this venv."""
     return subprocess.run(
-        [sys.executable, "-m", "imageq.ops.health", *args],
+        [str(Path(sys.executable).with_name("imageq")), "health", *args],
         env=env, capture_output=True, text=True, timeout=60, check=False,
     )  # fmt: skip
 
@@ -58,28 +60,6 @@ def silent_port() -> Iterator[int]:
         listener.bind(("127.0.0.1", 0))
         listener.listen(8)
         yield listener.getsockname()[1]
-
-
-def test_render_and_exit_code() -> None:
-    """One failed check makes the report unhealthy and the exit code 1; none, 0."""
-    good = Check("broker", True, "PONG", 0.001)
-    bad = Check("api", False, "refused the key", 0.2)
-    assert exit_code([good]) == 0
-    assert exit_code([good, bad]) == 1
-    assert json.loads(render([good, bad], as_json=True)) == {
-        "healthy": False,
-        "checks": [
-            {"name": "broker", "ok": True, "detail": "PONG", "duration_s": 0.001},
-            {"name": "api", "ok": False, "detail": "refused the key", "duration_s": 0.2},
-        ],
-    }
-    assert render([good], as_json=False).splitlines()[-1] == "healthy"
-
-
-def test_unknown_check_is_refused() -> None:
-    """Skipping a check that does not exist is an error, not a silent no-op."""
-    with pytest.raises(ValueError, match="no such check: bogus"):
-        run_checks(Settings(_env_file=None), skip=["bogus"])
 
 
 @pytest.mark.e2e

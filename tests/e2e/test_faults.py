@@ -12,7 +12,7 @@ import pytest
 from imageq.worker.domain.job import Delivery
 from imageq.worker.domain.status import JobStatus
 from imageq.worker.messages import POLL_TASK
-from tests.cluster import Cluster, cluster
+from tests.e2e.cluster import Cluster, cluster
 
 pytestmark = [pytest.mark.e2e, pytest.mark.faults, pytest.mark.timeout(240)]
 N = 50

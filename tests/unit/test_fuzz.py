@@ -1,5 +1,7 @@
 """Property tests at every boundary that takes outside input: each answers with a value or its
-own error, never with a stray exception, and no fault marker leaves a job stuck.
+own error, never with a stray exception. The strategies here serve the other layers too: the
+HTTP client against a server that answers anything (tests/http/test_fuzz_http.py), and the
+producer and fault markers with a real Redis and worker (tests/e2e/test_fuzz_e2e.py).
 
 The holes these tests first found (non-finite Retry-After and body codes, JSON nested past the
 recursion limit, non-mapping extra params, credentials quoted in a URL error) each keep a
@@ -12,23 +14,15 @@ import io
 import json
 import math
 import socket
-import threading
-import time
-from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, TypeVar, cast
+from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 import pytest
-import redis
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from imageq.config import ApiSettings, Settings
-from imageq.devenv.worker_process import WorkerProcess
-from imageq.producers.api import ImageQueue
 from imageq.producers.bulkfile import BulkFileError, parse_bulk, read_bulk_file
 from imageq.worker.domain.params import (
     MAX_PROMPT_CHARS,
@@ -37,9 +31,8 @@ from imageq.worker.domain.params import (
     validate_params,
 )
 from imageq.worker.domain.sizes import ASPECT_RATIOS, RESOLUTIONS, pixel_size
-from imageq.worker.domain.status import JobStatus, RemoteStatus
+from imageq.worker.domain.status import RemoteStatus
 from imageq.worker.errors import ApiError, InvalidParams, UnsafeTarget
-from imageq.worker.upstream.client import ApiClient
 from imageq.worker.upstream.responses import (
     RemoteTask,
     error_for_http,
@@ -47,7 +40,6 @@ from imageq.worker.upstream.responses import (
     parse_task,
 )
 from imageq.worker.webhooks.guard import check_webhook_target
-from tests.conftest import DEADLINE_S
 
 # No deadline anywhere: other suites share this machine, and a slow example is not a bug here.
 PURE = settings(max_examples=100, deadline=None)
@@ -245,51 +237,6 @@ def test_non_mapping_extra_is_refused_as_invalid_params(extra: object) -> None:
         validate_params("x", aspect_ratio="1:1", resolution="1K", extra=extra)  # type: ignore[arg-type]  # the bad value is the point
 
 
-@pytest.fixture(scope="module")
-def isolated(settings_values: dict[str, Any]) -> Iterator[tuple[ImageQueue, Settings]]:
-    """A queue on databases 10/11 of the test Redis, which no worker consumes."""
-    server = settings_values["redis"]["broker_url"].rsplit("/", 1)[0]
-    values = {
-        **settings_values,
-        "redis": {"broker_url": f"{server}/10", "store_url": f"{server}/11"},
-    }
-    isolated_settings = Settings(_env_file=None, **values)
-    queue = ImageQueue(isolated_settings)
-    yield queue, isolated_settings
-    queue._app.close()
-
-
-@IO
-@given(PARAMS)
-def test_enqueue_stores_and_queues_exactly_valid_jobs(
-    isolated: tuple[ImageQueue, Settings], call: dict[str, Any]
-) -> None:
-    """A refused job leaves no record and no message; an accepted one exactly one of each."""
-    queue, isolated_settings = isolated
-    broker = redis.Redis.from_url(isolated_settings.redis.broker_url)
-    store = redis.Redis.from_url(isolated_settings.redis.store_url)
-    try:
-        broker.flushdb()
-        store.flushdb()
-        expected = check_params(call)
-        options = {**call, "extra_params": call["extra"]}
-        del options["extra"]
-        job_id = outcome(lambda: queue.enqueue(**options), InvalidParams)
-        if isinstance(job_id, InvalidParams):
-            assert isinstance(expected, InvalidParams)
-            assert job_id.field == expected.field
-            assert broker.llen(isolated_settings.worker.submit_queue) == 0
-            assert store.dbsize() == 0
-        else:
-            assert isinstance(expected, GenerationParams)
-            assert broker.llen(isolated_settings.worker.submit_queue) == 1
-            assert list(store.scan_iter("imageq:job:*")) == [f"imageq:job:{job_id}".encode()]
-            assert queue.get(job_id).status is JobStatus.QUEUED
-    finally:
-        broker.close()
-        store.close()
-
-
 # -- API responses ----------------------------------------------------------------------------
 
 STATUS_WORDS = st.sampled_from(["completed", "processing", "queued", "failed", "In Progress"])
@@ -385,117 +332,6 @@ def test_retry_after_is_finite_or_ignored(value: str) -> None:
     """A Retry-After that is not delay-seconds or a date is ignored, never an infinite wait."""
     seconds = parse_retry_after(value)
     assert seconds is None or math.isfinite(seconds)
-
-
-# -- the HTTP client against a server that answers anything -----------------------------------
-
-
-@dataclass
-class Reply:
-    """One canned HTTP answer."""
-
-    status: int = 200
-    body: bytes = b""
-    headers: dict[str, str] = field(default_factory=dict)
-
-
-class AnythingServer(ThreadingHTTPServer):
-    """Answers every request with `reply`, whatever it asked."""
-
-    reply: Reply
-
-    daemon_threads = True
-
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        pass  # a client that hung up on a malformed answer is expected here
-
-
-class AnythingHandler(BaseHTTPRequestHandler):
-    """Reads the request, then sends the server's `reply` and closes the connection."""
-
-    def _answer(self) -> None:
-        self.rfile.read(int(self.headers.get("Content-Length") or 0))
-        reply = cast(AnythingServer, self.server).reply
-        self.send_response(reply.status)
-        for name, value in reply.headers.items():
-            self.send_header(name, value)
-        self.send_header("Content-Length", str(len(reply.body)))
-        self.send_header("Connection", "close")
-        self.end_headers()
-        self.wfile.write(reply.body)
-        self.close_connection = True
-
-    do_GET = do_POST = _answer
-
-    def log_message(self, *_: Any) -> None:
-        pass
-
-
-@pytest.fixture(scope="module")
-def anything() -> Iterator[tuple[AnythingServer, ApiClient]]:
-    server = AnythingServer(("127.0.0.1", 0), AnythingHandler)
-    server.reply = Reply()
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    api = ApiSettings(
-        base_url=f"http://127.0.0.1:{server.server_address[1]}",
-        key="sk-fuzz",
-        connect_timeout_s=2,
-        read_timeout_s=2,
-    )
-    yield server, ApiClient(api)
-    server.shutdown()
-    server.server_close()
-    thread.join(timeout=5)
-
-
-REPLIES = st.builds(
-    Reply,
-    status=mostly(
-        st.sampled_from([200, 201, 400, 401, 404, 405, 429, 500, 503]), st.integers(100, 599)
-    ),
-    body=mostly(BODIES.map(lambda body: json.dumps(body).encode()), st.binary(max_size=300)),
-    headers=st.dictionaries(
-        st.sampled_from(["Retry-After", "Content-Type"]),
-        st.sampled_from(["1", "Wed, 21 Oct 2015 07:28:00 GMT", "application/json", "soon"]),
-    ),
-)
-PARAMS_OK = GenerationParams(prompt="a castle", aspect_ratio="1:1", resolution="1K")
-
-
-@IO
-@given(REPLIES, st.booleans())
-def test_client_returns_a_task_or_raises_an_api_error(
-    anything: tuple[AnythingServer, ApiClient], reply: Reply, submitting: bool
-) -> None:
-    """Whatever status and bytes come back, the client answers a RemoteTask or an ApiError."""
-    server, client = anything
-    server.reply = reply
-    try:
-        task = client.submit("job-1", PARAMS_OK) if submitting else client.get_task("task_1")
-    except ApiError:
-        return
-    assert isinstance(task, RemoteTask)
-    assert 200 <= reply.status < 300
-
-
-@pytest.mark.parametrize(
-    "reply",
-    [
-        Reply(200, b'{"code": 1e400, "data": []}'),
-        Reply(200, b"[" * DEEP),
-        Reply(503, b"[" * DEEP),
-    ],
-    ids=["huge-code", "nested-200", "nested-503"],
-)
-def test_client_turns_hostile_json_into_api_errors(
-    anything: tuple[AnythingServer, ApiClient], reply: Reply
-) -> None:
-    """Valid-but-hostile JSON is an ApiError like any other bad body."""
-    server, client = anything
-    server.reply = reply
-    with pytest.raises(ApiError):
-        client.get_task("task_1")
 
 
 # -- webhook targets --------------------------------------------------------------------------
@@ -710,36 +546,3 @@ def test_read_bulk_file_refuses_only_non_utf8_or_a_bad_header(
     rows, errors = parsed
     lines = [row.line for row in rows] + [error.line for error in errors]
     assert all(1 <= line <= line_count(text) for line in lines)
-
-
-# -- no stuck job -----------------------------------------------------------------------------
-
-FAULTS = ("sim:pollgarbage=3", "sim:polldrop=2", "sim:poll503=2", "sim:submit503=1")
-# Every job is terminal by its deadline (timed_out at worst); the rest is slack.
-BOUND_S = DEADLINE_S + 1
-
-
-@pytest.mark.e2e
-def test_no_fault_marker_leaves_a_job_stuck(worker: WorkerProcess, queue: ImageQueue) -> None:
-    """Each fault the simulator injects still ends in `succeeded` within a bounded wait (the
-    jobs run side by side, so the bound is one job's, not their sum)."""
-    jobs = {
-        marker: queue.enqueue(f"a lighthouse {marker}", aspect_ratio="2:3", resolution="1K")
-        for marker in FAULTS
-    }
-    give_up = time.monotonic() + BOUND_S
-    for marker, job_id in jobs.items():
-        job = queue.wait(job_id, timeout_s=max(0.0, give_up - time.monotonic()))
-        assert (marker, job.status) == (marker, JobStatus.SUCCEEDED)
-        assert job.outputs
-
-
-@pytest.mark.e2e
-def test_huge_retry_after_leaves_no_job_stuck(worker: WorkerProcess, queue: ImageQueue) -> None:
-    """A 429 asking for a wait of 1e12 s still lets the job finish within the bound."""
-    marker = "sim:submit429=1 sim:retry_after=1000000000000"
-    job_id = queue.enqueue(f"a lighthouse {marker}", aspect_ratio="2:3", resolution="1K")
-    try:
-        assert queue.wait(job_id, timeout_s=BOUND_S).is_terminal
-    finally:
-        queue.cancel(job_id)  # a no-op once finished; otherwise the stuck job is closed

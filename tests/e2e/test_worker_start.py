@@ -11,7 +11,7 @@ import pytest
 
 from imageq.devenv.redis_server import RedisServer
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 
 
 def test_worker_without_key_exits_with_a_clear_message(

@@ -9,9 +9,7 @@ from __future__ import annotations
 
 import base64
 import json
-import pickle
 import shutil
-import ssl
 import subprocess
 import time
 import traceback
@@ -33,16 +31,15 @@ from imageq.devenv.worker_process import WorkerProcess, settings_env
 from imageq.producers.api import ImageQueue
 from imageq.producers.jobs import build_job
 from imageq.simulator.server import SimulatorServer
-from imageq.worker.app import celery_config, create_app
 from imageq.worker.broker import TRANSPORT
 from imageq.worker.domain.job import Delivery
 from imageq.worker.domain.params import GenerationParams
 from imageq.worker.domain.status import JobStatus
 from imageq.worker.errors import ApiError, AuthenticationFailed
 from imageq.worker.messages import SUBMIT_TASK
-from imageq.worker.runtime import connect_store
 from imageq.worker.upstream.client import ApiClient
 from tests.conftest import API_KEY, DEADLINE_S, WEBHOOK_SECRET, wait_for
+from tests.unit.test_security_config import Canary
 
 WAIT_S = DEADLINE_S + 10
 REDIS_PASSWORD = "redis-pw-5e1d8c3a-never-log-me"
@@ -183,16 +180,6 @@ def run_one_job(values: dict[str, Any], log_path: Path, name: str) -> tuple[str,
 # -- pickle -----------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Canary:
-    """Touches `path` when unpickled: proof that something deserialized the message."""
-
-    path: Path
-
-    def __reduce__(self) -> tuple[Any, ...]:
-        return Path.touch, (self.path,)
-
-
 def protocol2_headers(task: str, task_id: str, args: list[Any]) -> dict[str, Any]:
     """The headers Celery 5.6 sends with a task message (task protocol 2)."""
     return {
@@ -219,13 +206,6 @@ def protocol2_headers(task: str, task_id: str, args: list[Any]) -> dict[str, Any
 
 
 EMBED = {"callbacks": None, "errbacks": None, "chain": None, "chord": None}
-
-
-def test_canary_fires_when_unpickled(tmp_path: Path) -> None:
-    """The canary works: unpickling it creates its file (so its absence below means something)."""
-    probe = tmp_path / "probe"
-    pickle.loads(pickle.dumps(Canary(probe)))  # noqa: S301  # our own bytes, to test the canary
-    assert probe.exists()
 
 
 @pytest.mark.e2e
@@ -332,53 +312,6 @@ def test_redis_auth_end_to_end(
             for key, value in stored_values(client):
                 assert REDIS_PASSWORD.encode() not in value, key
     assert job_id in simulator.stats()["submits_by_out_task_id"]
-
-
-# -- TLS --------------------------------------------------------------------------------------
-
-TLS_URL = "rediss://:pw@redis.example:6380/{db}?ssl_cert_reqs=required"
-
-
-def test_rediss_url_is_kept_and_verifies_certificates() -> None:
-    """A rediss URL with ssl_cert_reqs=required reaches Celery/kombu and the store as TLS."""
-    settings = Settings(
-        _env_file=None,
-        api={"key": "k"},
-        redis={"broker_url": TLS_URL.format(db=0), "store_url": TLS_URL.format(db=1)},
-    )
-    assert celery_config(settings)["broker_url"] == TLS_URL.format(db=0)
-    app = create_app(settings)  # no network: kombu connects lazily
-    connection = app.connection_for_write()
-    try:
-        # Outside a worker, kombu's own transport and URL scheme (workers: worker/broker.py)
-        assert connection.transport_cls == "rediss"
-        assert connection.ssl == {"ssl_cert_reqs": ssl.CERT_REQUIRED}
-        assert connection.as_uri() == "rediss://:**@redis.example:6380/0"
-    finally:
-        connection.release()
-        app.close()
-    pool = connect_store(settings)._redis.connection_pool
-    assert pool.connection_class is redis.SSLConnection
-    assert pool.connection_kwargs["ssl_cert_reqs"] == "required"
-
-
-def test_bare_rediss_url_still_verifies_the_broker_certificate() -> None:
-    """`rediss://host` without options verifies the broker's certificate, as the store does."""
-    url = "rediss://:pw@redis.example:6380/{db}"
-    settings = Settings(
-        _env_file=None,
-        api={"key": "k"},
-        redis={"broker_url": url.format(db=0), "store_url": url.format(db=1)},
-    )
-    pool = connect_store(settings)._redis.connection_pool
-    assert pool.connection_kwargs.get("ssl_cert_reqs", "required") == "required"
-    app = create_app(settings)
-    connection = app.connection_for_write()
-    try:
-        assert connection.ssl["ssl_cert_reqs"] == ssl.CERT_REQUIRED
-    finally:
-        connection.release()
-        app.close()
 
 
 @pytest.fixture
