@@ -1,1 +1,4 @@
-"""imageq worker: the API client, the job store and the Celery tasks that drive jobs."""
+"""The imageq worker: the Celery process at this level (app, signals, tasks, messages, runtime,
+poller, broker, logs, metrics, the exception tree), and its parts beneath: `domain` (the model and
+its transitions), `policy` (pure decisions), `upstream` (the API), `webhooks`, `outputs`, `store`
+and `steps` (what each task does)."""

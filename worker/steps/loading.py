@@ -1,4 +1,5 @@
-"""Helpers every step shares."""
+"""Reading the job a step works on, and the steps' logger: a record that is gone or corrupt
+drops the message, logged."""
 
 from __future__ import annotations
 
