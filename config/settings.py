@@ -14,6 +14,7 @@ from typing import Annotated, Literal
 from pydantic import (
     BaseModel,
     Field,
+    IPvAnyNetwork,
     SecretStr,
     ValidationError,
     field_validator,
@@ -22,6 +23,7 @@ from pydantic import (
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from imageq.worker.errors import InvalidSettings
+from imageq.worker.webhooks.addresses import allowed_network_problem
 
 
 class ApiSettings(BaseModel):
@@ -100,7 +102,8 @@ DEFAULT_WEBHOOK_SCHEDULE_S = (0.0, 5.0, 300.0, 1800.0, 7200.0, 18000.0, 36000.0,
 
 
 class WebhookSettings(BaseModel):
-    """Signing and sending of completion webhooks (Standard Webhooks)."""
+    """Signing and sending of completion webhooks (Standard Webhooks), and the addresses
+    imageq may call for a URL it was given: webhooks, output downloads, reference images."""
 
     # Every secret signs each webhook, so receivers can rotate: add the new secret, switch
     # the receiver, then drop the old one. Comma-separated in the environment.
@@ -110,9 +113,25 @@ class WebhookSettings(BaseModel):
     # of attempts. Comma-separated in the environment.
     schedule_s: Annotated[list[float], NoDecode] = list(DEFAULT_WEBHOOK_SCHEDULE_S)
     jitter: float = Field(0.1, ge=0, lt=1)
-    allow_private_targets: bool = False
+    # Beyond global addresses: loopback (development, tests), and the private networks a
+    # deployment names (CIDRs, comma-separated). Link-local and metadata addresses: never.
+    allow_loopback: bool = False
+    allowed_networks: Annotated[list[IPvAnyNetwork], NoDecode] = []
 
-    @field_validator("secrets", "schedule_s", mode="before")
+    @model_validator(mode="before")
+    @classmethod
+    def _no_blanket_switch(cls, data: object) -> object:
+        # The old switch opened every private address, metadata endpoints included; rather than
+        # guess which of that was meant, the start stops and names the two settings by intent.
+        if isinstance(data, dict) and "allow_private_targets" in data:
+            raise ValueError(
+                "IMAGEQ_WEBHOOK__ALLOW_PRIVATE_TARGETS is gone: remove it, and set"
+                " IMAGEQ_WEBHOOK__ALLOW_LOOPBACK=true for a receiver on this machine, or"
+                " IMAGEQ_WEBHOOK__ALLOWED_NETWORKS=<CIDRs> for private networks"
+            )
+        return data
+
+    @field_validator("secrets", "schedule_s", "allowed_networks", mode="before")
     @classmethod
     def _split_commas(cls, value: object) -> object:
         if isinstance(value, str):
@@ -134,6 +153,14 @@ class WebhookSettings(BaseModel):
                 base64.b64decode(secret.get_secret_value().removeprefix("whsec_"), validate=True)
             except (binascii.Error, ValueError):
                 raise ValueError("webhook.secrets: each is whsec_ followed by base64") from None
+        return value
+
+    @field_validator("allowed_networks")
+    @classmethod
+    def _networks_by_intent(cls, value: list[IPvAnyNetwork]) -> list[IPvAnyNetwork]:
+        for network in value:
+            if (problem := allowed_network_problem(network)) is not None:
+                raise ValueError(problem)
         return value
 
 

@@ -16,7 +16,7 @@ from imageq.config import Settings
 from imageq.worker.domain.job import Job
 from imageq.worker.domain.params import DEFAULT_QUALITY, validate_params
 from imageq.worker.errors import InvalidParams, UnsafeTarget
-from imageq.worker.webhooks.guard import check_webhook_target
+from imageq.worker.webhooks.guard import check_target, target_policy
 
 Lane = Literal["interactive", "bulk"]
 JOB_ID: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}")
@@ -117,7 +117,7 @@ def check_webhook_url(settings: Settings, url: str | None) -> str | None:
             "webhook_url", "webhooks are signed: set webhook.secrets (IMAGEQ_WEBHOOK__SECRETS)"
         )
     try:
-        check_webhook_target(url, allow_private=settings.webhook.allow_private_targets)
+        check_target(url, target_policy(settings.webhook))
     except UnsafeTarget as error:
         raise InvalidParams("webhook_url", str(error)) from None
     return url

@@ -39,7 +39,8 @@ from imageq.worker.upstream.responses import (
     parse_retry_after,
     parse_task,
 )
-from imageq.worker.webhooks.guard import check_webhook_target
+from imageq.worker.webhooks.addresses import TargetPolicy
+from imageq.worker.webhooks.guard import check_target
 
 # No deadline anywhere: other suites share this machine, and a slow example is not a bug here.
 PURE = settings(max_examples=100, deadline=None)
@@ -376,11 +377,12 @@ def fake_resolver(answer: str | None) -> Any:
 @PURE
 @given(URLS, st.booleans(), ANSWERS)
 def test_webhook_target_is_accepted_or_unsafe(
-    url: str, allow_private: bool, answer: str | None
+    url: str, allow_loopback: bool, answer: str | None
 ) -> None:
     """Any URL, any DNS answer: None (an http(s) host resolved) or `UnsafeTarget`."""
+    policy = TargetPolicy(allow_loopback=allow_loopback)
     try:
-        check_webhook_target(url, allow_private=allow_private, resolve=fake_resolver(answer))
+        check_target(url, policy, resolve=fake_resolver(answer))
     except UnsafeTarget:
         return
     assert answer is not None
@@ -393,7 +395,7 @@ def test_unsafe_target_message_never_quotes_credentials() -> None:
     """The message names the host at most, never the URL's password."""
     url = "https://hook:s3cr3t-token@example\uff0fcom/hooks"
     with pytest.raises(UnsafeTarget) as caught:
-        check_webhook_target(url, allow_private=False, resolve=fake_resolver(PUBLIC))
+        check_target(url, TargetPolicy(), resolve=fake_resolver(PUBLIC))
     assert "s3cr3t-token" not in str(caught.value)
 
 

@@ -1,5 +1,6 @@
 """Security settings checked with no server: rediss URLs reach kombu and the store as TLS that
-verifies certificates, and the pickle canary that tests/e2e/test_security.py relies on fires.
+verifies certificates, the pickle canary that tests/e2e/test_security.py relies on fires, and
+the address guard's settings say what they allow by intent.
 """
 
 from __future__ import annotations
@@ -10,11 +11,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import pytest
 import redis
+from pydantic import ValidationError
 
 from imageq.config import Settings
+from imageq.config.settings import describe_invalid
 from imageq.worker.app import celery_config, create_app
 from imageq.worker.runtime import connect_store
+from imageq.worker.webhooks.addresses import TargetPolicy
+from imageq.worker.webhooks.guard import target_policy
 
 
 @dataclass(frozen=True)
@@ -80,3 +86,55 @@ def test_bare_rediss_url_still_verifies_the_broker_certificate() -> None:
     finally:
         connection.release()
         app.close()
+
+
+# -- the address guard's settings -------------------------------------------------------------
+
+
+def test_old_blanket_switch_stops_the_start(monkeypatch: pytest.MonkeyPatch) -> None:
+    """IMAGEQ_WEBHOOK__ALLOW_PRIVATE_TARGETS opened metadata endpoints too: it is refused at
+    start, true or false, with a message naming the two settings that replace it."""
+    for value in ("true", "false"):
+        monkeypatch.setenv("IMAGEQ_WEBHOOK__ALLOW_PRIVATE_TARGETS", value)
+        with pytest.raises(ValidationError) as caught:
+            Settings(_env_file=None)
+        message = describe_invalid(caught.value)
+        assert "IMAGEQ_WEBHOOK__ALLOW_PRIVATE_TARGETS is gone" in message
+        assert "IMAGEQ_WEBHOOK__ALLOW_LOOPBACK" in message
+        assert "IMAGEQ_WEBHOOK__ALLOWED_NETWORKS" in message
+
+
+def test_guard_settings_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Loopback is off and no network is listed by default; CIDRs come comma-separated."""
+    assert target_policy(Settings(_env_file=None).webhook) == TargetPolicy()
+    monkeypatch.setenv("IMAGEQ_WEBHOOK__ALLOW_LOOPBACK", "true")
+    monkeypatch.setenv(
+        "IMAGEQ_WEBHOOK__ALLOWED_NETWORKS", "10.20.0.0/16, fd12:3456::/48,192.168.7.8"
+    )
+    policy = target_policy(Settings(_env_file=None).webhook)
+    assert policy.allow_loopback
+    assert [str(network) for network in policy.allowed_networks] == [
+        "10.20.0.0/16",
+        "fd12:3456::/48",
+        "192.168.7.8/32",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("value", "problem"),
+    [
+        ("127.0.0.0/8", "covers loopback, which only IMAGEQ_WEBHOOK__ALLOW_LOOPBACK allows"),
+        ("0.0.0.0/0", "covers loopback"),
+        ("169.254.169.254", "link-local address, which imageq never calls"),
+        ("10.0.0.5/8", "not a valid IPv4 or IPv6 network"),  # host bits set: a typo?
+        ("10.0.0.0/8,intranet", "not a valid IPv4 or IPv6 network"),
+    ],
+)
+def test_allow_list_entries_are_checked_at_start(value: str, problem: str) -> None:
+    """An entry that covers loopback, opens only never-allowed addresses, or is no network
+    stops the start, named as its variable."""
+    with pytest.raises(ValidationError) as caught:
+        Settings(_env_file=None, webhook={"allowed_networks": value})
+    message = describe_invalid(caught.value)
+    assert "IMAGEQ_WEBHOOK__ALLOWED_NETWORKS" in message
+    assert problem in message

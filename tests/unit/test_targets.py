@@ -1,4 +1,5 @@
-"""The SSRF guard for webhook URLs, with a fake resolver and real resolution of literal IPs."""
+"""The URL guard (webhooks, reference images), with a fake resolver and real resolution of
+literal IPs: the class of each address is tests/unit/test_addresses.py's."""
 
 from __future__ import annotations
 
@@ -9,11 +10,19 @@ from typing import Any
 
 import pytest
 
+from imageq.config import WebhookSettings
 from imageq.worker.errors import UnsafeTarget
-from imageq.worker.webhooks.guard import Resolver, check_webhook_target
+from imageq.worker.webhooks.addresses import TargetPolicy
+from imageq.worker.webhooks.guard import Resolver, check_target, target_policy
 
 PUBLIC_V4 = "93.184.216.34"
 PUBLIC_V6 = "2606:4700::1111"
+STRICT = TargetPolicy()
+LOOPBACK_ONLY = TargetPolicy(allow_loopback=True)
+# Entries that cover link-local and metadata blocks (160/4, fc00::/6), which stay refused.
+PRIVATE_LISTED = target_policy(
+    WebhookSettings(allow_loopback=True, allowed_networks="10.0.0.0/8,fc00::/6,160.0.0.0/4")
+)
 
 Answer = list[tuple[int, int, int, str, tuple[Any, ...]]]
 
@@ -41,40 +50,20 @@ def failing(host: str, port: int | None) -> Answer:
     ("address", "kind"),
     [
         ("127.0.0.1", "loopback"),
-        ("127.8.9.10", "loopback"),
         ("::1", "loopback"),
         ("10.0.0.5", "private"),
-        ("172.16.3.4", "private"),
-        ("192.168.1.1", "private"),
         ("169.254.169.254", "link-local"),
-        ("fe80::1", "link-local"),
-        ("fe80::1%eth0", "link-local"),
+        ("fd00:ec2::254", "metadata"),
         ("100.64.0.1", "CGNAT"),
         ("0.0.0.0", "unspecified"),  # noqa: S104 - an address to refuse, not to bind
-        ("::", "unspecified"),
-        ("224.0.0.1", "multicast"),
-        ("ff02::1", "multicast"),
-        ("240.0.0.1", "reserved"),
-        ("255.255.255.255", "reserved"),
-        ("fc00::1", "unique-local"),
-        ("fd12:3456::1", "unique-local"),
-        ("fec0::1", "site-local"),
-        ("::ffff:127.0.0.1", "loopback"),
-        ("::ffff:169.254.169.254", "link-local"),
-        ("2002:7f00:1::", "loopback"),  # 6to4 wrapping 127.0.0.1
-        ("2001:0:4136:e378:8000:63bf:80ff:fffe", "loopback"),  # teredo, client 127.0.0.1
-        ("64:ff9b::a00:5", "private"),  # NAT64 wrapping 10.0.0.5
-        ("::127.0.0.1", "reserved"),  # deprecated IPv4-compatible form
+        ("::ffff:169.254.169.254", "carrying a link-local"),
     ],
 )
-def test_non_global_address_is_refused(address: str, kind: str) -> None:
-    """Every address class that is not globally routable is refused, and named."""
+def test_non_global_answer_is_refused_by_default(address: str, kind: str) -> None:
+    """A name resolving to a non-global address is refused, naming the host and the class."""
     with pytest.raises(UnsafeTarget, match=kind) as caught:
-        check_webhook_target(
-            "https://hooks.example.com/x", allow_private=False, resolve=resolving_to(address)
-        )
-    assert "'hooks.example.com'" in str(caught.value)
-    assert "webhook.allow_private_targets" in str(caught.value)
+        check_target("https://hooks.example.com/x", STRICT, resolve=resolving_to(address))
+    assert "webhook_url host 'hooks.example.com' resolves to" in str(caught.value)
 
 
 @pytest.mark.parametrize(
@@ -88,26 +77,35 @@ def test_non_global_address_is_refused(address: str, kind: str) -> None:
         "http://0177.0.0.1/",
         "http://[::ffff:127.0.0.1]/",
         "http://0.0.0.0:80/",
+        "http://[fd00:ec2::254]/latest/meta-data",
+        "http://100.100.100.200/latest/meta-data",
     ],
 )
 def test_literal_ip_hosts_are_resolved_and_refused(url: str) -> None:
     """Literal and oddly written IPs go through the real getaddrinfo (no network) and fail."""
     with pytest.raises(UnsafeTarget, match="webhook_url host"):
-        check_webhook_target(url, allow_private=False)
+        check_target(url, STRICT)
 
 
-def test_message_names_host_address_and_class() -> None:
-    """The message says which host, which address, what class, and which setting lifts it."""
+def test_message_names_host_class_and_setting_not_the_resolved_address() -> None:
+    """The submitter learns which host, what class and which setting lifts it; not the address
+    the name resolved to (that would map the private network for them)."""
     with pytest.raises(UnsafeTarget) as caught:
-        check_webhook_target(
-            "http://metadata.internal/computeMetadata/v1",
-            allow_private=False,
-            resolve=resolving_to("169.254.169.254"),
-        )
+        check_target("http://hooks.internal/x", STRICT, resolve=resolving_to("10.9.8.7"))
     assert str(caught.value) == (
-        "webhook_url host 'metadata.internal' resolves to 169.254.169.254, a link-local "
-        "address; imageq refuses loopback, private, link-local and metadata targets unless "
-        "webhook.allow_private_targets is set"
+        "webhook_url host 'hooks.internal' resolves to a private address; imageq calls it only"
+        " if IMAGEQ_WEBHOOK__ALLOWED_NETWORKS lists its network"
+    )
+    assert "10.9.8.7" not in str(caught.value)
+
+
+def test_metadata_message_says_no_setting_lifts_it() -> None:
+    """A metadata address is refused with no setting to point at."""
+    with pytest.raises(UnsafeTarget) as caught:
+        check_target("http://169.254.169.254/", PRIVATE_LISTED, field="reference_images[0]")
+    assert str(caught.value) == (
+        "reference_images[0] host '169.254.169.254' is a link-local address; imageq never calls"
+        " link-local, metadata or unspecified addresses"
     )
 
 
@@ -123,9 +121,7 @@ def test_message_names_host_address_and_class() -> None:
 )
 def test_public_addresses_are_accepted(answer: Sequence[str]) -> None:
     """A host whose every address is global passes, mapped and NAT64 forms included."""
-    check_webhook_target(
-        "https://hooks.example.com/imageq", allow_private=False, resolve=resolving_to(*answer)
-    )
+    check_target("https://hooks.example.com/imageq", STRICT, resolve=resolving_to(*answer))
 
 
 @pytest.mark.parametrize(
@@ -133,27 +129,58 @@ def test_public_addresses_are_accepted(answer: Sequence[str]) -> None:
     [[PUBLIC_V4, "10.0.0.5"], ["127.0.0.1", PUBLIC_V4], [PUBLIC_V6, "::1"], [PUBLIC_V4, "fd00::1"]],
 )
 def test_mixed_public_and_private_answer_is_refused(answer: Sequence[str]) -> None:
-    """One non-global address in the answer is enough to refuse (DNS rebinding style)."""
+    """One refused address in the answer is enough to refuse (DNS rebinding style)."""
     with pytest.raises(UnsafeTarget, match=re.escape("'rebind.example.com'")):
-        check_webhook_target(
-            "https://rebind.example.com/", allow_private=False, resolve=resolving_to(*answer)
-        )
+        check_target("https://rebind.example.com/", STRICT, resolve=resolving_to(*answer))
+
+
+@pytest.mark.parametrize(
+    ("url", "address", "policy"),
+    [
+        ("http://127.0.0.1:8080/hook", "127.0.0.1", LOOPBACK_ONLY),
+        ("http://[::1]:9000/hook", "::1", LOOPBACK_ONLY),
+        ("http://localhost:9000/hook", "127.0.0.1", LOOPBACK_ONLY),
+        ("http://10.0.0.5/hook", "10.0.0.5", PRIVATE_LISTED),
+        ("http://receiver.internal/hook", "10.0.0.5", PRIVATE_LISTED),
+        ("http://receiver.internal/hook", "fd12::5", PRIVATE_LISTED),
+    ],
+)
+def test_allowances_by_intent(url: str, address: str, policy: TargetPolicy) -> None:
+    """Loopback passes with its switch, a private address once its network is listed."""
+    check_target(url, policy, resolve=resolving_to(address))
+
+
+@pytest.mark.parametrize(
+    ("address", "policy"),
+    [
+        ("127.0.0.1", STRICT),
+        ("10.0.0.5", LOOPBACK_ONLY),
+        ("192.168.1.1", PRIVATE_LISTED),
+        ("169.254.169.254", PRIVATE_LISTED),
+        ("fe80::1", PRIVATE_LISTED),
+        ("fd00:ec2::254", PRIVATE_LISTED),
+    ],
+)
+def test_allowances_go_no_further(address: str, policy: TargetPolicy) -> None:
+    """Each allowance opens what it names: not loopback's neighbours, not unlisted networks,
+    never link-local or metadata even when a listed network covers them."""
+    with pytest.raises(UnsafeTarget):
+        check_target("http://receiver.internal/hook", policy, resolve=resolving_to(address))
 
 
 @pytest.mark.parametrize(
     "host", ["metadata.google.internal", "METADATA.Google.Internal.", "metadata", "instance-data"]
 )
-@pytest.mark.parametrize("allow_private", [False, True])
-def test_metadata_hostnames_are_refused_by_name(host: str, allow_private: bool) -> None:
-    """Metadata names are refused before any lookup, however they resolve; the flag lifts it."""
+@pytest.mark.parametrize("policy", [STRICT, PRIVATE_LISTED])
+def test_metadata_hostnames_are_refused_by_name(host: str, policy: TargetPolicy) -> None:
+    """Metadata names are refused before any lookup, however they resolve, whatever the policy."""
     calls: list[str] = []
-    resolve = resolving_to(PUBLIC_V4, calls=calls)
-    url = f"http://{host}/computeMetadata/v1/"
-    if allow_private:
-        check_webhook_target(url, allow_private=True, resolve=resolve)
-        return
     with pytest.raises(UnsafeTarget, match="metadata endpoint"):
-        check_webhook_target(url, allow_private=False, resolve=resolve)
+        check_target(
+            f"http://{host}/computeMetadata/v1/",
+            policy,
+            resolve=resolving_to(PUBLIC_V4, calls=calls),
+        )
     assert calls == []
 
 
@@ -168,14 +195,12 @@ def test_metadata_hostnames_are_refused_by_name(host: str, allow_private: bool) 
         "",
     ],
 )
-@pytest.mark.parametrize("allow_private", [False, True])
-def test_non_http_scheme_is_refused(url: str, allow_private: bool) -> None:
-    """Only http and https are called, whatever the flag; nothing is resolved first."""
+@pytest.mark.parametrize("policy", [STRICT, PRIVATE_LISTED])
+def test_non_http_scheme_is_refused(url: str, policy: TargetPolicy) -> None:
+    """Only http and https are called, whatever the policy; nothing is resolved first."""
     calls: list[str] = []
     with pytest.raises(UnsafeTarget, match="scheme"):
-        check_webhook_target(
-            url, allow_private=allow_private, resolve=resolving_to(PUBLIC_V4, calls=calls)
-        )
+        check_target(url, policy, resolve=resolving_to(PUBLIC_V4, calls=calls))
     assert calls == []
 
 
@@ -183,50 +208,34 @@ def test_non_http_scheme_is_refused(url: str, allow_private: bool) -> None:
 def test_url_without_host_is_refused(url: str) -> None:
     """A URL with no host is refused before resolving."""
     with pytest.raises(UnsafeTarget, match="no host"):
-        check_webhook_target(url, allow_private=True, resolve=resolving_to(PUBLIC_V4))
+        check_target(url, PRIVATE_LISTED, resolve=resolving_to(PUBLIC_V4))
 
 
 def test_malformed_url_is_refused() -> None:
     """A URL urllib cannot split (an unclosed IPv6 bracket) is refused, not crashed on."""
     with pytest.raises(UnsafeTarget, match="not a valid URL"):
-        check_webhook_target("http://[::1/", allow_private=True, resolve=resolving_to(PUBLIC_V4))
+        check_target("http://[::1/", PRIVATE_LISTED, resolve=resolving_to(PUBLIC_V4))
 
 
 @pytest.mark.parametrize("resolve", [failing, resolving_to()])
-@pytest.mark.parametrize("allow_private", [False, True])
-def test_unresolvable_host_is_refused(resolve: Resolver, allow_private: bool) -> None:
-    """A host with no addresses is refused with the flag set or not."""
+@pytest.mark.parametrize("policy", [STRICT, PRIVATE_LISTED])
+def test_unresolvable_host_is_refused(resolve: Resolver, policy: TargetPolicy) -> None:
+    """A host with no addresses is refused whatever the policy."""
     with pytest.raises(UnsafeTarget, match=re.escape("host 'nowhere.example' does not resolve")):
-        check_webhook_target(
-            "https://nowhere.example/", allow_private=allow_private, resolve=resolve
-        )
+        check_target("https://nowhere.example/", policy, resolve=resolve)
 
 
-@pytest.mark.parametrize(
-    ("url", "address"),
-    [
-        ("http://127.0.0.1:8080/hook", "127.0.0.1"),
-        ("http://10.0.0.5/hook", "10.0.0.5"),
-        ("http://receiver.internal/hook", "10.0.0.5"),
-        ("http://[::1]:9000/hook", "::1"),
-    ],
-)
-def test_allow_private_accepts_private_addresses(url: str, address: str) -> None:
-    """With the flag set a private or loopback receiver is fine."""
-    check_webhook_target(url, allow_private=True, resolve=resolving_to(address))
-
-
-def test_allow_private_with_real_resolver() -> None:
-    """The real getaddrinfo reads a loopback literal, and the flag lets it through."""
-    check_webhook_target("http://127.0.0.1:8080/x", allow_private=True)
+def test_loopback_allowance_with_real_resolver() -> None:
+    """The real getaddrinfo reads a loopback literal, and the switch lets it through."""
+    check_target("http://127.0.0.1:8080/x", LOOPBACK_ONLY)
 
 
 def test_credentials_in_url_never_reach_the_message() -> None:
     """Messages name the host only: userinfo, paths and queries may hold tokens."""
     with pytest.raises(UnsafeTarget) as caught:
-        check_webhook_target(
+        check_target(
             "http://alice:s3cret-pw@10.0.0.5/hook?token=tok-123",
-            allow_private=False,
+            STRICT,
             resolve=resolving_to("10.0.0.5"),
         )
     for leaked in ("s3cret-pw", "tok-123", "alice"):
@@ -236,6 +245,5 @@ def test_credentials_in_url_never_reach_the_message() -> None:
 def test_unreadable_address_in_answer_is_refused() -> None:
     """A resolver row whose address is not an IP is refused rather than skipped."""
     with pytest.raises(UnsafeTarget, match="cannot read"):
-        check_webhook_target(
-            "https://hooks.example.com/", allow_private=False, resolve=resolving_to("not-an-ip")
-        )
+        check_target("https://hooks.example.com/", STRICT, resolve=resolving_to("not-an-ip"))
+

@@ -19,7 +19,7 @@ from imageq.worker.metrics import DEAD_LETTERS, NOTIFICATION_LAG, WEBHOOK_ATTEMP
 from imageq.worker.policy.delivery_schedule import Delivered, GiveUp, Outcome, next_delivery
 from imageq.worker.runtime import Runtime
 from imageq.worker.steps.loading import load, log
-from imageq.worker.webhooks.guard import check_webhook_target
+from imageq.worker.webhooks.guard import check_target, target_policy
 from imageq.worker.webhooks.sending import DeliveryAttempt
 from imageq.worker.webhooks.signing import build_webhook
 
@@ -69,7 +69,7 @@ def _send(rt: Runtime, job: Job) -> tuple[DeliveryAttempt, bool]:
         return DeliveryAttempt(at=now, duration_s=0.0, error="webhook.secrets is not set"), True
     try:
         # Checked again at delivery: the name may resolve elsewhere than it did at enqueue.
-        check_webhook_target(job.webhook_url, allow_private=settings.allow_private_targets)
+        check_target(job.webhook_url, target_policy(settings))
     except UnsafeTarget as error:
         return DeliveryAttempt(at=now, duration_s=0.0, error=str(error)), True
     request = build_webhook(
