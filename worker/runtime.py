@@ -14,6 +14,7 @@ from imageq.config import Settings, get_settings
 from imageq.worker.outputs.storage import Storage, open_storage
 from imageq.worker.store.job_store import JobStore
 from imageq.worker.upstream.client import ApiClient
+from imageq.worker.webhooks.guard import target_policy
 from imageq.worker.webhooks.sending import WebhookSender
 from imageq.worker.webhooks.sessions import ThreadSessions
 
@@ -45,7 +46,7 @@ def connect_store(settings: Settings) -> JobStore:
 
 
 def build_runtime(settings: Settings) -> Runtime:
-    sessions = ThreadSessions(user_agent=settings.api.user_agent)
+    sessions = ThreadSessions(target_policy(settings.webhook), user_agent=settings.api.user_agent)
     return Runtime(
         settings=settings,
         client=ApiClient(settings.api),

@@ -27,6 +27,8 @@ from imageq.worker.outputs.fetching import (
     save_output,
 )
 from imageq.worker.outputs.storage import FsspecStorage, LocalStorage
+from imageq.worker.webhooks.addresses import TargetPolicy
+from imageq.worker.webhooks.sessions import guarded_session
 from tests.unit.test_output_storage import FINISHED_AT, PNG, encode, fail, stored_files
 
 KEY = "k"
@@ -135,7 +137,8 @@ def redirect(location: str, status: int = 302) -> Route:
 
 @pytest.fixture
 def session() -> Iterator[requests.Session]:
-    with requests.Session() as session:
+    # The worker's kind of session: guarded, loopback allowed (the test server's address).
+    with guarded_session(TargetPolicy(allow_loopback=True), user_agent="imageq-test") as session:
         # As the API client's session has: it must never reach an output URL.
         session.headers["Authorization"] = "Bearer sk-never-to-a-cdn"
         yield session

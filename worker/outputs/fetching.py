@@ -20,7 +20,7 @@ import urllib3
 from PIL import Image
 
 from imageq.worker.domain.sizes import Size
-from imageq.worker.errors import DownloadFailed
+from imageq.worker.errors import DownloadFailed, UnsafeTarget
 from imageq.worker.outputs.storage import Storage
 
 EXTENSIONS: Final = {"image/png": "png", "image/jpeg": "jpg", "image/webp": "webp"}
@@ -116,7 +116,8 @@ def fetch_image(
     """GET an image, following at most MAX_REDIRECTS redirects: (body, Content-Type media type).
 
     Retryable: connection errors, timeouts, 404/408/425/429 and 5xx. Final: other statuses, a
-    Content-Type that is not image/*, a body over `max_bytes`, too many redirects. A stalled
+    Content-Type that is not image/*, a body over `max_bytes`, too many redirects, a hop to an
+    address the session's guard refuses (`webhooks.sessions`). A stalled
     read is cut by `read_timeout_s`, the whole download by `total_timeout_s`.
     """
     deadline = time.monotonic() + total_timeout_s
@@ -180,6 +181,9 @@ def _get(session: requests.Session, url: str, *, timeout: tuple[float, float]) -
         return session.get(
             url, headers=headers, timeout=timeout, stream=True, allow_redirects=False
         )
+    # A guarded session checks each hop's address before connecting; a refusal is final.
+    except UnsafeTarget as error:
+        raise DownloadFailed(f"GET {redact_url(url)}: {error}", retryable=False) from None
     # `from None`: requests' exceptions spell out the full URL, query and token included.
     except requests.RequestException as error:
         # InvalidURL, InvalidSchema (a redirect to file:// or ftp://) ... are ValueErrors: final.

@@ -9,6 +9,7 @@ from typing import Any
 
 import requests
 
+from imageq.worker.errors import UnsafeTarget
 from imageq.worker.upstream.responses import parse_retry_after
 from imageq.worker.webhooks.sessions import ThreadSessions
 from imageq.worker.webhooks.signing import WebhookRequest
@@ -38,7 +39,8 @@ class DeliveryAttempt:
 
 
 class WebhookSender:
-    """Sends webhooks over plain sessions: never the API client's, which carry the API key."""
+    """Sends webhooks over guarded plain sessions: never the API client's, which carry the
+    API key. Redirects are not followed: a 3xx is an answer, not a new target."""
 
     def __init__(self, sessions: ThreadSessions, *, timeout_s: float) -> None:
         self._sessions = sessions
@@ -58,6 +60,12 @@ class WebhookSender:
                 stream=True,
             ) as response:
                 pass
+        except UnsafeTarget as error:
+            # The guard at connect time: the name resolved to a refused address since the
+            # check before this attempt. Nothing was sent.
+            return DeliveryAttempt(
+                at=started, duration_s=time.perf_counter() - clock, error=str(error)
+            )
         except requests.RequestException as error:
             return DeliveryAttempt(
                 at=started, duration_s=time.perf_counter() - clock, error=type(error).__name__

@@ -1,0 +1,388 @@
+"""The guard at connect time, over real HTTP on loopback: guarded sessions check the address
+each connection really goes to, redirect hops and re-resolved names included.
+
+Nothing here leaves loopback. A fence records every socket connect and refuses any that is not
+to 127.0.0.0/8 or ::1; refusals by the guard must happen before the fence sees anything, so
+each test of a refusal asserts the fence saw no attempt at all.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import socket
+import threading
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any, cast
+
+import pytest
+import requests
+
+from imageq.worker.errors import UnsafeTarget
+from imageq.worker.outputs.fetching import fetch_image
+from imageq.worker.webhooks.addresses import TargetPolicy
+from imageq.worker.webhooks.guard import check_target
+from imageq.worker.webhooks.sending import WebhookSender
+from imageq.worker.webhooks.sessions import ThreadSessions, guarded_session
+from imageq.worker.webhooks.signing import build_webhook
+from tests.unit.test_output_storage import PNG, fail
+
+SECRET = "whsec_dGVzdC13ZWJob29rLXNlY3JldC0xMjM0NTY3OA=="
+NOW = datetime(2026, 1, 2, tzinfo=UTC)
+STRICT = TargetPolicy()
+LOOPBACK_ONLY = TargetPolicy(allow_loopback=True)
+LISTED = TargetPolicy(
+    allow_loopback=True,
+    # Covers the metadata and link-local blocks too: they must stay refused.
+    allowed_networks=(ipaddress.ip_network("10.0.0.0/8"), ipaddress.ip_network("160.0.0.0/4")),
+)
+LIMITS: dict[str, Any] = {
+    "max_bytes": 1_000_000,
+    "connect_timeout_s": 2.0,
+    "read_timeout_s": 2.0,
+    "total_timeout_s": 5.0,
+}
+
+
+# --- the fence: loopback only, every attempt recorded --------------------------------------------
+
+
+class Fence:
+    """Socket connects seen: `outside` holds every attempt beyond loopback (each refused)."""
+
+    def __init__(self) -> None:
+        self.outside: list[tuple[Any, ...]] = []
+        self.inside: list[tuple[Any, ...]] = []
+
+
+def _is_loopback(address: Any) -> bool:
+    try:
+        return ipaddress.ip_address(str(address[0]).partition("%")[0]).is_loopback
+    except (ValueError, IndexError, TypeError):
+        return False  # an AF_UNIX path or anything odd: no test here connects to one
+
+
+@pytest.fixture(autouse=True)
+def fence(monkeypatch: pytest.MonkeyPatch) -> Fence:
+    """Record every socket connect; refuse those beyond loopback before any packet leaves."""
+    seen = Fence()
+    real_connect = socket.socket.connect
+
+    def connect(sock: socket.socket, address: Any) -> None:
+        if not _is_loopback(address):
+            seen.outside.append(tuple(address))
+            raise ConnectionRefusedError(f"test fence: {address!r} is not loopback")
+        seen.inside.append(tuple(address))
+        real_connect(sock, address)
+
+    def connect_ex(sock: socket.socket, address: Any) -> int:
+        seen.outside.append(tuple(address))
+        raise ConnectionRefusedError("test fence: connect_ex is not used here")
+
+    monkeypatch.setattr(socket.socket, "connect", connect)
+    monkeypatch.setattr(socket.socket, "connect_ex", connect_ex)
+    return seen
+
+
+Answers = dict[str, list[str]]
+
+
+@pytest.fixture
+def dns(monkeypatch: pytest.MonkeyPatch) -> Answers:
+    """A resolver for *.test names: each lookup takes the next answer listed for the name (the
+    last one repeats), so a name can rebind between two lookups. Other names resolve as usual."""
+    answers: Answers = {}
+    real_getaddrinfo = socket.getaddrinfo
+
+    def getaddrinfo(host: Any, port: Any, *args: Any, **kwargs: Any) -> Any:
+        if isinstance(host, str) and host.endswith(".test"):
+            queue = answers[host]
+            address = queue.pop(0) if len(queue) > 1 else queue[0]
+            family = socket.AF_INET6 if ":" in address else socket.AF_INET
+            sockaddr = (address, port or 0, 0, 0) if ":" in address else (address, port or 0)
+            return [(family, socket.SOCK_STREAM, 6, "", sockaddr)]
+        return real_getaddrinfo(host, port, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
+    return answers
+
+
+# --- a loopback server whose answers each test chooses ------------------------------------------
+
+Route = Callable[[BaseHTTPRequestHandler], None]
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    routes: dict[str, Route]
+    seen: list[tuple[str, str]]  # (path, Host header)
+
+
+class _Handler(BaseHTTPRequestHandler):
+    def _answer(self) -> None:
+        server = cast(_Server, self.server)
+        server.seen.append((self.path, self.headers.get("Host", "")))
+        length = int(self.headers.get("Content-Length") or 0)
+        self.rfile.read(length)
+        route = server.routes.get(self.path.partition("?")[0], respond(404, b"", "text/plain"))
+        route(self)
+
+    do_GET = do_POST = _answer
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+def respond(status: int, body: bytes, content_type: str, **headers: str) -> Route:
+    def route(handler: BaseHTTPRequestHandler) -> None:
+        handler.send_response(status)
+        handler.send_header("Content-Type", content_type)
+        handler.send_header("Content-Length", str(len(body)))
+        for name, value in headers.items():
+            handler.send_header(name, value)
+        handler.end_headers()
+        handler.wfile.write(body)
+
+    return route
+
+
+def redirect(location: str) -> Route:
+    return respond(302, b"", "text/plain", Location=location)
+
+
+@pytest.fixture
+def server() -> Iterator[_Server]:
+    httpd = _Server(("127.0.0.1", 0), _Handler)
+    httpd.routes, httpd.seen = {}, []
+    thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05})
+    thread.start()
+    try:
+        yield httpd
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+        thread.join(timeout=5)
+
+
+def port_of(server: _Server) -> int:
+    return int(server.server_address[1])
+
+
+@pytest.fixture
+def make_session() -> Iterator[Callable[[TargetPolicy], requests.Session]]:
+    sessions: list[requests.Session] = []
+
+    def make(policy: TargetPolicy) -> requests.Session:
+        sessions.append(guarded_session(policy, user_agent="imageq-test"))
+        return sessions[-1]
+
+    yield make
+    for session in sessions:
+        session.close()
+
+
+# --- loopback: only when allowed ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "[::1]", "localhost.test"])
+def test_loopback_only_when_allowed(
+    server: _Server,
+    fence: Fence,
+    dns: Answers,
+    make_session: Callable[[TargetPolicy], requests.Session],
+    host: str,
+) -> None:
+    """Refused before connecting by default; reached with the loopback switch."""
+    if host == "[::1]" and not socket.has_ipv6:
+        pytest.skip("no IPv6 on this machine")
+    dns["localhost.test"] = ["127.0.0.1"]
+    server.routes["/img"] = respond(200, b"ok", "text/plain")
+    url = f"http://{host}:{port_of(server)}/img"
+    with pytest.raises(UnsafeTarget, match="loopback"):
+        make_session(STRICT).get(url, timeout=2)
+    assert (fence.inside, fence.outside, server.seen) == ([], [], [])
+    if host == "[::1]":
+        return  # the server listens on 127.0.0.1: reaching ::1 is not this test's point
+    response = make_session(LOOPBACK_ONLY).get(url, timeout=2)
+    assert response.status_code == 200
+    assert fence.outside == []
+
+
+# --- metadata and link-local: never ------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://169.254.169.254/latest/meta-data/",
+        "http://[fd00:ec2::254]/latest/meta-data/",
+        "http://[::ffff:169.254.169.254]/",
+        "http://100.100.100.200/latest/meta-data/",
+        "http://[fe80::1]:8080/",
+        "https://169.254.169.254/",
+        "http://metadata.google.internal/computeMetadata/v1/",
+    ],
+)
+def test_metadata_and_link_local_refused_even_when_listed(
+    fence: Fence, make_session: Callable[[TargetPolicy], requests.Session], url: str
+) -> None:
+    """Refused with loopback allowed and a list covering them, before any socket connects."""
+    with pytest.raises(UnsafeTarget, match="never calls"):
+        make_session(LISTED).get(url, timeout=2)
+    assert fence.outside == []
+
+
+# --- private networks: only when listed --------------------------------------------------------
+
+
+def test_private_network_only_when_listed(
+    fence: Fence, dns: Answers, make_session: Callable[[TargetPolicy], requests.Session]
+) -> None:
+    """Unlisted: refused before connecting. Listed: the guard lets the connect through (the
+    test's fence then refuses it, so nothing leaves loopback)."""
+    dns["receiver.test"] = ["10.0.0.7"]
+    with pytest.raises(UnsafeTarget, match="IMAGEQ_WEBHOOK__ALLOWED_NETWORKS"):
+        make_session(LOOPBACK_ONLY).get("http://receiver.test:8080/hook", timeout=2)
+    assert fence.outside == []
+    with pytest.raises(requests.ConnectionError):
+        make_session(LISTED).get("http://receiver.test:8080/hook", timeout=2)
+    assert fence.outside == [("10.0.0.7", 8080)]
+
+
+# --- DNS: the address connected to is the address checked -------------------------------------
+
+
+@pytest.mark.parametrize("scheme", ["http", "https"])
+def test_name_resolving_to_refused_address_is_refused_at_connect(
+    fence: Fence,
+    dns: Answers,
+    make_session: Callable[[TargetPolicy], requests.Session],
+    scheme: str,
+) -> None:
+    """A name whose answer is refused fails with no socket connected, http and https alike."""
+    dns["cdn.test"] = ["169.254.169.254"]
+    with pytest.raises(UnsafeTarget) as caught:
+        make_session(LISTED).get(f"{scheme}://cdn.test/img.png", timeout=2)
+    assert "'cdn.test'" in str(caught.value)
+    assert "169.254" not in str(caught.value)  # the address is for the operator's log only
+    assert fence.outside == []
+
+
+def test_rebinding_after_the_check_is_refused_at_connect(
+    server: _Server, fence: Fence, dns: Answers
+) -> None:
+    """The enqueue-time check sees loopback; by the send the name answers a metadata address.
+    The webhook is refused at connect, nothing is sent, and the attempt records why."""
+    dns["hooks.test"] = ["127.0.0.1", "169.254.169.254"]
+    url = f"http://hooks.test:{port_of(server)}/hook"
+    check_target(url, LOOPBACK_ONLY)  # what enqueue and the attempt's pre-check do
+    sender = WebhookSender(ThreadSessions(LOOPBACK_ONLY, user_agent="imageq-test"), timeout_s=2)
+    attempt = sender.send(
+        build_webhook(url, {"job_id": "j1"}, job_id="j1", secrets=[SECRET], now=NOW)
+    )
+    assert attempt.http_status is None
+    assert attempt.error is not None
+    assert "refused to connect to 'hooks.test'" in attempt.error
+    assert (fence.inside, fence.outside, server.seen) == ([], [], [])
+
+
+def test_connection_goes_to_the_checked_address_with_the_name_as_host(
+    server: _Server, fence: Fence, dns: Answers, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One lookup per connection, a connect to exactly that answer, and the name in Host."""
+    dns["pinned.test"] = ["127.0.0.1"]
+    lookups: list[str] = []
+    resolve = socket.getaddrinfo
+
+    def counting(host: Any, *args: Any, **kwargs: Any) -> Any:
+        lookups.append(host)
+        return resolve(host, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", counting)
+    server.routes["/img"] = respond(200, b"ok", "text/plain")
+    with guarded_session(LOOPBACK_ONLY, user_agent="imageq-test") as session:
+        assert session.get(f"http://pinned.test:{port_of(server)}/img", timeout=2).ok
+    assert lookups == ["pinned.test"]
+    assert fence.inside == [("127.0.0.1", port_of(server))]
+    assert server.seen == [("/img", f"pinned.test:{port_of(server)}")]
+
+
+def test_proxy_variables_are_ignored(
+    server: _Server, fence: Fence, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Through a proxy the target's address would go unchecked: guarded sessions connect
+    directly whatever HTTP_PROXY says, and refuse a proxy handed to them."""
+    monkeypatch.setenv("HTTP_PROXY", "http://10.0.0.1:3128")
+    monkeypatch.setenv("NO_PROXY", "")
+    server.routes["/img"] = respond(200, b"ok", "text/plain")
+    with guarded_session(LOOPBACK_ONLY, user_agent="imageq-test") as session:
+        url = f"http://127.0.0.1:{port_of(server)}/img"
+        assert session.get(url, timeout=2).ok
+        with pytest.raises(UnsafeTarget, match="proxies"):
+            session.get(url, timeout=2, proxies={"http": "http://10.0.0.1:3128"})
+    assert fence.outside == []
+
+
+# --- redirects ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("location", "refusal"),
+    [
+        ("http://169.254.169.254/latest/meta-data/iam/", "never calls"),
+        ("http://10.0.0.1/img.png", "IMAGEQ_WEBHOOK__ALLOWED_NETWORKS"),
+        ("http://[::ffff:10.0.0.1]/img.png", "IMAGEQ_WEBHOOK__ALLOWED_NETWORKS"),
+        ("http://evil.test/img.png", "never calls"),  # a name answering a metadata address
+        ("http://metadata.google.internal/computeMetadata/v1/", "metadata endpoint"),
+    ],
+)
+def test_download_redirect_to_refused_address_is_final(
+    server: _Server,
+    fence: Fence,
+    dns: Answers,
+    make_session: Callable[[TargetPolicy], requests.Session],
+    location: str,
+    refusal: str,
+) -> None:
+    """A redirect from the allowed loopback origin to a refused address fails for good, and
+    the refused hop is never connected to."""
+    dns["evil.test"] = ["169.254.169.254"]
+    server.routes["/out"] = redirect(location)
+    url = f"http://127.0.0.1:{port_of(server)}/out?sig=SECRET"
+    error = fail(lambda: fetch_image(make_session(LOOPBACK_ONLY), url, **LIMITS))
+    assert not error.retryable
+    assert refusal in error.message
+    assert "SECRET" not in error.message
+    assert [path for path, _ in server.seen] == ["/out?sig=SECRET"]
+    assert fence.outside == []
+
+
+def test_download_redirect_to_allowed_host_is_followed(
+    server: _Server,
+    fence: Fence,
+    dns: Answers,
+    make_session: Callable[[TargetPolicy], requests.Session],
+) -> None:
+    """A hop to an allowed host is followed as before: each hop is checked, not forbidden."""
+    dns["cdn.test"] = ["127.0.0.1"]
+    server.routes["/out"] = redirect(f"http://cdn.test:{port_of(server)}/img.png")
+    server.routes["/img.png"] = respond(200, PNG, "image/png")
+    body, media_type = fetch_image(
+        make_session(LOOPBACK_ONLY), f"http://127.0.0.1:{port_of(server)}/out", **LIMITS
+    )
+    assert (body, media_type) == (PNG, "image/png")
+    assert fence.outside == []
+
+
+def test_webhook_redirect_is_not_followed(server: _Server, fence: Fence) -> None:
+    """A receiver's 3xx is its answer: the webhook never goes where Location points."""
+    server.routes["/hook"] = redirect("http://169.254.169.254/latest/meta-data/")
+    url = f"http://127.0.0.1:{port_of(server)}/hook"
+    sender = WebhookSender(ThreadSessions(LOOPBACK_ONLY, user_agent="imageq-test"), timeout_s=2)
+    attempt = sender.send(
+        build_webhook(url, {"job_id": "j1"}, job_id="j1", secrets=[SECRET], now=NOW)
+    )
+    assert attempt.http_status == 302
+    assert [path for path, _ in server.seen] == ["/hook"]
+    assert fence.outside == []
