@@ -80,6 +80,7 @@ def build_job(
         reference_images=options.get("reference_images", ()),
         extra=options.get("extra_params"),
     )
+    check_reference_urls(settings, params.reference_images)
     if lane not in ("interactive", "bulk"):
         raise InvalidParams("lane", f"{lane!r} is not one of interactive, bulk")
     job_id, callback = options.get("job_id"), options.get("callback")
@@ -121,6 +122,20 @@ def check_webhook_url(settings: Settings, url: str | None) -> str | None:
     except UnsafeTarget as error:
         raise InvalidParams("webhook_url", str(error)) from None
     return url
+
+
+def check_reference_urls(settings: Settings, images: Sequence[str]) -> None:
+    """Reference images' http(s) URLs by the webhook rule. imageq never fetches them, the API
+    does; but an internal address there is a job aimed at a private network all the same."""
+    policy = target_policy(settings.webhook)
+    for index, image in enumerate(images):
+        if image[:5].lower() == "data:":  # inline bytes: nothing to reach
+            continue
+        field = f"reference_images[{index}]"
+        try:
+            check_target(image, policy, field=field)
+        except UnsafeTarget as error:
+            raise InvalidParams(field, str(error)) from None
 
 
 def plain_json(field: str, value: Any, *, limit: int | None) -> Any:

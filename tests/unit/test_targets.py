@@ -10,8 +10,9 @@ from typing import Any
 
 import pytest
 
-from imageq.config import WebhookSettings
-from imageq.worker.errors import UnsafeTarget
+from imageq.config import Settings, WebhookSettings
+from imageq.producers.jobs import build_job
+from imageq.worker.errors import InvalidParams, UnsafeTarget
 from imageq.worker.webhooks.addresses import TargetPolicy
 from imageq.worker.webhooks.guard import Resolver, check_target, target_policy
 
@@ -247,3 +248,49 @@ def test_unreadable_address_in_answer_is_refused() -> None:
     with pytest.raises(UnsafeTarget, match="cannot read"):
         check_target("https://hooks.example.com/", STRICT, resolve=resolving_to("not-an-ip"))
 
+
+# -- at enqueue: build_job applies the rule to webhook and reference-image URLs ------------------
+
+SECRET = "whsec_dGVzdC13ZWJob29rLXNlY3JldC0xMjM0NTY3OA=="
+DATA_URI = "data:image/png;base64,iVBORw0KGgo="
+
+
+def _settings(**webhook: Any) -> Settings:
+    return Settings(_env_file=None, webhook={"secrets": SECRET, **webhook})
+
+
+@pytest.mark.parametrize(
+    ("option", "value", "field"),
+    [
+        ("webhook_url", "http://169.254.169.254/latest", "webhook_url"),
+        ("webhook_url", "http://10.0.0.5/hook", "webhook_url"),
+        ("reference_images", [DATA_URI, "http://[fd00:ec2::254]/x.png"], "reference_images[1]"),
+        ("reference_images", ["http://100.100.100.200/x.png"], "reference_images[0]"),
+        ("reference_images", ["HTTP://0x7f.1/ref.png"], "reference_images[0]"),
+        ("reference_images", ["http://metadata.google.internal/x"], "reference_images[0]"),
+    ],
+)
+def test_enqueue_refuses_internal_targets(option: str, value: Any, field: str) -> None:
+    """Webhook and reference-image URLs are checked by the same rule before anything is queued,
+    although the API, not imageq, fetches references: an internal address there aims a job at
+    a private network all the same."""
+    settings = _settings(allow_loopback=False, allowed_networks="192.168.0.0/16")
+    with pytest.raises(InvalidParams) as caught:
+        build_job(settings, "x", aspect_ratio="1:1", resolution="1K", now=1.0, **{option: value})
+    assert caught.value.field == field
+
+
+def test_enqueue_allows_by_intent() -> None:
+    """Loopback with its switch, a listed network, and data URIs (nothing to reach) pass."""
+    settings = _settings(allow_loopback=True, allowed_networks="192.168.0.0/16")
+    job = build_job(
+        settings,
+        "x",
+        aspect_ratio="1:1",
+        resolution="1K",
+        now=1.0,
+        webhook_url="http://127.0.0.1:9/hook",
+        reference_images=[DATA_URI, "http://192.168.4.5/ref.png", "http://[::1]:8/ref.png"],
+    )
+    assert job.webhook_url == "http://127.0.0.1:9/hook"
+    assert len(job.params["reference_images"]) == 3
