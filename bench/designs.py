@@ -149,7 +149,7 @@ def imageq_values(parts: Round, *, concurrency: int, pool: str = "threads") -> d
         "api": {"base_url": parts.api_url, "key": API_KEY},
         "redis": {"broker_url": f"{parts.redis_url}/0", "store_url": f"{parts.redis_url}/1"},
         "polling": polling_values(parts.timing),
-        "webhook": {"secrets": WEBHOOK_SECRET, "allow_private_targets": True},
+        "webhook": {"secrets": WEBHOOK_SECRET, "allow_loopback": True},
         "storage": {"enabled": False},
         "limits": {"max_in_flight": 0},
         "observability": {"metrics_port": 0},

@@ -71,8 +71,9 @@ def main() -> int:
             overrides["polling"] = {"first_delay_s": 3, "interval_s": 1, "jitter_s": 0.3}
             console.print(f"[dim]no IMAGEQ_API__KEY: using the API simulator at {url}")
         receiver = stack.enter_context(WebhookReceiver())
-        # The receiver is on loopback, which webhooks may reach only with this setting.
-        overrides["webhook"] = {"allow_private_targets": True}
+        # The receiver (and the simulator's output URLs) are on loopback, which webhooks and
+        # downloads may reach only with this setting; nothing else private is opened.
+        overrides["webhook"] = {"allow_loopback": True}
         if not base.webhook.secrets:
             overrides["webhook"]["secrets"] = "whsec_" + b64encode(secrets.token_bytes(24)).decode()
         overrides["storage"] = {"enabled": True, "url": str((VAR / "images").resolve())}

@@ -51,7 +51,7 @@ def base_settings(
             "secrets": SECRET,
             "timeout_s": 2,
             "schedule_s": "0,1,1,2,2,3,5,5,10,10",
-            "allow_private_targets": True,
+            "allow_loopback": True,  # the receiver and the simulator are on loopback
         },
         "sweep": sweep,
         "observability": {"metrics_port": 0, "log_format": "json"},

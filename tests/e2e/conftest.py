@@ -76,7 +76,7 @@ def settings_values(
             "timeout_s": 2,
             "schedule_s": ",".join(["0"] + ["0.2"] * (WEBHOOK_ATTEMPTS - 1)),
             "jitter": 0,
-            "allow_private_targets": True,  # every receiver here is on loopback
+            "allow_loopback": True,  # every receiver and the simulator here are on loopback
         },
         "storage": {
             "enabled": True,

@@ -100,21 +100,28 @@ def test_receiver_down_goes_to_dead_letters_and_replays_with_same_id(
     assert job_id not in replays.dead_letters()
 
 
-def test_private_webhook_target_refused_unless_allowed(settings: Settings) -> None:
-    """A loopback or private webhook URL is refused at enqueue by default, naming the reason."""
+def test_internal_webhook_targets_refused_at_enqueue(settings: Settings) -> None:
+    """Without the loopback switch, loopback, private and metadata webhook URLs are refused at
+    enqueue, each naming the setting that would lift it, or that none does. Nothing is queued,
+    so nothing is sent anywhere."""
     strict = Settings(
         _env_file=None,
         **{
             **settings.model_dump(mode="python"),
-            "webhook": {**settings.webhook.model_dump(), "allow_private_targets": False},
+            "webhook": {**settings.webhook.model_dump(), "allow_loopback": False},
         },
     )
     queue = ImageQueue(strict)
-    for url in ("http://127.0.0.1:9/hook", "http://10.1.2.3/hook", "http://169.254.169.254/"):
+    refusals = {
+        "http://127.0.0.1:9/hook": "IMAGEQ_WEBHOOK__ALLOW_LOOPBACK",
+        "http://10.1.2.3/hook": "IMAGEQ_WEBHOOK__ALLOWED_NETWORKS",
+        "http://169.254.169.254/": "never calls",
+    }
+    for url, reason in refusals.items():
         with pytest.raises(InvalidParams) as caught:
             queue.enqueue("x", aspect_ratio="1:1", resolution="1K", webhook_url=url)
         assert caught.value.field == "webhook_url"
-        assert "allow_private_targets" in str(caught.value)
+        assert reason in str(caught.value)
 
 
 def test_outputs_saved_with_sha256_and_pixel_size(
