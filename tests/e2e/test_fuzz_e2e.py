@@ -5,8 +5,9 @@ tests/unit/test_fuzz.py.
 
 from __future__ import annotations
 
+import socket
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
@@ -16,16 +17,35 @@ from hypothesis import given
 from imageq.config import Settings
 from imageq.devenv.worker_process import WorkerProcess
 from imageq.producers.api import ImageQueue
+from imageq.producers.jobs import check_reference_urls
 from imageq.worker.domain.params import GenerationParams
 from imageq.worker.domain.status import JobStatus
 from imageq.worker.errors import InvalidParams
 from tests.conftest import DEADLINE_S
 from tests.unit.test_fuzz import IO, PARAMS, check_params, outcome
 
+PUBLIC = "93.184.216.34"
+
+
+def _no_dns(real: Callable[..., Any]) -> Callable[..., Any]:
+    """`getaddrinfo` that reads literal addresses as usual and answers every name with PUBLIC:
+    enqueue resolves reference hosts, and generated names must not reach a DNS server."""
+
+    def getaddrinfo(
+        host: Any, port: Any, family: int = 0, type: int = 0, proto: int = 0, flags: int = 0
+    ) -> Any:
+        try:
+            return real(host, port, family, type, proto, flags | socket.AI_NUMERICHOST)
+        except (socket.gaierror, UnicodeError):
+            return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", (PUBLIC, port or 0))]
+
+    return getaddrinfo
+
 
 @pytest.fixture(scope="module")
 def isolated(settings_values: dict[str, Any]) -> Iterator[tuple[ImageQueue, Settings]]:
-    """A queue on databases 10/11 of the test Redis, which no worker consumes."""
+    """A queue on databases 10/11 of the test Redis, which no worker consumes; names resolve
+    to a public address without asking DNS."""
     server = settings_values["redis"]["broker_url"].rsplit("/", 1)[0]
     values = {
         **settings_values,
@@ -33,7 +53,9 @@ def isolated(settings_values: dict[str, Any]) -> Iterator[tuple[ImageQueue, Sett
     }
     isolated_settings = Settings(_env_file=None, **values)
     queue = ImageQueue(isolated_settings)
-    yield queue, isolated_settings
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(socket, "getaddrinfo", _no_dns(socket.getaddrinfo))
+        yield queue, isolated_settings
     queue._app.close()
 
 
@@ -49,7 +71,15 @@ def test_enqueue_stores_and_queues_exactly_valid_jobs(
     try:
         broker.flushdb()
         store.flushdb()
-        expected = check_params(call)
+        expected: GenerationParams | InvalidParams = check_params(call)
+        if isinstance(expected, GenerationParams):
+            # Valid parameters may still name a refused address (a generated "https://1/x"
+            # is 0.0.0.1): enqueue's own guard decides, as build_job applies it.
+            images = expected.reference_images
+            refused = outcome(
+                lambda: check_reference_urls(isolated_settings, images), InvalidParams
+            )
+            expected = refused if isinstance(refused, InvalidParams) else expected
         options = {**call, "extra_params": call["extra"]}
         del options["extra"]
         job_id = outcome(lambda: queue.enqueue(**options), InvalidParams)

@@ -100,10 +100,12 @@ LONG_PROMPTS = st.builds(
     st.integers(MAX_PROMPT_CHARS - 5, MAX_PROMPT_CHARS + 5),
 )
 PROMPTS = SHORT_PROMPTS | LONG_PROMPTS
+# Literal public addresses: enqueue resolves reference hosts (tests/e2e/test_fuzz_e2e.py), and
+# a test asks no DNS server.
 GOOD_IMAGES = st.sampled_from(
     [
-        "https://example.com/a.png",
-        "http://example.com/a.png?sig=x",
+        "https://93.184.216.34/a.png",
+        "http://[2606:4700::1111]/a.png?sig=x",
         "data:image/png;base64,iVBORw0KGgo=",
         "DATA:IMAGE/WEBP;BASE64,AAAA",
     ]
