@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import copy
 import json
+import socket
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -75,3 +76,30 @@ def bucket() -> Iterator[str]:
     memory = fsspec.filesystem("memory")
     if memory.exists(f"/{name}"):
         memory.rm(f"/{name}", recursive=True)
+
+
+_LOCAL_NAMES = frozenset({"localhost", "localhost.", "ip6-localhost"})
+_real_getaddrinfo = socket.getaddrinfo
+
+
+def _getaddrinfo_without_dns(
+    host: Any, port: Any = None, family: int = 0, type: int = 0, proto: int = 0, flags: int = 0
+) -> Any:
+    """`socket.getaddrinfo` that answers literal addresses and `localhost` only: a test that
+    looks a name up gets "unknown name" instead of a DNS query leaving the machine."""
+    name = host.decode() if isinstance(host, bytes) else host
+    if name is None or str(name).lower() in _LOCAL_NAMES:
+        return _real_getaddrinfo(host, port, family, type, proto, flags)
+    try:
+        return _real_getaddrinfo(host, port, family, type, proto, flags | socket.AI_NUMERICHOST)
+    except socket.gaierror:
+        raise socket.gaierror(socket.EAI_NONAME, f"no DNS in tests: {name!r}") from None
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _no_dns() -> Iterator[None]:
+    # Tests send nothing beyond loopback, DNS queries included; a test that needs a name to
+    # resolve passes its own resolver (the guard takes one) or patches this.
+    socket.getaddrinfo = _getaddrinfo_without_dns
+    yield
+    socket.getaddrinfo = _real_getaddrinfo
