@@ -151,7 +151,9 @@ class DownloadFailed(ImageqError):
 
 
 class UnsafeTarget(ImageqError):
-    """A webhook URL points at an address imageq will not call (loopback, private, metadata)."""
+    """A webhook, download or reference-image URL points at an address imageq will not call:
+    loopback or a private network not allowed in the settings, or link-local and metadata
+    addresses, which are never allowed."""
 
 
 class WebhookVerificationFailed(ImageqError):
