@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import Annotated, Final
 
 import typer
-from rich.console import Console
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -21,9 +20,10 @@ from rich.progress import (
 )
 
 from imageq.cli.exits import Exit, exit_for
-from imageq.cli.views import summary_table
+from imageq.cli.views import err, fail, summary_table
 from imageq.config import get_settings
 from imageq.ops.palette import STATUS_COLOURS
+from imageq.ops.terminal_text import shown
 from imageq.producers.api import BatchReport, ImageQueue
 from imageq.producers.bulkfile import RowError, read_bulk_file
 from imageq.producers.manifest import (
@@ -36,8 +36,6 @@ from imageq.worker.domain.batch import Batch
 from imageq.worker.domain.status import JobStatus
 from imageq.worker.errors import BulkFileError, InvalidParams
 
-err = Console(stderr=True)
-
 
 def bulk(
     file: Annotated[Path, typer.Argument(exists=True, dir_okay=False, help="JSONL or CSV.")],
@@ -48,18 +46,24 @@ def bulk(
     ] = None,
     manifest: Annotated[Path | None, typer.Option(help="Where to write the manifest.")] = None,
     webhook: Annotated[str | None, typer.Option(help="Batch webhook, when all end.")] = None,
-    interval: Annotated[float, typer.Option(help="Seconds between refreshes.")] = 0.5,
+    interval: Annotated[
+        float, typer.Option(min=0, max=3600, help="Seconds between refreshes.")
+    ] = 0.5,
     as_json: Annotated[bool, typer.Option("--json", help="Summary as JSON.")] = False,
 ) -> None:
-    """Run every valid row of FILE as one batch; report invalid rows by line and skip them."""
+    """Run every valid row of FILE as one batch; report invalid rows by line and skip them. A
+    row whose job id is already known for the same job is not queued again; for a different
+    job it is refused, as an invalid row."""
     try:
         rows, errors = read_bulk_file(file)
-    except BulkFileError as error:
-        raise _fail(str(error)) from None
+    except (BulkFileError, OSError) as error:
+        raise fail(str(error), Exit.INVALID) from None
     for refused in errors:
-        err.print(f"[yellow]line {refused.line}: {refused.reason}[/]")
+        err.print(shown(f"line {refused.line}: {refused.reason}", style="yellow"))
     if not rows:
-        raise _fail(f"{file}: no valid rows")
+        raise fail(f"{file}: no valid rows", Exit.INVALID)
+    if manifest is not None and not manifest.parent.is_dir():
+        raise fail(f"--manifest {manifest}: no such folder", Exit.INVALID)
     queue = ImageQueue(get_settings())
     try:
         report = queue.enqueue_many(
@@ -70,19 +74,26 @@ def bulk(
             hold=concurrency is not None,
         )
     except InvalidParams as error:
-        raise _fail(str(error)) from None
-    errors += [RowError(line, reason) for line, reason in report.errors]
+        raise fail(str(error), Exit.INVALID) from None
+    for line, reason in report.errors:  # refused by enqueue: a webhook target, a known id...
+        err.print(shown(f"line {line}: {reason}", style="yellow"))
+        errors.append(RowError(line, reason))
     err.print(
-        f"batch [bold]{report.batch_id}[/]: {report.queued} queued, {report.already_known}"
-        f" already known, {len(errors)} invalid row(s) skipped"
-        f" (resume with --batch-id {report.batch_id})"
+        shown(
+            f"batch {report.batch_id}: {report.queued} queued, {report.already_known}"
+            f" already known, {len(errors)} invalid row(s) skipped"
+            f" (resume with --batch-id {report.batch_id})"
+        )
     )
     if wait or concurrency:
         _follow(queue, report, wait=wait, concurrency=concurrency, interval_s=interval)
     jobs = queue.batch_jobs(report.batch_id)
     entries = [manifest_entry_for_job(line, job) for line, job in jobs.items()]
     entries += [manifest_entry_for_error(refused) for refused in errors]
-    path = write_manifest(manifest or _default_manifest(file, report.batch_id), entries)
+    try:
+        path = write_manifest(manifest or _default_manifest(file, report.batch_id), entries)
+    except OSError as error:
+        raise fail(f"the manifest: {error}", Exit.INVALID) from None
     summary = summarize(entries)
     if as_json:
         result = {"batch_id": report.batch_id, "manifest": str(path), "summary": summary}
@@ -112,7 +123,7 @@ def _follow(
     started = time.monotonic()
     columns = (
         SpinnerColumn(),
-        TextColumn("[bold]{task.description}"),
+        TextColumn("{task.description}", style="bold", markup=False),
         BarColumn(),
         MofNCompleteColumn(),
         TextColumn("{task.fields[counts]}"),
@@ -150,17 +161,12 @@ _COUNTS: Final = (
 
 
 def _counts(batch: Batch, *, held: int) -> str:
-    shown = [
+    parts = [
         f"[{STATUS_COLOURS[status].terminal}]{label} {batch.count(status)}[/]"
         for label, status in _COUNTS
     ]
-    return " · ".join(shown + ([f"held {held}"] if held else []))
+    return " · ".join(parts + ([f"held {held}"] if held else []))
 
 
 def _default_manifest(file: Path, batch_id: str) -> Path:
     return file.with_name(f"{file.stem}.{batch_id}.manifest.jsonl")
-
-
-def _fail(message: str) -> typer.Exit:
-    err.print(f"[red]{message}[/]")
-    return typer.Exit(Exit.INVALID)

@@ -19,7 +19,7 @@ def health_command(
         typer.Option("--skip", help="Leave out a check (repeatable)."),
     ] = None,
     timeout: Annotated[
-        float, typer.Option("--timeout", min=0.1, help="Seconds each check may take.")
+        float, typer.Option("--timeout", min=0.1, max=300, help="Seconds each check may take.")
     ] = DEFAULT_TIMEOUT_S,
 ) -> None:
     """Check the broker, the job store, the API and that a worker answers: exit 0 if all pass,

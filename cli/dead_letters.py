@@ -12,6 +12,7 @@ from rich.table import Table
 
 from imageq.cli.exits import Exit
 from imageq.config import get_settings
+from imageq.ops.terminal_text import shown
 from imageq.ops.webhook_replays import WebhookReplays
 from imageq.worker.errors import InvalidParams, JobNotFound
 
@@ -30,7 +31,7 @@ def dead_letters(
     table = Table("job", "given up at (UTC)", "attempts", "reason")
     for job_id, letter in sorted(letters.items(), key=lambda item: item[1]["at"]):
         when = datetime.fromtimestamp(letter["at"], UTC).strftime("%Y-%m-%d %H:%M:%S")
-        table.add_row(job_id, when, str(letter["attempts"]), letter["reason"])
+        table.add_row(shown(job_id), when, str(letter["attempts"]), shown(letter["reason"]))
     Console().print(table if letters else "no dead letters")
 
 

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import sys
 import time
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
 from rich.live import Live
 
 from imageq.cli.bulk_run import bulk
@@ -17,8 +17,18 @@ from imageq.cli.checks import health_command
 from imageq.cli.dead_letters import webhooks
 from imageq.cli.exits import Exit, exit_for
 from imageq.cli.operate import report, top
-from imageq.cli.views import batch_json, batch_table, is_finished, job_json, job_table
+from imageq.cli.views import (
+    batch_json,
+    batch_table,
+    err,
+    fail,
+    is_finished,
+    job_json,
+    job_table,
+    out,
+)
 from imageq.config import get_settings
+from imageq.ops.terminal_text import shown
 from imageq.producers.api import ImageQueue
 from imageq.worker.domain.job import Job
 from imageq.worker.errors import ImageqError, InvalidParams, JobNotFound, WaitTimeout
@@ -33,31 +43,39 @@ app.command()(bulk)
 app.command()(top)
 app.command()(report)
 app.command("health")(health_command)
-out = Console()
-err = Console(stderr=True)
 
 
 def queue() -> ImageQueue:
     return ImageQueue(get_settings())
 
 
-def fail(message: str, code: Exit) -> typer.Exit:
-    err.print(f"[red]{message}[/]")
-    return typer.Exit(code)
-
-
 def pairs(values: list[str] | None, *, option: str, as_json: bool) -> dict[str, Any]:
-    """KEY=VALUE options as a dict; with `as_json`, values that parse as JSON are decoded."""
+    """KEY=VALUE options as a dict; with `as_json`, each VALUE must be JSON (a string quoted)."""
     result: dict[str, Any] = {}
     for item in values or []:
         key, sep, value = item.partition("=")
         if not sep or not key:
             raise fail(f"{option} takes KEY=VALUE, got {item!r}", Exit.INVALID)
         try:
-            result[key] = json.loads(value) if as_json else value
-        except ValueError:
-            result[key] = value
+            result[key] = _json(value) if as_json else value
+        except (ValueError, RecursionError):
+            hint = f"""quote text as JSON: {option} {key}='"text"'"""
+            raise fail(f"{option} {key}: {value!r} is not JSON ({hint})", Exit.INVALID) from None
     return result
+
+
+def _json(text: str) -> Any:
+    return json.loads(text, parse_constant=_refuse, parse_float=_finite)
+
+
+def _refuse(name: str) -> Any:
+    # Python's json takes NaN and Infinity (and reads 1e400 as infinity); no other JSON reader,
+    # the API included, does.
+    raise ValueError(f"{name} is not JSON")
+
+
+def _finite(text: str) -> float:
+    return value if math.isfinite(value := float(text)) else _refuse(text)
 
 
 @app.command()
@@ -72,30 +90,38 @@ def submit(
     metadata: Annotated[list[str] | None, typer.Option("--metadata", "-m")] = None,
     param: Annotated[list[str] | None, typer.Option("--param", "-p", help="KEY=JSON.")] = None,
     wait: Annotated[bool, typer.Option("--wait", help="Follow the job to its end.")] = False,
-    timeout: Annotated[float, typer.Option(help="With --wait: seconds to wait.")] = 600,
+    timeout: Annotated[float, typer.Option(min=0, help="With --wait: seconds to wait.")] = 600,
     as_json: Annotated[bool, typer.Option("--json", help="JSON for scripts.")] = False,
 ) -> None:
-    """Queue one job and print its id; with --wait, follow it and print its result."""
+    """Queue one job and print its id; with --wait, follow it and print its result. A --job-id
+    already known for the same job is not queued again (it says "already known"); for a
+    different one it is refused (exit 2)."""
+    extra_params = pairs(param, option="--param", as_json=True)
+    tags = pairs(metadata, option="--metadata", as_json=False)
     images = queue()
     try:
-        new_id = images.enqueue(
+        enqueued = images.enqueue_job(
             prompt,
             aspect_ratio=aspect_ratio,
             resolution=resolution,
             quality=quality,
             reference_images=image or [],
-            extra_params=pairs(param, option="--param", as_json=True),
+            extra_params=extra_params,
             job_id=job_id,
             webhook_url=webhook,
-            metadata=pairs(metadata, option="--metadata", as_json=False),
+            metadata=tags,
         )
-    except InvalidParams as error:
+    except InvalidParams as error:  # a JobConflict too: the id names another job
         raise fail(str(error), Exit.INVALID) from None
+    new_id = enqueued.job_id
+    if enqueued.already_known:
+        err.print(shown(f"{new_id} already known: the same job, not queued again"))
     if not wait:
-        typer.echo(json.dumps({"job_id": new_id}) if as_json else new_id)
+        result = {"job_id": new_id, "already_known": enqueued.already_known}
+        typer.echo(json.dumps(result) if as_json else new_id)
         return
     if not as_json:
-        err.print(f"queued {new_id}; waiting…")
+        err.print(shown(f"{'watching' if enqueued.already_known else 'queued'} {new_id}; waiting…"))
     try:
         job = images.wait(new_id, timeout_s=timeout)
     except WaitTimeout as error:
@@ -130,8 +156,10 @@ def status(
 def watch(
     id_: Annotated[str, typer.Argument(metavar="JOB_ID|BATCH_ID")],
     as_json: Annotated[bool, typer.Option("--json", help="A JSON line per change.")] = False,
-    interval: Annotated[float, typer.Option(help="Seconds between refreshes.")] = 0.5,
-    timeout: Annotated[float, typer.Option(help="Give up after this many seconds.")] = 3600,
+    interval: Annotated[
+        float, typer.Option(min=0, max=3600, help="Seconds between refreshes.")
+    ] = 0.5,
+    timeout: Annotated[float, typer.Option(min=0, help="Give up after this many seconds.")] = 3600,
 ) -> None:
     """Follow a job or a batch until it ends, refreshing in place."""
     images = queue()
@@ -238,5 +266,5 @@ def main() -> None:
     try:
         app()
     except ImageqError as error:
-        err.print(f"[red]{type(error).__name__}: {error}[/]")
+        err.print(shown(f"{type(error).__name__}: {error}", style="red"))
         sys.exit(Exit.INVALID)

@@ -12,6 +12,7 @@ from rich.console import Console, RenderableType
 from rich.live import Live
 
 from imageq.cli.exits import Exit
+from imageq.cli.views import fail
 from imageq.config import Settings, get_settings
 from imageq.ops.batch_report import build_report, write_report
 from imageq.ops.top import collect, render, snapshot
@@ -21,10 +22,14 @@ from imageq.worker.store.job_store import JobStore
 
 
 def top(
-    interval: Annotated[float, typer.Option(help="Seconds between refreshes.")] = 1.0,
+    interval: Annotated[
+        float, typer.Option(min=0, max=3600, help="Seconds between refreshes.")
+    ] = 1.0,
     once: Annotated[bool, typer.Option("--once", help="Print one frame and exit.")] = False,
-    window: Annotated[float, typer.Option(help="Seconds of throughput and lag.")] = 300,
-    limit: Annotated[int, typer.Option(help="Most job records read per frame.")] = 5000,
+    window: Annotated[
+        float, typer.Option(min=1, max=366 * 86400, help="Seconds of throughput and lag.")
+    ] = 300,
+    limit: Annotated[int, typer.Option(min=1, help="Most job records read per frame.")] = 5000,
 ) -> None:
     """Watch every job: in flight, counts per status, failures, throughput and lag."""
     settings = get_settings()
@@ -53,17 +58,21 @@ def top(
 def report(
     batch_id: Annotated[str, typer.Argument(help="The batch to show.")],
     html: Annotated[Path, typer.Option("--html", help="Where to write the page.")],
-    thumbnail_px: Annotated[int, typer.Option(help="Longest side of each thumbnail.")] = 256,
+    thumbnail_px: Annotated[
+        int, typer.Option(min=16, max=4096, help="Longest side of each thumbnail.")
+    ] = 256,
 ) -> None:
     """Write a batch as one self-contained HTML page: its images, prompts and timing."""
     images = ImageQueue(get_settings())
     try:
         batch = images.batch(batch_id)
     except JobNotFound:
-        Console(stderr=True).print(f"[red]no batch {batch_id!r}[/]")
-        raise typer.Exit(Exit.NOT_FOUND) from None
+        raise fail(f"no batch {batch_id!r}", Exit.NOT_FOUND) from None
     page = build_report(batch, images.batch_jobs(batch_id), thumbnail_px=thumbnail_px)
-    typer.echo(str(write_report(html, page)))
+    try:
+        typer.echo(str(write_report(html, page)))
+    except OSError as error:
+        raise fail(f"--html: {error}", Exit.INVALID) from None
 
 
 def _store_client(settings: Settings) -> redis.Redis:

@@ -1,19 +1,35 @@
-"""How the CLI shows jobs and batches: rich tables for people, plain JSON for scripts."""
+"""How the CLI shows things: jobs and batches as rich tables for people and plain JSON for
+scripts, and messages on the two consoles. Text from outside reaches them only through
+`shown` (imageq.ops.terminal_text): data, never markup.
+"""
 
 from __future__ import annotations
 
 import time
 from typing import Any
 
+import typer
+from rich.console import Console
 from rich.table import Table
 
+from imageq.cli.exits import Exit
 from imageq.ops.palette import STATUS_COLOURS
+from imageq.ops.terminal_text import shown
 from imageq.worker.domain.batch import Batch
 from imageq.worker.domain.job import Job
 from imageq.worker.domain.payload import completion_payload, iso_time
 from imageq.worker.domain.status import TERMINAL_JOB_STATUSES
 
 BATCH_COLUMNS = ("queued", "submitted", "succeeded", "failed", "timed_out", "cancelled")
+
+out = Console()
+err = Console(stderr=True)
+
+
+def fail(message: str, code: Exit) -> typer.Exit:
+    """Print `message` (data, never markup) in red on stderr; the exit to raise."""
+    err.print(shown(message, style="red"))
+    return typer.Exit(code)
 
 
 def job_json(job: Job) -> dict[str, Any]:
@@ -25,24 +41,26 @@ def job_table(job: Job) -> Table:
     table = Table(show_header=False, box=None)
     table.add_column(style="bold")
     table.add_column()
-    colour = STATUS_COLOURS[job.status].terminal
-    table.add_row("job", job.job_id)
-    table.add_row("status", f"[{colour}]{job.status}[/]")
-    table.add_row("prompt", job.params["prompt"])
-    size = f"{job.params['aspect_ratio']} {job.params['resolution']} {job.params['quality']}"
-    table.add_row("params", size)
-    table.add_row("remote task", job.remote_task_id or "-")
+    params = job.params
+    table.add_row("job", shown(job.job_id))
+    table.add_row("status", shown(job.status, style=STATUS_COLOURS[job.status].terminal))
+    table.add_row("prompt", shown(params["prompt"]))
+    table.add_row(
+        "params", shown(f"{params['aspect_ratio']} {params['resolution']} {params['quality']}")
+    )
+    table.add_row("remote task", shown(job.remote_task_id or "-"))
     table.add_row("polls", str(job.poll_count))
     table.add_row("elapsed", f"{_elapsed(job):.1f} s")
     if job.batch_id:
-        table.add_row("batch", job.batch_id)
+        table.add_row("batch", shown(job.batch_id))
     for index, output in enumerate(job.outputs):
         saved = output.get("saved")
         where = saved["location"] if saved else output.get("download_error") or "not saved"
-        table.add_row(f"output {index}", f"{output['width']}x{output['height']} {output['url']}")
-        table.add_row("", f"saved: {where}")
+        size = f"{output['width']}x{output['height']} {output['url']}"
+        table.add_row(f"output {index}", shown(size))
+        table.add_row("", shown(f"saved: {where}"))
     if job.error:
-        table.add_row("error", f"{job.error.get('type')}: {job.error.get('message')}")
+        table.add_row("error", shown(f"{job.error.get('type')}: {job.error.get('message')}"))
     return table
 
 
@@ -63,7 +81,7 @@ def batch_json(batch: Batch, jobs: dict[int, Job]) -> dict[str, Any]:
 
 
 def batch_table(batch: Batch) -> Table:
-    table = Table(title=f"batch {batch.batch_id}")
+    table = Table(title=shown(f"batch {batch.batch_id}"))
     for name in ("total", *BATCH_COLUMNS):
         table.add_column(name.replace("_", " "), justify="right")
     counts = [str(batch.counts.get(name, 0)) for name in BATCH_COLUMNS]
@@ -72,11 +90,11 @@ def batch_table(batch: Batch) -> Table:
 
 
 def summary_table(summary: dict[str, int], *, title: str) -> Table:
-    table = Table(title=title)
+    table = Table(title=shown(title))
     table.add_column("status")
     table.add_column("rows", justify="right")
     for status, count in sorted(summary.items(), key=lambda item: -item[1]):
-        table.add_row(status, str(count))
+        table.add_row(shown(status), str(count))
     return table
 
 

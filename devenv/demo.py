@@ -19,12 +19,14 @@ from typing import Any
 from rich.console import Console
 from rich.live import Live
 from rich.table import Table
+from rich.text import Text
 
 from imageq.config import Settings, get_settings
 from imageq.devenv.redis_server import RedisServer, is_reachable
 from imageq.devenv.webhook_receiver import WebhookReceiver
 from imageq.devenv.worker_process import WorkerProcess, settings_env
 from imageq.ops.palette import STATUS_COLOURS
+from imageq.ops.terminal_text import shown
 from imageq.producers.api import ImageQueue
 from imageq.producers.verify import verify_webhook
 from imageq.simulator.server import start_simulator_process
@@ -101,7 +103,7 @@ def _enqueue_all(
     try:
         queue.enqueue(**REFUSED)
     except InvalidParams as error:
-        console.print(f"[yellow]refused at enqueue, as it should be:[/] {error}")
+        console.print(Text("refused at enqueue, as it should be:", "yellow"), shown(error))
     return job_ids
 
 
@@ -147,19 +149,23 @@ def _report(
     console: Console, jobs: list[Job], receiver: WebhookReceiver, secrets_: list[str]
 ) -> None:
     for job in jobs:
-        console.print(f"\n[bold]{job.job_id}[/] {job.status}: {job.params['prompt']!r}")
+        # Prompts, URLs and the API's messages are data: `shown`, never markup.
+        console.print()
+        console.print(Text(job.job_id, "bold"), shown(f"{job.status}: {job.params['prompt']!r}"))
         if job.error:
-            console.print(f"  reason: {job.error['type']}: {job.error['message']}")
+            console.print(shown(f"  reason: {job.error['type']}: {job.error['message']}"))
         for output in job.outputs:
-            console.print(f"  {output['width']}x{output['height']}  {output['url']}")
+            console.print(shown(f"  {output['width']}x{output['height']}  {output['url']}"))
             saved = output.get("saved")
             if saved:
                 console.print(
-                    f"  saved by the worker to {saved['location']}"
-                    f" ({saved['bytes']:,} bytes, sha256 {saved['sha256'][:16]}…)"
+                    shown(
+                        f"  saved by the worker to {saved['location']}"
+                        f" ({saved['bytes']:,} bytes, sha256 {saved['sha256'][:16]}…)"
+                    )
                 )
             else:
-                console.print(f"  not saved: {output.get('download_error')}")
+                console.print(shown(f"  not saved: {output.get('download_error')}"))
         hooks = [
             r for r in receiver.received if r.headers.get("webhook-id") == webhook_id(job.job_id)
         ]

@@ -19,6 +19,7 @@ from rich.table import Table
 from rich.text import Text
 
 from imageq.ops.palette import STATUS_COLOURS
+from imageq.ops.terminal_text import shown
 from imageq.worker.domain.job import Job
 from imageq.worker.domain.status import JobStatus
 from imageq.worker.policy.adaptive import percentile
@@ -227,7 +228,7 @@ def _in_flight_table(shot: Snapshot) -> Table:
     table.add_column("age", justify="right", no_wrap=True)
     table.add_column("polls", justify="right")
     for job in shot.oldest_in_flight:
-        table.add_row(job.job_id, str(job.status), f"{job.age_s:.1f} s", str(job.poll_count))
+        table.add_row(shown(job.job_id), str(job.status), f"{job.age_s:.1f} s", str(job.poll_count))
     if not shot.oldest_in_flight:
         table.add_row("[dim]nothing in flight[/]", "", "", "")
     return table
@@ -241,7 +242,9 @@ def _failures_table(shot: Snapshot) -> Table:
     table.add_column("reason", ratio=1, overflow="fold")
     for failure in shot.recent_failures:
         when = datetime.fromtimestamp(failure.at, UTC).strftime("%H:%M:%S")
-        table.add_row(when, failure.job_id, f"[red]{failure.kind}[/]", failure.reason)
+        # A reason may quote a prompt or a receiver's answer: data, not markup.
+        kind = shown(failure.kind, style="red")
+        table.add_row(when, shown(failure.job_id), kind, shown(failure.reason))
     if not shot.recent_failures:
         table.add_row("[dim]none[/]", "", "", "")
     return table

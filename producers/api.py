@@ -15,6 +15,7 @@ from typing import Any, Unpack
 from celery import Celery
 
 from imageq.config import Settings, get_settings
+from imageq.producers.idempotency import check_same_request
 from imageq.producers.jobs import (
     JobOptions,
     Lane,
@@ -28,10 +29,26 @@ from imageq.worker.app import create_app
 from imageq.worker.domain import transitions
 from imageq.worker.domain.batch import Batch
 from imageq.worker.domain.job import Job
-from imageq.worker.errors import InvalidParams, JobNotFound, WaitTimeout
+from imageq.worker.errors import (
+    CorruptRecord,
+    ImageqError,
+    InvalidParams,
+    JobConflict,
+    JobNotFound,
+    WaitTimeout,
+)
 from imageq.worker.messages import Actions, Submit, message
 from imageq.worker.runtime import connect_store
 from imageq.worker.store.job_store import JobStore
+
+
+@dataclass(frozen=True)
+class Enqueued:
+    """What `enqueue_job` did: the job's id, and whether that id was already known, for the
+    same request (then nothing was stored or sent this time)."""
+
+    job_id: str
+    already_known: bool
 
 
 @dataclass(frozen=True)
@@ -66,15 +83,23 @@ class ImageQueue:
         self, prompt: str, *, lane: Lane = "interactive", **options: Unpack[JobOptions]
     ) -> str:
         """Validate and queue a job; return its id. `options` are `JobOptions`:
-        `aspect_ratio` and `resolution` are required. An id already in use is returned as it
-        is, and nothing is submitted again. `callback` is a Celery signature, called with the
-        completion payload as its first argument.
+        `aspect_ratio` and `resolution` are required. `callback` is a Celery signature, called
+        with the completion payload as its first argument.
+
+        A `job_id` is an idempotency key: an id already known for the same request is returned
+        and nothing is submitted again; for a different request it raises `JobConflict` (an
+        `InvalidParams`) naming the fields that differ. `enqueue_job` also says which it was.
         """
+        return self.enqueue_job(prompt, lane=lane, **options).job_id
+
+    def enqueue_job(
+        self, prompt: str, *, lane: Lane = "interactive", **options: Unpack[JobOptions]
+    ) -> Enqueued:
+        """`enqueue`, saying whether the job is new or its id was already known."""
         job = build_job(
             self._settings, prompt, lane=lane, now=time.time(), **check_options(options)
         )
-        self._queue(job)
-        return job.job_id
+        return Enqueued(job.job_id, already_known=not self._queue(job))
 
     def enqueue_many(
         self,
@@ -91,7 +116,8 @@ class ImageQueue:
         """Validate every row (`prompt` and `JobOptions`), then queue the valid ones as one
         batch; a refused row is reported by line and does not stop the others. Rows without a
         `job_id` get `{batch_id}-{line}`, so enqueueing the same rows with the same batch id
-        again resumes the batch and submits nothing twice. With `hold` the jobs are stored but
+        again resumes the batch and submits nothing twice; a row whose id is known for a
+        different request (`JobConflict`) is refused. With `hold` the jobs are stored but
         not submitted until `release`d (to pace a bulk run).
         """
         lines = list(lines) if lines is not None else list(range(1, len(rows) + 1))
@@ -111,6 +137,10 @@ class ImageQueue:
                 errors.append((line, str(error)))
             else:
                 jobs[line] = replace(job, held=hold)
+        # Before the batch counts them: a conflicting row must not be one of its jobs.
+        for line, conflict in self._conflicts(jobs).items():
+            errors.append((line, str(conflict)))
+            del jobs[line]
         batch = Batch(
             batch_id,
             total=len(jobs),
@@ -121,13 +151,21 @@ class ImageQueue:
         )
         self._store.create_batch(batch)
         self._store.add_batch_jobs(batch_id, {line: job.job_id for line, job in jobs.items()})
-        queued = sum(self._queue(job) for job in jobs.values())
+        queued = 0
+        for line, job in list(jobs.items()):
+            try:
+                queued += self._queue(job)
+            except (JobConflict, CorruptRecord) as error:
+                # Another producer took the id since `_conflicts` looked: the row is refused,
+                # though the batch already counts it (a race of two writers to one id).
+                errors.append((line, str(error)))
+                del jobs[line]
         return BatchReport(
             batch_id=batch_id,
             jobs={line: job.job_id for line, job in jobs.items()},
             queued=queued,
             already_known=len(jobs) - queued,
-            errors=errors,
+            errors=sorted(errors),
         )
 
     def release(self, job_id: str) -> bool:
@@ -184,8 +222,9 @@ class ImageQueue:
         return sum(self.cancel(job.job_id) for job in self.batch_jobs(batch_id).values())
 
     def _queue(self, job: Job) -> bool:
-        """Store and queue a new job; False (nothing sent) if its id is already known."""
-        if not self._store.create(job, due_at=None if job.held else time.time()):
+        """Store and queue a new job; False (nothing sent) if its id is already known for the
+        same request; `JobConflict` (nothing written) if for another."""
+        if not self._create(job):
             return False
         if job.held:
             return True
@@ -196,6 +235,34 @@ class ImageQueue:
             self._store.delete(job.job_id)
             raise
         return True
+
+    def _create(self, job: Job) -> bool:
+        """Store the new job; False if its id is known for the same request, `JobConflict` if
+        for another (nothing written either way)."""
+        # A known record can vanish between the two reads (its TTL ran out, or a producer took
+        # back a job it could not queue): the id is free again, so try again, a few times.
+        for _ in range(3):
+            if self._store.create(job, due_at=None if job.held else time.time()):
+                return True
+            try:
+                known = self._store.get(job.job_id)
+            except JobNotFound:
+                continue
+            check_same_request(known, job)
+            return False
+        raise ImageqError(f"job {job.job_id!r} keeps appearing and vanishing; enqueue it again")
+
+    def _conflicts(self, jobs: Mapping[int, Job]) -> dict[int, JobConflict]:
+        """Line -> conflict, for the jobs whose id is known for a different request."""
+        known = self._store.get_many([job.job_id for job in jobs.values()])
+        conflicts = {}
+        for (line, job), before in zip(jobs.items(), known, strict=True):
+            try:
+                if before is not None:
+                    check_same_request(before, job)
+            except JobConflict as error:
+                conflicts[line] = error
+        return conflicts
 
     def _publish(self, actions: Actions) -> None:
         for action in actions:
@@ -216,6 +283,13 @@ def default_queue() -> ImageQueue:
 def enqueue(prompt: str, *, lane: Lane = "interactive", **options: Unpack[JobOptions]) -> str:
     """`ImageQueue.enqueue` on the default queue."""
     return default_queue().enqueue(prompt, lane=lane, **options)
+
+
+def enqueue_job(
+    prompt: str, *, lane: Lane = "interactive", **options: Unpack[JobOptions]
+) -> Enqueued:
+    """`ImageQueue.enqueue_job` on the default queue."""
+    return default_queue().enqueue_job(prompt, lane=lane, **options)
 
 
 def get(job_id: str) -> Job:

@@ -25,6 +25,24 @@ class InvalidParams(ImageqError, ValueError):
         self.message = message
 
 
+class JobConflict(InvalidParams):
+    """A job id already names a job made from other parameters: refused, nothing stored or sent.
+
+    A job id is an idempotency key: the same request again gets the job it made, a different
+    one under the same id is refused. `fields` names the options that differ, never their
+    values (a webhook URL or metadata may hold a secret).
+    """
+
+    def __init__(self, job_id: str, fields: tuple[str, ...]) -> None:
+        super().__init__(
+            "job_id",
+            f"{job_id!r} is already a job with a different {', '.join(fields)};"
+            " an id names one job: give a new id for a different one",
+        )
+        self.job_id = job_id
+        self.fields = fields
+
+
 class BulkFileError(ImageqError):
     """A bulk file cannot be read as a whole; `offset` is the bad byte's, for encoding errors.
 

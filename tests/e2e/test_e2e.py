@@ -18,7 +18,7 @@ from imageq.producers.api import ImageQueue
 from imageq.simulator.server import SimulatorServer
 from imageq.worker.domain.job import Delivery
 from imageq.worker.domain.status import JobStatus
-from imageq.worker.errors import InvalidParams
+from imageq.worker.errors import InvalidParams, JobConflict
 from imageq.worker.messages import SchedulePoll, message
 from imageq.worker.steps.poll import poll_facts
 from tests.conftest import (
@@ -224,9 +224,13 @@ def test_invalid_combination_queues_nothing(settings_values: dict[str, Any]) -> 
 def test_enqueue_existing_id_submits_nothing(
     worker: WorkerProcess, queue: ImageQueue, simulator: SimulatorServer
 ) -> None:
-    """Enqueueing a job id again returns it and submits nothing new."""
+    """Enqueueing a job id again with the same request returns it, already known, and submits
+    nothing new; with another request it is a JobConflict."""
     job_id = queue.enqueue("a castle", aspect_ratio="4:5", resolution="2K", job_id="same-id-1")
-    assert queue.enqueue("other", aspect_ratio="1:1", resolution="1K", job_id=job_id) == job_id
+    again = queue.enqueue_job("a castle", aspect_ratio="4:5", resolution="2k", job_id=job_id)
+    assert (again.job_id, again.already_known) == (job_id, True)
+    with pytest.raises(JobConflict, match="different prompt, aspect_ratio, resolution;"):
+        queue.enqueue("other", aspect_ratio="1:1", resolution="1K", job_id=job_id)
     job = queue.wait(job_id, timeout_s=WAIT_S)
     assert job.status is JobStatus.SUCCEEDED
     assert job.params["prompt"] == "a castle"

@@ -14,6 +14,7 @@ import io
 import json
 import math
 import socket
+import unicodedata
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
@@ -93,7 +94,11 @@ def near(valid: Sequence[str]) -> st.SearchStrategy[object]:
     return st.sampled_from(valid).flatmap(spelled) | ANY_FIELD
 
 
-SHORT_PROMPTS = st.text() | st.sampled_from(["a castle", " ", "\u3000", "\n\t"]) | ANY_FIELD
+SHORT_PROMPTS = (
+    st.text()
+    | st.sampled_from(["a castle", " ", "\u3000", "\n\t", "a\x00b", "x\x1b[0m", "a\r\nb", "a\x0bb"])
+    | ANY_FIELD
+)
 LONG_PROMPTS = st.builds(
     lambda char, count: char * count,
     st.sampled_from(["x", " ", "\U0001f3f0"]),
@@ -209,6 +214,9 @@ def check_params(call: dict[str, Any]) -> GenerationParams | InvalidParams:
     assert pixel_size(params.aspect_ratio, params.resolution) is not None
     assert params.prompt.strip()
     assert len(params.prompt) <= MAX_PROMPT_CHARS
+    assert not any(
+        unicodedata.category(char) == "Cc" and char not in "\n\t\r" for char in params.prompt
+    )
     assert params.quality in QUALITIES
     assert all(isinstance(image, str) for image in params.reference_images)
     assert len(params.reference_images) <= 9

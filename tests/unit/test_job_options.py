@@ -2,58 +2,25 @@
 
 from __future__ import annotations
 
-from typing import Any, cast
+from typing import Any
 
 import pytest
-from celery import Celery
 
 from imageq.config import Settings
 from imageq.producers.api import ImageQueue
 from imageq.producers.bulkfile import parse_bulk
 from imageq.producers.jobs import JOB_OPTIONS, REQUIRED_JOB_OPTIONS, build_job, check_options
-from imageq.worker.domain.batch import Batch
-from imageq.worker.domain.job import Job
 from imageq.worker.errors import InvalidParams
-from imageq.worker.store.job_store import JobStore
+from tests.unit.memory_queue import MemoryStore
+from tests.unit.memory_queue import memory_queue as memory_queue_with
 
 GOOD: dict[str, Any] = {"prompt": "a castle", "aspect_ratio": "16:9", "resolution": "2K"}
 SETTINGS = Settings(webhook={"secrets": []})
 
 
-class MemoryStore:
-    """The few `JobStore` methods `enqueue` and `enqueue_many` call, in a dict."""
-
-    def __init__(self) -> None:
-        self.jobs: dict[str, Job] = {}
-        self.batches: dict[str, Batch] = {}
-
-    def create(self, job: Job, *, due_at: float | None = None) -> bool:
-        return self.jobs.setdefault(job.job_id, job) is job
-
-    def delete(self, job_id: str) -> None:
-        self.jobs.pop(job_id, None)
-
-    def create_batch(self, batch: Batch) -> bool:
-        return self.batches.setdefault(batch.batch_id, batch) is batch
-
-    def add_batch_jobs(self, batch_id: str, job_ids: dict[int, str]) -> None:
-        pass
-
-
-class SentTasks:
-    """A Celery app that only notes what it is asked to send."""
-
-    def __init__(self) -> None:
-        self.sent: list[str] = []
-
-    def send_task(self, name: str, **options: Any) -> None:
-        self.sent.append(name)
-
-
 def memory_queue() -> tuple[ImageQueue, MemoryStore]:
-    store = MemoryStore()
-    app = cast(Celery, SentTasks())
-    return ImageQueue(SETTINGS, app=app, store=cast(JobStore, store)), store
+    queue, store, _ = memory_queue_with(SETTINGS)
+    return queue, store
 
 
 def test_the_options_are_named_once() -> None:

@@ -104,6 +104,39 @@ def test_refusals_name_field_and_allowed_values(
     assert named in str(caught.value)
 
 
+@pytest.mark.parametrize(
+    ("prompt", "named"),
+    [
+        ("a\x00castle", "U+0000 (NUL) at character 2"),
+        ("a castle\x1b[31m", "U+001B (ESC) at character 9"),
+        ("\x07", "U+0007 (BEL) at character 1"),
+        ("a\x0ccastle", "U+000C (FF) at character 2"),
+        ("a castle\x0b", "U+000B (VT) at character 9"),
+        ("a\x7fcastle", "U+007F (DEL) at character 2"),
+        ("a \x85castle", "U+0085 at character 3"),
+        ("ok\n\x01", "U+0001 at character 4"),
+    ],
+)
+def test_control_characters_in_the_prompt_are_refused_by_code_and_place(
+    prompt: str, named: str
+) -> None:
+    """A control character other than newline and tab is refused, named by code and place."""
+    with pytest.raises(InvalidParams) as caught:
+        validate_params(prompt, aspect_ratio="1:1", resolution="1K")
+    assert caught.value.field == "prompt"
+    assert named in caught.value.message
+    assert "only line breaks and tabs" in caught.value.message
+
+
+@pytest.mark.parametrize(
+    "prompt",
+    ["two\nlines", "a\ttab", "crlf\r\nline", "cr\rline", "ok\u2028\u00a0\u200b", "[/] [bold]"],
+)
+def test_newlines_tabs_and_other_text_are_kept_as_given(prompt: str) -> None:
+    """LF, CR, CRLF, tab, Unicode separators and brackets are ordinary prompt text."""
+    assert validate_params(prompt, aspect_ratio="1:1", resolution="1K").prompt == prompt
+
+
 def test_prompt_at_the_limit_is_accepted() -> None:
     """Exactly 32,000 characters is allowed."""
     params = validate_params("x" * MAX_PROMPT_CHARS, aspect_ratio="1:1", resolution="1K")

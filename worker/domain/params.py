@@ -21,6 +21,15 @@ QUALITIES: Final = ("low", "medium", "high")
 DEFAULT_QUALITY: Final = "high"
 MAX_PROMPT_CHARS: Final = 32_000
 MAX_REFERENCE_IMAGES: Final = 9
+# Line breaks and tabs are layout a prompt may need; every other control character (NUL, ESC,
+# the C1 codes...) is invisible, can rewrite a terminal that shows the prompt, and means nothing
+# to the model. A line break is LF, CRLF or a lone CR, as bulk files count lines (a CR file's
+# multi-line cell holds CRs). Unicode's control category (Cc) is U+0000-001F and U+007F-009F.
+_CONTROL: Final = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
+_CONTROL_NAMES: Final = {
+    0x00: "NUL", 0x07: "BEL", 0x08: "BS", 0x0B: "VT", 0x0C: "FF", 0x1B: "ESC",
+    0x7F: "DEL",
+}  # fmt: skip
 
 # The names validate_params owns; anything else in `extra` goes to the API untouched.
 _OWN_FIELDS: Final = frozenset({"prompt", "aspect_ratio", "resolution", "quality"})
@@ -139,6 +148,14 @@ def _prompt(value: object) -> str:
     if len(value) > MAX_PROMPT_CHARS:
         raise InvalidParams(
             "prompt", f"{len(value):,} characters; at most {MAX_PROMPT_CHARS:,} are allowed"
+        )
+    if control := _CONTROL.search(value):
+        code = ord(control[0])
+        name = f" ({_CONTROL_NAMES[code]})" if code in _CONTROL_NAMES else ""
+        raise InvalidParams(
+            "prompt",
+            f"control character U+{code:04X}{name} at character {control.start() + 1};"
+            " only line breaks and tabs are allowed",
         )
     return value
 
