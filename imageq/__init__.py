@@ -21,9 +21,11 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from imageq.producers.api import (
         BatchReport,
+        Enqueued,
         ImageQueue,
         cancel,
         enqueue,
+        enqueue_job,
         enqueue_many,
         get,
         wait,
@@ -34,6 +36,8 @@ if TYPE_CHECKING:
 
 _HOMES = {
     "BatchReport": "imageq.producers.api",
+    "Enqueued": "imageq.producers.api",
+    "enqueue_job": "imageq.producers.api",
     "ImageQueue": "imageq.producers.api",
     "cancel": "imageq.producers.api",
     "enqueue": "imageq.producers.api",
@@ -47,11 +51,13 @@ _HOMES = {
 
 __all__ = [
     "BatchReport",
+    "Enqueued",
     "ImageQueue",
     "ImageqError",
     "JobOptions",
     "cancel",
     "enqueue",
+    "enqueue_job",
     "enqueue_many",
     "get",
     "verify_webhook",

@@ -16,16 +16,14 @@ from imageq.worker.errors import ImageqError, InvalidParams, JobConflict
 from tests.conftest import WEBHOOK_SECRET
 from tests.unit.memory_queue import MemoryStore, SentTasks, memory_queue
 
-SETTINGS = Settings(
-    _env_file=None, webhook={"secrets": WEBHOOK_SECRET, "allow_private_targets": False}
-)
+SETTINGS = Settings(_env_file=None, webhook={"secrets": WEBHOOK_SECRET})
 HOOK = "https://93.184.216.34/hooks/a?token=s3cr3t"  # an address literal: no DNS lookup
 CALLBACK = {"task": "app.done", "args": [], "kwargs": {}, "options": {}}
 ASKED: dict[str, Any] = {
     "aspect_ratio": "16:9",
     "resolution": "2K",
     "quality": "low",
-    "reference_images": ["https://example.com/a.png"],
+    "reference_images": ["https://93.184.216.34/a.png"],
     "extra_params": {"seed": 7, "style": {"a": 1, "b": [1, 2]}},
     "webhook_url": HOOK,
     "callback": CALLBACK,
@@ -72,7 +70,7 @@ def test_the_same_request_again_is_already_known(
     "spelled",
     [
         {"resolution": "2k", "quality": " LOW"},
-        {"reference_images": ("https://example.com/a.png",)},
+        {"reference_images": ("https://93.184.216.34/a.png",)},
         {"extra_params": {"style": {"b": [1, 2], "a": 1}, "seed": 7}},
         {"metadata": {"tags": ("x",), "order": 42}},
     ],
