@@ -51,9 +51,11 @@ def bulk(
     ] = 0.5,
     as_json: Annotated[bool, typer.Option("--json", help="Summary as JSON.")] = False,
 ) -> None:
-    """Run every valid row of FILE as one batch; report invalid rows by line and skip them. A
-    row whose job id is already known for the same job is not queued again; for a different
-    job it is refused, as an invalid row."""
+    """Run every valid row of FILE as one batch; report invalid rows by line and skip them.
+
+    A row whose job id is already known for the same job is not queued again; for a different
+    job it is refused, as an invalid row.
+    """
     try:
         rows, errors = read_bulk_file(file)
     except (BulkFileError, OSError) as error:

@@ -22,8 +22,10 @@ def health_command(
         float, typer.Option("--timeout", min=0.1, max=300, help="Seconds each check may take.")
     ] = DEFAULT_TIMEOUT_S,
 ) -> None:
-    """Check the broker, the job store, the API and that a worker answers: exit 0 if all pass,
-    1 if any fails (usable as a container healthcheck)."""
+    """Check the broker, the job store, the API and that a worker answers.
+
+    Exit 0 if all pass, 1 if any fails: usable as a container healthcheck.
+    """
     checks = evaluate(skip=skip or [], timeout_s=timeout)
     typer.echo(render(checks, as_json=as_json))
     raise typer.Exit(exit_code(checks))

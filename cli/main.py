@@ -93,9 +93,11 @@ def submit(
     timeout: Annotated[float, typer.Option(min=0, help="With --wait: seconds to wait.")] = 600,
     as_json: Annotated[bool, typer.Option("--json", help="JSON for scripts.")] = False,
 ) -> None:
-    """Queue one job and print its id; with --wait, follow it and print its result. A --job-id
-    already known for the same job is not queued again (it says "already known"); for a
-    different one it is refused (exit 2)."""
+    """Queue one job and print its id; with --wait, follow it and print its result.
+
+    A --job-id already known for the same job is not queued again (it says "already known");
+    for a different one it is refused (exit 2).
+    """
     extra_params = pairs(param, option="--param", as_json=True)
     tags = pairs(metadata, option="--metadata", as_json=False)
     images = queue()
@@ -200,9 +202,11 @@ def cancel(id_: Annotated[str, typer.Argument(metavar="JOB_ID|BATCH_ID")]) -> No
 
 @app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
 def worker(ctx: typer.Context) -> None:
-    """Run a worker: `celery -A imageq.worker.app worker`, lean (no gossip, mingle or
-    heartbeat: imageq uses none of them), on the pool of IMAGEQ_WORKER__POOL, with any extra
-    arguments."""
+    """Run a worker: `celery -A imageq.worker.app worker`, lean.
+
+    No gossip, mingle or heartbeat (imageq uses none of them); the pool of IMAGEQ_WORKER__POOL;
+    any extra arguments go to Celery.
+    """
     lean = ["--without-gossip", "--without-mingle", "--without-heartbeat"]
     # Named on the command line, so that Celery patches for gevent before anything else loads.
     named = any(arg in ("-P", "--pool") or arg.startswith("--pool=") for arg in ctx.args)
