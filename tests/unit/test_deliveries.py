@@ -128,15 +128,29 @@ def test_a_done_download_sends_the_notifications_or_settles(
     assert (marked.due_at, marked.settled) == ((NOW, False) if then else (None, True))
 
 
-@pytest.mark.parametrize(("now", "retry"), [(NOW + 599, True), (NOW + 600, False)])
+LAGGING = {**RETRYABLE, "download_error": {"retryable": True, "http_status": 404}}
+AWAY = {**RETRYABLE, "download_error": {"retryable": True, "http_status": 503}}
+
+
+@pytest.mark.parametrize(
+    ("output", "now", "retry"),
+    [
+        (RETRYABLE, NOW + 599, True),
+        (AWAY, NOW + 599, True),
+        (RETRYABLE, NOW + 600, False),
+        (LAGGING, NOW + 10, False),
+    ],
+    ids=["no-answer", "503", "window-over", "404"],
+)
 def test_mark_download_retries_past_its_attempts_within_the_outage_window(
-    now: float, retry: bool
+    output: dict[str, Any], now: float, retry: bool
 ) -> None:
-    """Out of attempts, a retryable failure is still retried until `retry_until`: an outage
-    of the image host shorter than the window never costs the saved image."""
+    """Out of attempts, a host that is away (no answer, 5xx) is still retried until
+    `retry_until`: an outage shorter than the window never costs the saved image. A file not
+    there (404) keeps to its attempts."""
     claimed = saving(download_attempts=5, callback=CALLBACK)
     marked = deliveries.mark_download(
-        claimed, outputs=[RETRYABLE], max_attempts=3, now=now, delay_s=2, retry_until=NOW + 600
+        claimed, outputs=[output], max_attempts=3, now=now, delay_s=2, retry_until=NOW + 600
     )
     assert marked is not None
     assert ("downloads_state" not in marked.changes) is retry

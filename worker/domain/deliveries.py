@@ -43,8 +43,9 @@ def mark_download(
     retry_until: float = 0.0,
 ) -> Transition | None:
     """Record the claimed attempt's outputs: retried after `delay_s` while an output failed in a
-    way worth retrying and attempts are left (or it is not yet `retry_until`, so an outage
-    shorter than that never costs a saved image), else done, and the notifications go out.
+    way worth retrying and attempts are left (or, for a host that is away, until `retry_until`,
+    so an outage shorter than that never costs a saved image), else done, and the
+    notifications go out.
 
     The first attempt of this number to finish is kept, whether or not its lease ran out (a
     slow download may have been started again by the sweeper): the lease is not checked."""
@@ -61,7 +62,8 @@ def mark_download(
         "download_attempts": claimed.download_attempts,
     }
     worth_it = any(_retryable(output) for output in outputs)
-    if worth_it and (attempt < max_attempts or now < retry_until):
+    outage = any(_outage(output) for output in outputs)
+    if worth_it and (attempt < max_attempts or (outage and now < retry_until)):
         return Transition(
             claimed.job_id,
             expect=expect,
@@ -256,3 +258,11 @@ def _download_expect(job: Job) -> JobFields:
 
 def _retryable(output: dict[str, Any]) -> bool:
     return bool((output.get("download_error") or {}).get("retryable"))
+
+
+def _outage(output: dict[str, Any]) -> bool:
+    """A retryable download error that says the host is away (no answer, 429, 5xx), not that
+    the file is not there yet: only those are retried past the attempts, for the window."""
+    error = output.get("download_error") or {}
+    status = error.get("http_status")
+    return bool(error.get("retryable")) and (status is None or status == 429 or status >= 500)

@@ -53,8 +53,8 @@ def submit(rt: Runtime, job_id: str) -> Actions:
         return [Submit(job_id, job.lane, countdown_s=wait_s)]
     if not claimed:
         return []
+    before_send = job.submit_sent_until  # as it was before this attempt
     job = claim.applied_to(job)
-    before_send = job.submit_sent_until
     if look_first:
         try:
             # An earlier attempt can have timed out or lost its connection (or its worker)
@@ -73,8 +73,10 @@ def submit(rt: Runtime, job_id: str) -> Actions:
     try:
         remote = rt.client.submit(job.out_task_id, job.generation_params)
     except ApiError as error:
+        # The request is over (answered, timed out or dropped): if it may have reached the API
+        # the next attempt looks the job up first, but need not wait for its window.
         reached = may_have_reached_api(error)
-        return _failed(rt, job, error, sent_until=job.submit_sent_until if reached else before_send)
+        return _failed(rt, job, error, sent_until=rt.clock() if reached else before_send)
     return _submitted(rt, job, remote)
 
 
