@@ -92,9 +92,12 @@ class PollingSettings(BaseModel):
 class RetrySettings(BaseModel):
     """Backoff for transient API errors (5xx, 429, timeouts); never for final ones."""
 
-    max_attempts: int = Field(6, ge=1)
     base_delay_s: float = Field(1.0, gt=0)
     max_delay_s: float = Field(30.0, gt=0)
+    # An API that does not answer is waited out this long, not turned into an outcome: a
+    # submit is retried until this long after its first attempt, and a job whose deadline
+    # passed while the API was away gets its last check until this long after the deadline.
+    outage_window_s: float = Field(600.0, gt=0)
 
 
 # Svix's schedule: at once, then 5 s, 5 min, 30 min, 2 h, 5 h, 10 h, 10 h (about 28 h in all).

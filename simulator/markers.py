@@ -11,6 +11,8 @@ whitespace. Names:
   for the first queries of the task. N defaults to 1. When several are given they are served in
   the order listed here, each taking the next N attempts: ``sim:poll429=1 sim:poll503=2`` gives
   429, 503, 503, then normal answers;
+- ``submitdelay=S`` -- the first submit of the task's out_task_id is held S seconds (float)
+  before the task is created and answered: an API slow to accept, for killing a client mid-submit;
 - ``file404=N`` -- the first N downloads of the task's images answer 404 (N defaults to 1);
 - ``filepad=BYTES`` -- its images carry BYTES of padding in a private ancillary chunk (still
   valid PNGs, just large), to exercise download size caps.
@@ -63,6 +65,7 @@ class Markers:
     poll_faults: FaultPlan = ()
     file_404s: int = 0
     file_pad_bytes: int = 0
+    submit_delay_s: float = 0.0
 
 
 def parse_markers(prompt: str) -> Markers:
@@ -70,6 +73,7 @@ def parse_markers(prompt: str) -> Markers:
     flags: set[str] = set()
     counts: dict[str, int] = {}
     latency_s: float | None = None
+    submit_delay_s = 0.0
     retry_after_s = 1
     for match in _TOKEN.finditer(prompt):
         name, value = match.group(1).lower(), match.group(2)
@@ -80,6 +84,8 @@ def parse_markers(prompt: str) -> Markers:
             flags.add(name)
         elif name == "latency":
             latency_s = _non_negative(token, value, float)
+        elif name == "submitdelay":
+            submit_delay_s = _non_negative(token, value, float)
         elif name == "retry_after":
             retry_after_s = int(_non_negative(token, value, int))
         elif name == "file404":
@@ -99,6 +105,7 @@ def parse_markers(prompt: str) -> Markers:
         poll_faults=_plan(_POLL_FAULTS, counts),
         file_404s=counts.get("file404", 0),
         file_pad_bytes=counts.get("filepad", 0),
+        submit_delay_s=submit_delay_s,
     )
 
 

@@ -43,6 +43,8 @@ async def api_gate(request: web.Request, handler: Handler) -> web.StreamResponse
     """API requests are counted, delayed and key-checked; unknown routes answer JSON errors."""
     sim = request.app[SIM]
     is_api = request.path.startswith(_API_PREFIXES)
+    if is_api and sim.refusing:
+        return _drop_connection(request)
     if is_api:
         sim.requests += 1
         delay_s = sim.config.request_delay_distribution().sample(sim.rng)
@@ -69,6 +71,10 @@ async def submit(request: web.Request) -> web.StreamResponse:
     sim.submits_by_out_task_id[submission.out_task_id] += 1
     attempt = sim.submits_by_out_task_id[submission.out_task_id]
     markers = submission.markers
+    if attempt == 1 and markers.submit_delay_s:
+        # Held before the task exists: the client may give up or die meanwhile; the task is
+        # created all the same (aiohttp lets a handler finish after its client is gone).
+        await asyncio.sleep(markers.submit_delay_s)
     fault = fault_for_attempt(markers.submit_faults, attempt) or sim.random_fault(may_drop=False)
     if fault is not None and fault is not Fault.DROP:
         return _fault_response(fault, markers.retry_after_s)

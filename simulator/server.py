@@ -11,7 +11,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from types import TracebackType
 from typing import Any, Final, Self, TypeVar
 
@@ -62,6 +62,7 @@ class SimulatorServer:
         self._ready = threading.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stop: asyncio.Event | None = None
+        self._runner: web.AppRunner | None = None
         self._error: BaseException | None = None
         self._thread = threading.Thread(target=self._run, name="simulator", daemon=True)
 
@@ -118,6 +119,33 @@ class SimulatorServer:
             )
         )
 
+    def refuse_connections(self) -> None:
+        """Take the API host down: stop listening on the port (connecting is refused) and drop
+        API requests on connections already open, until `accept_connections`."""
+        self._call_soon(self._refuse())
+
+    def accept_connections(self) -> None:
+        """Bring the host back on the same port, with its tasks and counters as they were."""
+        self._call_soon(self._accept())
+
+    async def _refuse(self) -> None:
+        self.app[SIM].refusing = True
+        assert self._runner is not None
+        for site in list(self._runner.sites):
+            await site.stop()  # closes the listening socket; open connections stay
+
+    async def _accept(self) -> None:
+        assert self._runner is not None
+        self._sock = bind(self.config.host, int(self.base_url.rsplit(":", 1)[1]))
+        await web.SockSite(self._runner, self._sock).start()
+        self.app[SIM].refusing = False
+
+    def _call_soon(self, work: Coroutine[Any, Any, None]) -> None:
+        if self._loop is None:
+            work.close()
+            raise RuntimeError("simulator is not running")
+        asyncio.run_coroutine_threadsafe(work, self._loop).result(self._start_timeout_s)
+
     def _call(self, function: Callable[[], _T]) -> _T:
         # The state belongs to the server's event loop; touch it only from there.
         if self._loop is None:
@@ -139,7 +167,7 @@ class SimulatorServer:
         self._loop = asyncio.get_running_loop()
         self._stop = asyncio.Event()
         assert self._sock is not None  # bound by start() before the thread runs
-        runner = await start_runner(self.app, self._sock)
+        runner = self._runner = await start_runner(self.app, self._sock)
         self._ready.set()
         try:
             await self._stop.wait()

@@ -67,6 +67,9 @@ class SimState:
     accepted_submits_by_out_task_id: Counter[str] = field(default_factory=Counter)
     queries_by_task_id: Counter[str] = field(default_factory=Counter)
     requests: int = 0
+    # The host is "down" (`SimulatorServer.refuse_connections`): API requests on connections
+    # opened before are dropped unanswered, as a host going away would.
+    refusing: bool = False
     rng: random.Random = field(init=False)
     # The global fault rates now in force: the config's, until `set_fault_rates` changes them.
     fault_rates: dict[Fault, float] = field(init=False)

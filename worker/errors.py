@@ -127,6 +127,11 @@ class ApiUnavailable(ApiError):
     retryable = True
 
 
+class ApiUnreachable(ApiUnavailable):
+    """Transient: no connection to the API could be made (refused, name not resolved, connect
+    timed out), so the request was never sent: a submit that failed so created nothing."""
+
+
 class RateLimited(ApiUnavailable):
     """HTTP 429; `retry_after_s` holds the server's `Retry-After` when it sent one."""
 

@@ -16,6 +16,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
 from imageq.worker.messages import Actions, SchedulePoll
+from imageq.worker.policy.leases import lease_s
 from imageq.worker.runtime import Runtime
 from imageq.worker.steps.poll import poll
 
@@ -33,8 +34,9 @@ class Poller:
         timing = rt.settings.polling
         self._threads = timing.poller_threads
         self._tick_s = timing.poller_tick_s
-        api = rt.settings.api
-        self._lease_s = api.connect_timeout_s + api.read_timeout_s + 5
+        # A poll longer than this is taken again by another poller; its token keeps the copy
+        # from moving the job twice.
+        self._lease_s = lease_s(rt.settings, "poll")
         self._pool = ThreadPoolExecutor(self._threads, thread_name_prefix="imageq-poll")
         self._busy = threading.Semaphore(2 * self._threads)
         self._stop = threading.Event()

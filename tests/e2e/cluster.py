@@ -176,6 +176,7 @@ def cluster(
     sweep: dict[str, float] | None = None,
     latency: str = "uniform:4,8",
     polling_mode: str = "countdown",
+    overrides: dict[str, dict[str, Any]] | None = None,
 ) -> Iterator[Cluster]:
     """Start everything (Redis with AOF on a fixed directory, so it can be restarted), and stop
     everything at the end, whatever happened."""
@@ -189,6 +190,8 @@ def cluster(
             sweep=sweep or {"interval_s": 1, "grace_s": 3},
             polling_mode=polling_mode,
         )
+        for group, changes in (overrides or {}).items():
+            values[group] = {**values.get(group, {}), **changes}
         settings = Settings(_env_file=None, **copy.deepcopy(values))
         parts = Cluster(root, server, sim, receiver, values, ImageQueue(settings))
         stack.callback(parts.stop_processes)

@@ -179,3 +179,58 @@ def test_every_poll_message_delivered_twice(tmp_path: Path) -> None:
             assert job.remote_task_id is not None
             assert queries[job.remote_task_id] <= job.poll_count + 1  # one chain each
         parts.record("poll message twice", N)
+
+
+def test_api_unreachable_longer_than_the_old_retry_budget(tmp_path: Path) -> None:
+    """The API host goes down (connections refused, open ones dropped) while half the jobs
+    are being submitted and the other half are polling, and stays down past those jobs'
+    deadlines and past the six attempts a submit used to get. The outage is waited out: every
+    job is submitted once and succeeds (those whose deadline passed get their last check when
+    the API answers again), none fails."""
+    overrides = {"polling": {"deadline_s": 8}, "retry": {"outage_window_s": 60}}
+    with cluster(tmp_path, latency="uniform:2,4", overrides=overrides) as parts:
+        polling = parts.enqueue(N // 2, prompt="polled through")
+        in_flight(parts, polling)
+        parts.simulator.refuse_connections()
+        down = time.monotonic()
+        submitting = parts.enqueue(N // 2, prompt="submitted through")
+        try:
+            # Down until every deadline of the polling half has passed and every submit has
+            # been tried more often than the old budget (6 attempts) allowed.
+            parts.wait(polling, lambda job: time.time() > (job.deadline_at or 0) + 1,
+                       timeout_s=60, what="past their deadline")  # fmt: skip
+            parts.wait(submitting, lambda job: job.submit_attempts > 6,
+                       timeout_s=60, what="retried past the old budget")  # fmt: skip
+            assert all(not job.is_terminal for job in parts.jobs(polling + submitting))
+        finally:
+            parts.simulator.accept_connections()
+        outage_s = time.monotonic() - down
+        job_ids = polling + submitting
+        parts.settle(job_ids, timeout_s=SETTLE_S)
+        parts.check(job_ids)
+        parts.record("API unreachable", N, outage_s=round(outage_s, 1))
+
+
+def test_worker_sigkill_mid_submit(tmp_path: Path) -> None:
+    """A worker is SIGKILLed while its submit requests are held by the API (which creates the
+    tasks all the same): with the default sweep settings every job resumes within 30 s, is
+    adopted by a lookup, and is submitted exactly once."""
+    sweep = {"interval_s": 5.0, "grace_s": 15.0}
+    overrides = {"api": {"read_timeout_s": 8}}
+    with cluster(tmp_path, sweep=sweep, latency="uniform:2,4", overrides=overrides) as parts:
+        job_ids = parts.enqueue(5, prompt="a castle sim:submitdelay=6")
+        # Sent: the simulator holds each job's submit now (its task is created 6 s in).
+        held = parts.simulator.stats
+        parts.wait(job_ids, lambda job: job.job_id in held()["submits_by_out_task_id"],
+                   timeout_s=30, what="sent")  # fmt: skip
+        parts.workers["w0"].kill()
+        killed = time.monotonic()
+        parts.start_worker("w1")
+        parts.wait(job_ids, lambda job: job.status is not JobStatus.QUEUED,
+                   timeout_s=60, what="submitted")  # fmt: skip
+        resumed_s = time.monotonic() - killed
+        parts.settle(job_ids, timeout_s=SETTLE_S)
+        parts.check(job_ids)
+        assert all(job.submit_attempts >= 2 for job in parts.jobs(job_ids))  # taken over
+        parts.record("worker SIGKILL mid-submit", 5, recovery_s=round(resumed_s, 1))
+        assert resumed_s <= 30

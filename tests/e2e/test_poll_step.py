@@ -11,6 +11,7 @@ import pytest
 import redis
 
 from imageq.producers.jobs import build_job
+from imageq.simulator.server import SimulatorServer
 from imageq.worker.domain.status import JobStatus
 from imageq.worker.messages import POLL_TASK, PollFacts, SchedulePoll, message
 from imageq.worker.runtime import Runtime
@@ -77,14 +78,13 @@ def test_the_message_round_trips_the_facts(rt: Runtime) -> None:
     assert message(SchedulePoll("j1", 4, 0.0), rt.settings.worker)[1] == ["j1", 4]
 
 
-def test_a_poll_that_goes_on_makes_one_store_call(
-    rt: Runtime, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_a_poll_that_goes_on_reads_no_record(rt: Runtime, monkeypatch: pytest.MonkeyPatch) -> None:
     job_id, first = submitted(rt)
     calls: list[str] = []
     monkeypatch.setattr(rt.store, "_redis", CountingRedis(rt.store._redis, calls))
     polled(poll(rt, job_id, first.token, first.facts))
     assert "hgetall" not in calls
+    assert calls == ["hmget"]  # the token check: two small fields
     calls.clear()
     polled(poll(rt, job_id, first.token + 1))  # a message without facts reads the record first
     assert "hgetall" in calls
@@ -110,3 +110,32 @@ def test_a_finishing_poll_reads_the_record_and_checks_it(rt: Runtime) -> None:
     assert (done.status, done.poll_count) == (JobStatus.SUCCEEDED, 1)
     assert poll(rt, job_id, first.token, first.facts) == []  # a duplicate finishes nothing
     assert rt.store.get(job_id).finished_at == done.finished_at
+
+
+def test_a_redelivered_poll_of_a_finished_job_asks_the_api_nothing(
+    rt: Runtime, simulator: SimulatorServer
+) -> None:
+    """A finished job's old poll message, back after a worker was lost (the broker hands it
+    out again after its visibility timeout), exits on a token check: no API request."""
+    job_id, first = submitted(rt, "a castle sim:latency=0")
+    poll(rt, job_id, first.token, first.facts)
+    done = rt.store.get(job_id)
+    assert done.status is JobStatus.SUCCEEDED
+    assert done.remote_task_id is not None
+    asked = simulator.stats()["queries_by_task_id"][done.remote_task_id]
+    assert poll(rt, job_id, first.token, first.facts) == []
+    assert poll(rt, job_id, first.token + 1, first.facts) == []
+    assert simulator.stats()["queries_by_task_id"][done.remote_task_id] == asked
+
+
+def test_a_stale_poll_of_a_job_in_flight_asks_the_api_nothing(
+    rt: Runtime, simulator: SimulatorServer
+) -> None:
+    """A copy of an earlier poll of a job still being polled exits the same way."""
+    job_id, first = submitted(rt)
+    polled(poll(rt, job_id, first.token, first.facts))
+    task_id = rt.store.get(job_id).remote_task_id
+    assert task_id is not None
+    asked = simulator.stats()["queries_by_task_id"][task_id]
+    assert poll(rt, job_id, first.token, first.facts) == []
+    assert simulator.stats()["queries_by_task_id"][task_id] == asked

@@ -167,7 +167,11 @@ def test_apply_carries_out_a_transition_once(store: JobStore) -> None:
     store.create(new_job())
     far = time.time() + 60
     claim = transitions.claim_submit(
-        store.get("j1"), now=time.time(), lease_s=30, slot=Slot(limit=1, expires_at=far)
+        store.get("j1"),
+        now=time.time(),
+        lease_s=30,
+        send_s=None,
+        slot=Slot(limit=1, expires_at=far),
     )
     assert claim is not None
     assert store.apply(claim)

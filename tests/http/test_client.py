@@ -12,7 +12,14 @@ from imageq.simulator.server import SimulatorServer
 from imageq.simulator.sim_config import SimConfig
 from imageq.worker.domain.params import validate_params
 from imageq.worker.domain.status import RemoteStatus
-from imageq.worker.errors import ApiError, ApiUnavailable, AuthenticationFailed, SafetyRejected
+from imageq.worker.errors import (
+    ApiError,
+    ApiUnavailable,
+    ApiUnreachable,
+    AuthenticationFailed,
+    SafetyRejected,
+)
+from imageq.worker.policy.submit_retry import may_have_reached_api
 from imageq.worker.upstream.client import ApiClient
 from tests.conftest import API_KEY, wait_for
 
@@ -93,3 +100,21 @@ def test_nothing_listening_is_retryable() -> None:
         client_for(f"http://127.0.0.1:{free_port()}").get_task("t")
     assert caught.value.retryable
     assert caught.value.http_status is None
+
+
+def test_a_submit_that_found_nothing_listening_names_the_submit_and_was_never_sent() -> None:
+    """No connection at all: ApiUnreachable, naming the submit it could not send, so the next
+    attempt knows nothing can have been created and sends without a lookup first."""
+    with pytest.raises(ApiUnreachable) as caught:
+        client_for(f"http://127.0.0.1:{free_port()}").submit("job-1", PARAMS)
+    assert caught.value.message == "POST /api/openapi/submit: could not connect"
+    assert not may_have_reached_api(caught.value)
+
+
+def test_a_dropped_submit_may_have_reached_the_api(sim: SimulatorServer) -> None:
+    """A connection that was made and then dropped may hide an accepted submit."""
+    dropped = validate_params("a castle sim:submitdrop=1", aspect_ratio="1:1", resolution="1K")
+    with pytest.raises(ApiError) as caught:
+        client_for(sim.base_url).submit(f"job-drop-{sim.config.envelope}", dropped)
+    assert not isinstance(caught.value, ApiUnreachable)
+    assert may_have_reached_api(caught.value)

@@ -605,3 +605,29 @@ def test_accepted_submits_count_only_submits_the_platform_took() -> None:
         stats = sim.stats()
         assert stats["submits_by_out_task_id"] == {"after-503": 2, "after-drop": 2}
         assert stats["accepted_submits_by_out_task_id"] == {"after-503": 1, "after-drop": 2}
+
+
+def test_a_host_that_refuses_connections_comes_back_with_its_tasks(
+    start_sim: StartSim,
+) -> None:
+    """`refuse_connections` takes the host down (no connection can be made); back on the same
+    port after `accept_connections`, with the tasks it had."""
+    server = start_sim()
+    task_id = submit_ok(server)
+    server.refuse_connections()
+    with pytest.raises(requests.ConnectionError):
+        requests.get(f"{server.base_url}/v1/tasks/{task_id}", headers=AUTH, timeout=TIMEOUT)
+    server.accept_connections()
+    assert get_task(server, task_id).status_code == 200
+
+
+def test_a_held_submit_creates_its_task_after_the_hold(start_sim: StartSim) -> None:
+    """`sim:submitdelay=S` holds the first submit S seconds before the task exists."""
+    server = start_sim()
+    out_task_id = new_id()
+    started = time.monotonic()
+    response = submit(server, "a red fox sim:submitdelay=0.3", out_task_id=out_task_id)
+    assert response.status_code == 200
+    assert time.monotonic() - started >= 0.3
+    assert submit(server, "a red fox sim:submitdelay=0.3", out_task_id=out_task_id).ok
+    assert server.stats()["accepted_submits_by_out_task_id"][out_task_id] == 2

@@ -46,7 +46,8 @@ def hooked(**fields: Any) -> Job:
 
 
 def test_claim_download_takes_a_lease() -> None:
-    """The next attempt of a pending download is claimed under a lease, checked in full."""
+    """The next attempt of a pending download is claimed under a lease, checked in full; the
+    work is due now (the sweeper takes it back once it is overdue and the lease has ended)."""
     claim = deliveries.claim_download(saving(download_attempts=1), attempt=2, now=NOW, lease_s=40)
     assert claim == Transition(
         "j1",
@@ -56,7 +57,7 @@ def test_claim_download_takes_a_lease() -> None:
             "download_lease_until": 0.0,
         },
         changes={"download_lease_until": NOW + 40},
-        due_at=NOW + 40,
+        due_at=NOW,  # due now: the sweeper looks a grace later, or when the lease ends
     )
 
 
@@ -89,15 +90,12 @@ def test_claim_download_refused(record: Job, attempt: int) -> None:
 def test_mark_download_retries_only_what_may_still_work(
     outputs: list[dict[str, Any]], attempts: int, retry: bool
 ) -> None:
-    """A retryable failure with attempts left is retried; otherwise saving is done."""
+    """A retryable failure with attempts left is retried; otherwise saving is done. The first
+    attempt of its number to finish is kept, lease or not (a slow one may run twice)."""
     claimed = saving(download_attempts=attempts, download_lease_until=NOW, callback=CALLBACK)
     marked = deliveries.mark_download(claimed, outputs=outputs, max_attempts=3, now=NOW, delay_s=2)
     assert marked is not None
-    assert marked.expect == {
-        "downloads_state": Downloads.PENDING,
-        "download_attempts": attempts,
-        "download_lease_until": NOW,
-    }
+    assert marked.expect == {"downloads_state": Downloads.PENDING, "download_attempts": attempts}
     assert marked.changes["outputs"] == outputs
     assert marked.changes["download_attempts"] == attempts + 1
     if retry:
@@ -130,6 +128,34 @@ def test_a_done_download_sends_the_notifications_or_settles(
     assert (marked.due_at, marked.settled) == ((NOW, False) if then else (None, True))
 
 
+LAGGING = {**RETRYABLE, "download_error": {"retryable": True, "http_status": 404}}
+AWAY = {**RETRYABLE, "download_error": {"retryable": True, "http_status": 503}}
+
+
+@pytest.mark.parametrize(
+    ("output", "now", "retry"),
+    [
+        (RETRYABLE, NOW + 599, True),
+        (AWAY, NOW + 599, True),
+        (RETRYABLE, NOW + 600, False),
+        (LAGGING, NOW + 10, False),
+    ],
+    ids=["no-answer", "503", "window-over", "404"],
+)
+def test_mark_download_retries_past_its_attempts_within_the_outage_window(
+    output: dict[str, Any], now: float, retry: bool
+) -> None:
+    """Out of attempts, a host that is away (no answer, 5xx) is still retried until
+    `retry_until`: an outage shorter than the window never costs the saved image. A file not
+    there (404) keeps to its attempts."""
+    claimed = saving(download_attempts=5, callback=CALLBACK)
+    marked = deliveries.mark_download(
+        claimed, outputs=[output], max_attempts=3, now=now, delay_s=2, retry_until=NOW + 600
+    )
+    assert marked is not None
+    assert ("downloads_state" not in marked.changes) is retry
+
+
 def test_mark_download_refused_once_not_pending() -> None:
     """A download no longer pending takes no result."""
     done = saving(downloads_state=Downloads.DONE)
@@ -154,7 +180,7 @@ def test_claim_callback(record: Job) -> None:
             "callback_lease_until": record.callback_lease_until,
         },
         changes={"callback_state": Delivery.SENDING, "callback_lease_until": NOW + 30},
-        due_at=NOW + 30,
+        due_at=NOW,  # due now: the sweeper looks a grace later, or when the lease ends
     )
 
 
@@ -235,7 +261,7 @@ def test_claim_webhook_takes_a_lease() -> None:
             "webhook_lease_until": 0.0,
         },
         changes={"webhook_lease_until": NOW + 9},
-        due_at=NOW + 9,
+        due_at=NOW,  # due now: the sweeper looks a grace later, or when the lease ends
     )
 
 

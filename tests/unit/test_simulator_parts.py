@@ -78,10 +78,13 @@ def test_markers_parse_anywhere_in_the_prompt() -> None:
     assert markers.latency_s == 0.3
     assert markers.poll_faults == ((Fault.UNAVAILABLE, 1),)
     assert markers.submit_faults == ((Fault.RATE_LIMIT, 2),)
+    assert parse_markers("a fox sim:submitdelay=2.5").submit_delay_s == 2.5
     assert parse_markers("no markers, not even xsim:fail") == parse_markers("")
 
 
-@pytest.mark.parametrize("prompt", ["sim:nope", "sim:fail=1", "sim:poll429=-1", "sim:latency="])
+@pytest.mark.parametrize(
+    "prompt", ["sim:nope", "sim:fail=1", "sim:poll429=-1", "sim:latency=", "sim:submitdelay=x"]
+)
 def test_bad_markers_raise(prompt: str) -> None:
     """Unknown names and bad values are errors, not silently ignored."""
     with pytest.raises(MarkerError, match="sim:"):

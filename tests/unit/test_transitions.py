@@ -41,15 +41,64 @@ def claimed(**fields: Any) -> Job:
 
 @pytest.mark.parametrize("slot", [None, Slot(limit=5, expires_at=NOW + 300)])
 def test_claim_submit_counts_the_attempt_under_a_lease(slot: Slot | None) -> None:
-    """A queued job's claim counts the attempt, takes a lease and (if capped) a slot."""
-    claim = transitions.claim_submit(job(submit_attempts=1), now=NOW, lease_s=30, slot=slot)
+    """A queued job's claim counts the attempt, takes a lease and (if capped) a slot; the
+    work is due now, so the sweeper looks at it a grace later; the first attempt's time stays."""
+    record = job(submit_attempts=1, submit_first_at=NOW - 50)
+    claim = transitions.claim_submit(record, now=NOW, lease_s=15, send_s=None, slot=slot)
     assert claim == Transition(
         "j1",
         expect={"status": JobStatus.QUEUED, "submit_attempts": 1},
-        changes={"submit_attempts": 2, "submit_lease_until": NOW + 30},
+        changes={
+            "submit_attempts": 2,
+            "submit_lease_until": NOW + 15,
+            "submit_first_at": NOW - 50,
+        },
         slot=slot,
-        due_at=NOW + 30,
+        due_at=NOW,
     )
+
+
+def test_first_claim_notes_the_first_attempt_and_the_request_window() -> None:
+    """The first attempt's time starts the outage window; an attempt that sends at once marks
+    how long its request may land in the same write."""
+    claim = transitions.claim_submit(job(), now=NOW, lease_s=15, send_s=36, slot=None)
+    assert claim is not None
+    assert claim.changes == {
+        "submit_attempts": 1,
+        "submit_lease_until": NOW + 15,
+        "submit_first_at": NOW,
+        "submit_sent_until": NOW + 36,
+    }
+
+
+@pytest.mark.parametrize(
+    ("record", "looks_up"),
+    [
+        (job(), False),
+        (job(submit_attempts=3, submit_first_at=NOW - 9), False),  # none can have reached it
+        (job(submit_attempts=1, submit_first_at=NOW - 9, submit_sent_until=NOW - 1), True),
+        (job(submit_attempts=1, submit_first_at=NOW - 9, submit_sent_until=NOW + 30), True),
+        (job(submit_attempts=1), True),  # a record from before submit_first_at was kept
+    ],
+    ids=["first", "never-sent", "sent-window-closed", "sent-window-open", "legacy"],
+)
+def test_looks_up_first_after_any_attempt_that_may_have_reached_the_api(
+    record: Job, looks_up: bool
+) -> None:
+    """Only an attempt that may have reached the API makes the next one look the job up."""
+    assert transitions.looks_up_first(record) is looks_up
+
+
+def test_send_submit_waits_for_an_earlier_request_to_close() -> None:
+    """A submit goes out only once no earlier request may still land, and marks its own."""
+    assert transitions.send_submit(claimed(submit_sent_until=NOW + 5), now=NOW, send_s=36) is None
+    sending = transitions.send_submit(claimed(submit_sent_until=NOW - 1), now=NOW, send_s=36)
+    assert sending == Transition(
+        "j1",
+        expect={"status": JobStatus.QUEUED, "submit_attempts": 2},
+        changes={"submit_sent_until": NOW + 36},
+    )
+    assert transitions.send_submit(claimed(status=JobStatus.SUBMITTED), now=NOW, send_s=1) is None
 
 
 @pytest.mark.parametrize(
@@ -63,7 +112,7 @@ def test_claim_submit_counts_the_attempt_under_a_lease(slot: Slot | None) -> Non
 )
 def test_claim_submit_refused(record: Job) -> None:
     """Only a queued job whose last attempt's lease has ended can be claimed."""
-    assert transitions.claim_submit(record, now=NOW, lease_s=30, slot=None) is None
+    assert transitions.claim_submit(record, now=NOW, lease_s=30, send_s=None, slot=None) is None
 
 
 @pytest.mark.parametrize(
@@ -90,9 +139,11 @@ def test_record_submit_starts_polling() -> None:
         now=NOW,
         first_poll_s=15,
         deadline_s=180,
+        outage_window_s=600,
     )
     assert recorded is not None
-    assert recorded.expect == {"status": JobStatus.QUEUED, "submit_attempts": 2}
+    # Any attempt may record it: one whose answer came late still knows the one task.
+    assert recorded.expect == {"status": JobStatus.QUEUED}
     assert recorded.changes == {
         "status": JobStatus.SUBMITTED,
         "remote_task_id": "task-1",
@@ -100,10 +151,12 @@ def test_record_submit_starts_polling() -> None:
         "submitted_at": NOW,
         "deadline_at": NOW + 180,
         "submit_lease_until": 0.0,
+        "submit_sent_until": 0.0,
         "poll_token": 1,
         "next_poll_at": NOW + 15,
     }
-    assert (recorded.due_at, recorded.slot_expires_at) == (NOW + 15, NOW + 180 + 60)
+    # The slot is kept through the last check an outage may delay.
+    assert (recorded.due_at, recorded.slot_expires_at) == (NOW + 15, NOW + 180 + 600 + 60)
     facts = PollFacts("task-1", NOW + 180, 0)
     assert recorded.follow_ups() == [SchedulePoll("j1", 1, 15, facts)]
 
@@ -114,22 +167,30 @@ def test_record_and_retry_submit_refused_once_not_queued(status: JobStatus) -> N
     record = claimed(status=status)
     assert (
         transitions.record_submit(
-            record, remote_task_id="t", remote_status=None, now=NOW, first_poll_s=1, deadline_s=9
+            record,
+            remote_task_id="t",
+            remote_status=None,
+            now=NOW,
+            first_poll_s=1,
+            deadline_s=9,
+            outage_window_s=9,
         )
         is None
     )
-    assert transitions.retry_submit(record, error={}, now=NOW, delay_s=1) is None
+    assert transitions.retry_submit(record, error={}, now=NOW, delay_s=1, sent_until=0) is None
     assert transitions.fail_submit(record, error={}, now=NOW) is None
 
 
 def test_retry_submit_gives_up_the_lease_and_sends_again_later() -> None:
     """A retryable failure records the error, ends the lease, and queues the submit again."""
     error = {"type": "ApiUnavailable", "message": "503", "retryable": True}
-    retry = transitions.retry_submit(claimed(lane="bulk"), error=error, now=NOW, delay_s=4)
+    retry = transitions.retry_submit(
+        claimed(lane="bulk"), error=error, now=NOW, delay_s=4, sent_until=NOW + 30
+    )
     assert retry == Transition(
         "j1",
         expect={"status": JobStatus.QUEUED, "submit_attempts": 2},
-        changes={"submit_lease_until": 0.0, "error": error},
+        changes={"submit_lease_until": 0.0, "error": error, "submit_sent_until": NOW + 30},
         due_at=NOW + 4,
         then=(Submit("j1", "bulk", 4),),
     )
@@ -354,20 +415,28 @@ def test_settle_refused_while_work_is_left(record: Job) -> None:
 
 def test_applied_to_is_the_record_the_write_leaves() -> None:
     """Applying a transition to the record read gives the record as written."""
-    record = job(submit_attempts=1)
-    claim = transitions.claim_submit(record, now=NOW, lease_s=30, slot=None)
+    record = job(submit_attempts=1, submit_first_at=NOW - 1)
+    claim = transitions.claim_submit(record, now=NOW, lease_s=30, send_s=None, slot=None)
     assert claim is not None
-    assert claim.applied_to(record) == job(submit_attempts=2, submit_lease_until=NOW + 30)
+    assert claim.applied_to(record) == job(
+        submit_attempts=2, submit_lease_until=NOW + 30, submit_first_at=NOW - 1
+    )
 
 
 def test_a_job_from_queue_to_settled() -> None:
     """Chained on the records they leave, the transitions take a job through its whole life."""
     record = job(callback=CALLBACK)
-    claim = transitions.claim_submit(record, now=NOW, lease_s=30, slot=None)
+    claim = transitions.claim_submit(record, now=NOW, lease_s=30, send_s=36, slot=None)
     assert claim is not None
     record = claim.applied_to(record)
     step = transitions.record_submit(
-        record, remote_task_id="t", remote_status="queued", now=NOW, first_poll_s=1, deadline_s=9
+        record,
+        remote_task_id="t",
+        remote_status="queued",
+        now=NOW,
+        first_poll_s=1,
+        deadline_s=9,
+        outage_window_s=9,
     )
     assert step is not None
     record = step.applied_to(record)
@@ -392,11 +461,18 @@ def test_a_job_from_queue_to_settled() -> None:
 
 
 SAMPLES = [
-    transitions.claim_submit(job(), now=NOW, lease_s=1, slot=None),
+    transitions.claim_submit(job(), now=NOW, lease_s=1, send_s=2, slot=None),
+    transitions.send_submit(claimed(), now=NOW, send_s=2),
     transitions.record_submit(
-        claimed(), remote_task_id="t", remote_status=None, now=NOW, first_poll_s=1, deadline_s=2
+        claimed(),
+        remote_task_id="t",
+        remote_status=None,
+        now=NOW,
+        first_poll_s=1,
+        deadline_s=2,
+        outage_window_s=3,
     ),
-    transitions.retry_submit(claimed(), error={}, now=NOW, delay_s=1),
+    transitions.retry_submit(claimed(), error={}, now=NOW, delay_s=1, sent_until=0),
     transitions.fail_submit(claimed(), error={}, now=NOW),
     transitions.poll_on("j1", token=1, facts=FACTS, now=NOW, delay_s=1, remote_status=None),
     transitions.time_out(submitted(), now=NOW + 999, grace_s=1),

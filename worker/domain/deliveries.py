@@ -29,15 +29,26 @@ def claim_download(job: Job, *, attempt: int, now: float, lease_s: float) -> Tra
         job.job_id,
         expect=_download_expect(job),
         changes={"download_lease_until": now + lease_s},
-        due_at=now + lease_s,
+        due_at=now,
     )
 
 
 def mark_download(
-    claimed: Job, *, outputs: list[dict[str, Any]], max_attempts: int, now: float, delay_s: float
+    claimed: Job,
+    *,
+    outputs: list[dict[str, Any]],
+    max_attempts: int,
+    now: float,
+    delay_s: float,
+    retry_until: float = 0.0,
 ) -> Transition | None:
     """Record the claimed attempt's outputs: retried after `delay_s` while an output failed in a
-    way worth retrying and attempts are left, else done, and the notifications go out."""
+    way worth retrying and attempts are left (or, for a host that is away, until `retry_until`,
+    so an outage shorter than that never costs a saved image), else done, and the
+    notifications go out.
+
+    The first attempt of this number to finish is kept, whether or not its lease ran out (a
+    slow download may have been started again by the sweeper): the lease is not checked."""
     if claimed.downloads_state is not Downloads.PENDING:
         return None
     attempt = claimed.download_attempts + 1
@@ -46,10 +57,16 @@ def mark_download(
         "download_attempts": attempt,
         "download_lease_until": 0.0,
     }
-    if attempt < max_attempts and any(_retryable(output) for output in outputs):
+    expect: JobFields = {
+        "downloads_state": Downloads.PENDING,
+        "download_attempts": claimed.download_attempts,
+    }
+    worth_it = any(_retryable(output) for output in outputs)
+    outage = any(_outage(output) for output in outputs)
+    if worth_it and (attempt < max_attempts or (outage and now < retry_until)):
         return Transition(
             claimed.job_id,
-            expect=_download_expect(claimed),
+            expect=expect,
             changes=changes,
             due_at=now + delay_s,
             then=(ScheduleDownload(claimed.job_id, attempt + 1, delay_s),),
@@ -58,7 +75,7 @@ def mark_download(
     then = notifications(claimed)
     return Transition(
         claimed.job_id,
-        expect=_download_expect(claimed),
+        expect=expect,
         changes=changes,
         due_at=now if then else None,
         settled=not then,
@@ -79,7 +96,7 @@ def claim_callback(job: Job, *, now: float, lease_s: float) -> Transition | None
             "callback_lease_until": job.callback_lease_until,
         },
         changes={"callback_state": Delivery.SENDING, "callback_lease_until": now + lease_s},
-        due_at=now + lease_s,
+        due_at=now,
     )
 
 
@@ -121,7 +138,7 @@ def claim_webhook(job: Job, *, attempt: int, now: float, lease_s: float) -> Tran
             "webhook_lease_until": job.webhook_lease_until,
         },
         changes={"webhook_lease_until": now + lease_s},
-        due_at=now + lease_s,
+        due_at=now,
     )
 
 
@@ -241,3 +258,11 @@ def _download_expect(job: Job) -> JobFields:
 
 def _retryable(output: dict[str, Any]) -> bool:
     return bool((output.get("download_error") or {}).get("retryable"))
+
+
+def _outage(output: dict[str, Any]) -> bool:
+    """A retryable download error that says the host is away (no answer, 429, 5xx), not that
+    the file is not there yet: only those are retried past the attempts, for the window."""
+    error = output.get("download_error") or {}
+    status = error.get("http_status")
+    return bool(error.get("retryable")) and (status is None or status == 429 or status >= 500)

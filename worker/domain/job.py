@@ -4,7 +4,7 @@ A `Job` is immutable; changes are made with `dataclasses.replace` and written ba
 store with a compare-and-set. Every field is plain JSON, so the record reads well in redis-cli.
 
 A field at its default value is not stored (the store drops it, reading fills it in): a job in
-flight has about 15 of its 33 fields set, and Redis keeps a hash at a cost per field, so this
+flight has about 15 of its 35 fields set, and Redis keeps a hash at a cost per field, so this
 halves the record.
 
 `JobFields` names any subset of the fields with their types, so the changes a transition makes
@@ -66,7 +66,14 @@ class Job:
     deadline_at: float | None = None
     remote_task_id: str | None = None
     submit_attempts: int = 0
+    # While in the future, a worker is inside a submit attempt; others leave the job alone.
     submit_lease_until: float = 0.0
+    # When the first submit attempt was made: retryable errors are retried for a window from it.
+    submit_first_at: float | None = None
+    # 0: no submit request of this job can have reached the API. Else the time until which the
+    # latest one may still be acted on: the next attempt looks the job up first, and sends no
+    # submit of its own before then.
+    submit_sent_until: float = 0.0
     remote_status: str | None = None
     poll_count: int = 0
     poll_token: int = 0
@@ -154,6 +161,8 @@ class JobFields(TypedDict, total=False):
     remote_task_id: str | None
     submit_attempts: int
     submit_lease_until: float
+    submit_first_at: float | None
+    submit_sent_until: float
     remote_status: str | None
     poll_count: int
     poll_token: int

@@ -93,16 +93,51 @@ class Transition:
         return replace(job, **changes)
 
 
-def claim_submit(job: Job, *, now: float, lease_s: float, slot: Slot | None) -> Transition | None:
-    """Start a submit attempt: count it and take a lease (and an API slot, if capped)."""
+def claim_submit(
+    job: Job, *, now: float, lease_s: float, send_s: float | None, slot: Slot | None
+) -> Transition | None:
+    """Start a submit attempt: count it and take a lease (and an API slot, if capped). With
+    `send_s` the attempt sends its submit at once, so the same write marks the request as
+    possibly reaching the API for that long (see `send_submit`).
+
+    The work is due now: the sweeper takes it back `sweep.grace_s` later if the lease has
+    ended by then and the job is still queued."""
     if job.status is not JobStatus.QUEUED or job.submit_lease_until > now:
         return None
+    changes: JobFields = {
+        "submit_attempts": job.submit_attempts + 1,
+        "submit_lease_until": now + lease_s,
+        "submit_first_at": job.submit_first_at if job.submit_first_at is not None else now,
+    }
+    if send_s is not None:
+        changes["submit_sent_until"] = now + send_s
     return Transition(
         job.job_id,
         expect={"status": JobStatus.QUEUED, "submit_attempts": job.submit_attempts},
-        changes={"submit_attempts": job.submit_attempts + 1, "submit_lease_until": now + lease_s},
+        changes=changes,
         slot=slot,
-        due_at=now + lease_s,
+        due_at=now,
+    )
+
+
+def looks_up_first(job: Job) -> bool:
+    """Whether the next submit attempt asks the API for the job before sending it: an earlier
+    attempt may have reached the API (its answer lost, or its worker gone). A record from
+    before `submit_first_at` was kept cannot tell, so any earlier attempt counts."""
+    legacy = job.submit_attempts > 0 and job.submit_first_at is None
+    return job.submit_sent_until > 0 or legacy
+
+
+def send_submit(claimed: Job, *, now: float, send_s: float) -> Transition | None:
+    """The claimed attempt looked the job up, found nothing, and sends it now: mark that the
+    API may act on it until `now + send_s`. Refused once another attempt has claimed the job,
+    or while an earlier request may still land (a second submit could create a second task)."""
+    if claimed.status is not JobStatus.QUEUED or claimed.submit_sent_until > now:
+        return None
+    return Transition(
+        claimed.job_id,
+        expect={"status": JobStatus.QUEUED, "submit_attempts": claimed.submit_attempts},
+        changes={"submit_sent_until": now + send_s},
     )
 
 
@@ -121,15 +156,20 @@ def record_submit(
     now: float,
     first_poll_s: float,
     deadline_s: float,
+    outage_window_s: float,
 ) -> Transition | None:
-    """The API took the claimed attempt: the job is submitted, its first poll due."""
+    """The API holds a task for the job: it is submitted, its first poll due.
+
+    Any attempt may record it, not only the latest: an attempt whose answer came after
+    another attempt had taken over still knows the one task the API created. The slot is kept
+    past the deadline for the last check an outage may delay (`outage_window_s`)."""
     if claimed.status is not JobStatus.QUEUED:
         return None
     deadline = now + deadline_s
     facts = PollFacts(remote_task_id, deadline, claimed.poll_count)
     return Transition(
         claimed.job_id,
-        expect={"status": JobStatus.QUEUED, "submit_attempts": claimed.submit_attempts},
+        expect={"status": JobStatus.QUEUED},
         changes={
             "status": JobStatus.SUBMITTED,
             "remote_task_id": remote_task_id,
@@ -137,25 +177,27 @@ def record_submit(
             "submitted_at": now,
             "deadline_at": deadline,
             "submit_lease_until": 0.0,
+            "submit_sent_until": 0.0,
             "poll_token": 1,
             "next_poll_at": now + first_poll_s,
         },
-        slot_expires_at=deadline + SLOT_GRACE_S,
+        slot_expires_at=deadline + outage_window_s + SLOT_GRACE_S,
         due_at=now + first_poll_s,
         then=(SchedulePoll(claimed.job_id, 1, first_poll_s, facts),),
     )
 
 
 def retry_submit(
-    claimed: Job, *, error: dict[str, Any], now: float, delay_s: float
+    claimed: Job, *, error: dict[str, Any] | None, now: float, delay_s: float, sent_until: float
 ) -> Transition | None:
-    """The claimed attempt failed in a way worth retrying: give up the lease, try again later."""
+    """The claimed attempt failed in a way worth retrying: give up the lease, try again after
+    `delay_s`; `sent_until` is what the job's `submit_sent_until` is after this attempt."""
     if claimed.status is not JobStatus.QUEUED:
         return None
     return Transition(
         claimed.job_id,
         expect={"status": JobStatus.QUEUED, "submit_attempts": claimed.submit_attempts},
-        changes={"submit_lease_until": 0.0, "error": error},
+        changes={"submit_lease_until": 0.0, "error": error, "submit_sent_until": sent_until},
         due_at=now + delay_s,
         then=(Submit(claimed.job_id, claimed.lane, delay_s),),
     )
@@ -210,7 +252,8 @@ def finish_poll(
 
 
 def time_out(job: Job, *, now: float, grace_s: float) -> Transition | None:
-    """A submitted job long past its deadline (no poll got through): it ends as timed out."""
+    """A submitted job more than `grace_s` past its deadline (no poll got through): it ends as
+    timed out. The sweeper's grace covers the last check an API outage may delay."""
     if job.status is not JobStatus.SUBMITTED or job.deadline_at is None:
         return None
     if now <= job.deadline_at + grace_s:

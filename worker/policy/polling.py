@@ -53,12 +53,15 @@ def next_step(
     deadline: float,
     timing: PollingSettings,
     rand: Random,
+    outage_window_s: float = 0.0,
 ) -> Step:
     """Decide after one poll, which returned `remote` or raised `error` (exactly one is set).
 
     A finished remote task ends the job; a final error fails it; otherwise polling goes on
     every `interval_s` +/- jitter (longer if the API asked via Retry-After), with one last
-    check at the deadline itself, after which the job times out.
+    check at the deadline itself, after which the job times out. The last check is one the
+    API answered: while it fails with a retryable error, polling goes on past the deadline,
+    for up to `outage_window_s`, so a job that finished during an outage is reported so.
     """
     if remote is not None and remote.status is RemoteStatus.SUCCEEDED:
         if remote.output_urls:
@@ -73,12 +76,21 @@ def next_step(
         return Finish(JobStatus.FAILED, error=_error(reason, remote_status=remote.status_word))
     if error is not None and not error.retryable:
         return Finish(JobStatus.FAILED, error=error.to_record())
-    if now >= deadline:
-        return Finish(JobStatus.TIMED_OUT, error=_error("no result before the deadline"))
+    last_check_by = deadline + (outage_window_s if error is not None else 0.0)
+    if now >= last_check_by:
+        return Finish(JobStatus.TIMED_OUT, error=_error(_late(error)))
     delay = timing.interval_s + jitter(timing.jitter_s, rand)
     if error is not None and error.retry_after_s is not None:
         delay = max(delay, min(error.retry_after_s, timing.max_retry_wait_s))
-    return PollAgain(delay_s=max(0.0, min(delay, deadline - now)))
+    if now < deadline:
+        return PollAgain(delay_s=max(0.0, min(delay, deadline - now)))
+    return PollAgain(delay_s=max(0.0, min(delay, last_check_by - now)))
+
+
+def _late(error: ApiError | None) -> str:
+    if error is None:
+        return "no result before the deadline"
+    return f"no result before the deadline, and no answer since: {error.message}"
 
 
 def _error(message: str, **extra: Any) -> dict[str, Any]:

@@ -15,20 +15,20 @@ from imageq.worker.domain import deliveries
 from imageq.worker.domain.payload import completion_payload
 from imageq.worker.messages import Actions
 from imageq.worker.metrics import NOTIFICATION_LAG
+from imageq.worker.policy.leases import lease_s
 from imageq.worker.runtime import Runtime
 from imageq.worker.steps.loading import load
 
 SendCallback = Callable[[dict[str, Any], dict[str, Any]], None]
 """Publishes a callback: takes the stored signature and the payload."""
 
-_LEASE_S = 30.0
-
 
 def callback(rt: Runtime, job_id: str, *, send: SendCallback) -> Actions:
     job = load(rt, job_id)
     if job is None or job.callback is None:
         return []
-    claim = deliveries.claim_callback(job, now=rt.clock(), lease_s=_LEASE_S)
+    lease = lease_s(rt.settings, "callback")
+    claim = deliveries.claim_callback(job, now=rt.clock(), lease_s=lease)
     if claim is None or not rt.store.apply(claim):
         return []
     send(job.callback, completion_payload(job))

@@ -15,6 +15,7 @@ from imageq.worker.errors import DownloadFailed
 from imageq.worker.messages import Actions
 from imageq.worker.outputs.fetching import DownloadLimits, save_output
 from imageq.worker.policy.backoff import backoff_delay_s
+from imageq.worker.policy.leases import lease_s
 from imageq.worker.runtime import Runtime
 from imageq.worker.steps.loading import load, log
 
@@ -24,17 +25,19 @@ def download(rt: Runtime, job_id: str, attempt: int) -> Actions:
     if job is None or rt.storage is None:
         return []
     settings = rt.settings.storage
-    lease_s = len(job.outputs) * (settings.total_timeout_s + settings.connect_timeout_s) + 10
-    claim = deliveries.claim_download(job, attempt=attempt, now=rt.clock(), lease_s=lease_s)
+    lease = lease_s(rt.settings, "download")
+    claim = deliveries.claim_download(job, attempt=attempt, now=rt.clock(), lease_s=lease)
     if claim is None or not rt.store.apply(claim):
         return []
     outputs = _save_all(rt, job)
+    assert job.finished_at is not None
     marked = deliveries.mark_download(
         claim.applied_to(job),
         outputs=outputs,
         max_attempts=settings.max_attempts,
         now=rt.clock(),
         delay_s=backoff_delay_s(attempt, rt.settings.retry, rt.rand),
+        retry_until=job.finished_at + rt.settings.retry.outage_window_s,
     )
     if marked is None or not rt.store.apply(marked):
         return []

@@ -18,7 +18,8 @@ from imageq.worker.upstream.responses import RemoteTask
 
 def poll(rt: Runtime, job_id: str, token: int, facts: PollFacts | None = None) -> Actions:
     """One poll. With the job's `facts` from the message, the record is read only to finish it:
-    a poll that goes on costs one Redis round trip (the checked write), not two."""
+    a poll that goes on costs a check of its token and the checked write, and no message that
+    is not the job's current poll reaches the API."""
     job: Job | None = None
     if facts is None:
         job = _pollable(rt, job_id, token)
@@ -27,6 +28,10 @@ def poll(rt: Runtime, job_id: str, token: int, facts: PollFacts | None = None) -
         facts = poll_facts(job)
     else:
         bind_job(job_id, remote_task_id=facts.remote_task_id, batch_id=None)
+        # A redelivered or duplicated message (a dead worker's, back after the visibility
+        # timeout) must not cost an API call: two small fields, one round trip, first.
+        if not rt.store.poll_is_current(job_id, token):
+            return []
     remote: RemoteTask | None = None
     error: ApiError | None = None
     POLLS.inc()
@@ -43,6 +48,7 @@ def poll(rt: Runtime, job_id: str, token: int, facts: PollFacts | None = None) -
         deadline=facts.deadline_at,
         timing=rt.settings.polling,
         rand=rt.rand,
+        outage_window_s=rt.settings.retry.outage_window_s,
     )
     if isinstance(step, Finish):
         job = job or _pollable(rt, job_id, token)

@@ -1,4 +1,11 @@
-"""Submit a queued job to the API once; after a doubtful attempt, look it up first."""
+"""Submit a queued job to the API once; after a doubtful attempt, look it up first.
+
+A claim holds the job for `sweep.grace_s` (`worker.policy.leases`), so a lost worker's job is
+taken back quickly; a submit request, though, may be acted on by the API until its timeouts
+run out. So the record keeps when the latest request may still land (`submit_sent_until`), and
+an attempt that takes over before then only looks the job up: it adopts the task if the API
+has one, and otherwise waits for the request window to close before it sends its own.
+"""
 
 from __future__ import annotations
 
@@ -8,12 +15,16 @@ from imageq.worker.domain.transitions import Slot
 from imageq.worker.errors import ApiError
 from imageq.worker.messages import Actions, Submit
 from imageq.worker.metrics import JOBS_SUBMITTED
-from imageq.worker.policy.backoff import backoff_delay_s
+from imageq.worker.policy.leases import lease_s, submit_send_s
 from imageq.worker.policy.polling import first_poll_delay_s
+from imageq.worker.policy.submit_retry import may_have_reached_api, submit_retry_delay_s
 from imageq.worker.runtime import Runtime
 from imageq.worker.steps.finish import finish
 from imageq.worker.steps.loading import load, log
 from imageq.worker.upstream.responses import RemoteTask
+
+# After an earlier request's window closes, the next attempt comes this much later.
+_AFTER_WINDOW_S = 0.1
 
 
 def submit(rt: Runtime, job_id: str) -> Actions:
@@ -23,10 +34,16 @@ def submit(rt: Runtime, job_id: str) -> Actions:
     now = rt.clock()
     if (busy := transitions.submit_busy(job, now=now)) is not None:
         return [busy]
-    api = rt.settings.api
-    lease_s = 2 * (api.connect_timeout_s + api.read_timeout_s) + 5
-    slot = _slot(rt, job, expires_at=now + lease_s + rt.settings.polling.deadline_s)
-    claim = transitions.claim_submit(job, now=now, lease_s=lease_s, slot=slot)
+    look_first = transitions.looks_up_first(job)
+    send_s = submit_send_s(rt.settings.api)
+    slot = _slot(rt, job, expires_at=now + send_s + rt.settings.polling.deadline_s)
+    claim = transitions.claim_submit(
+        job,
+        now=now,
+        lease_s=lease_s(rt.settings, "submit"),
+        send_s=None if look_first else send_s,
+        slot=slot,
+    )
     if claim is None:
         return []
     claimed = rt.store.apply(claim)
@@ -36,15 +53,30 @@ def submit(rt: Runtime, job_id: str) -> Actions:
         return [Submit(job_id, job.lane, countdown_s=wait_s)]
     if not claimed:
         return []
+    before_send = job.submit_sent_until  # as it was before this attempt
     job = claim.applied_to(job)
+    if look_first:
+        try:
+            # An earlier attempt can have timed out or lost its connection (or its worker)
+            # after the API had accepted it: adopt that task rather than submit again.
+            remote = rt.client.find_by_out_task_id(job.out_task_id)
+        except ApiError as error:
+            return _failed(rt, job, error, sent_until=before_send)
+        if remote is not None:
+            return _submitted(rt, job, remote)
+        sending = transitions.send_submit(job, now=rt.clock(), send_s=send_s)
+        if sending is None:
+            return _after_window(rt, job)
+        if not rt.store.apply(sending):
+            return []  # another attempt has taken over
+        job = sending.applied_to(job)
     try:
-        # A job that was tried before may exist remotely already: an earlier attempt can
-        # have timed out or lost its connection after the API had accepted it.
-        remote = rt.client.find_by_out_task_id(job.out_task_id) if job.submit_attempts > 1 else None
-        if remote is None:
-            remote = rt.client.submit(job.out_task_id, job.generation_params)
+        remote = rt.client.submit(job.out_task_id, job.generation_params)
     except ApiError as error:
-        return _failed(rt, job, error)
+        # The request is over (answered, timed out or dropped): if it may have reached the API
+        # the next attempt looks the job up first, but need not wait for its window.
+        reached = may_have_reached_api(error)
+        return _failed(rt, job, error, sent_until=rt.clock() if reached else before_send)
     return _submitted(rt, job, remote)
 
 
@@ -67,6 +99,7 @@ def _submitted(rt: Runtime, claimed: Job, remote: RemoteTask) -> Actions:
         now=rt.clock(),
         first_poll_s=first_poll_delay_s(rt.settings.polling, rt.rand, samples=samples),
         deadline_s=rt.settings.polling.deadline_s,
+        outage_window_s=rt.settings.retry.outage_window_s,
     )
     if recorded is None or not rt.store.apply(recorded):
         return []
@@ -74,19 +107,44 @@ def _submitted(rt: Runtime, claimed: Job, remote: RemoteTask) -> Actions:
     return recorded.follow_ups()
 
 
-def _failed(rt: Runtime, claimed: Job, error: ApiError) -> Actions:
+def _after_window(rt: Runtime, claimed: Job) -> Actions:
+    """The API has no task for the job yet, but an earlier request may still land: try again
+    (with a lookup first) once its window has closed, keeping the error the job has."""
+    now = rt.clock()
+    delay_s = max(0.0, claimed.submit_sent_until - now) + _AFTER_WINDOW_S
+    retry = transitions.retry_submit(
+        claimed,
+        error=claimed.error,
+        now=now,
+        delay_s=delay_s,
+        sent_until=claimed.submit_sent_until,
+    )
+    if retry is None or not rt.store.apply(retry):
+        return []
+    return retry.follow_ups()
+
+
+def _failed(rt: Runtime, claimed: Job, error: ApiError, *, sent_until: float) -> Actions:
+    """The attempt's request failed: retry within the outage window, or end the job. The
+    error recorded names the request that failed (the lookup's, if that was the one)."""
     attempt = claimed.submit_attempts
     log.info("submit of job %s, attempt %d, failed: %r", claimed.job_id, attempt, error)
-    if not (error.retryable and attempt < rt.settings.retry.max_attempts):
-        return finish(
-            rt, claimed, transitions.fail_submit(claimed, error=error.to_record(), now=rt.clock())
-        )
-    delay = max(backoff_delay_s(attempt, rt.settings.retry, rt.rand), error.retry_after_s or 0)
-    # A countdown longer than this would be held past the visibility timeout; asking again
-    # sooner than a huge Retry-After wants costs one more 429 at worst.
-    delay = min(delay, rt.settings.worker.max_countdown_s)
+    now = rt.clock()
+    assert claimed.submit_first_at is not None  # set by the claim
+    delay_s = submit_retry_delay_s(
+        error,
+        attempt=attempt,
+        first_attempt_at=claimed.submit_first_at,
+        now=now,
+        retry=rt.settings.retry,
+        max_countdown_s=rt.settings.worker.max_countdown_s,
+        rand=rt.rand,
+    )
+    if delay_s is None:
+        ending = transitions.fail_submit(claimed, error=error.to_record(), now=now)
+        return finish(rt, claimed, ending)
     retry = transitions.retry_submit(
-        claimed, error=error.to_record(), now=rt.clock(), delay_s=delay
+        claimed, error=error.to_record(), now=now, delay_s=delay_s, sent_until=sent_until
     )
     if retry is None or not rt.store.apply(retry):
         return []

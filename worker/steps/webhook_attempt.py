@@ -17,6 +17,7 @@ from imageq.worker.errors import UnsafeTarget
 from imageq.worker.messages import Actions
 from imageq.worker.metrics import DEAD_LETTERS, NOTIFICATION_LAG, WEBHOOK_ATTEMPTS
 from imageq.worker.policy.delivery_schedule import Delivered, GiveUp, Outcome, next_delivery
+from imageq.worker.policy.leases import lease_s
 from imageq.worker.runtime import Runtime
 from imageq.worker.steps.loading import load, log
 from imageq.worker.webhooks.guard import check_target, target_policy
@@ -34,8 +35,8 @@ def webhook(rt: Runtime, job_id: str, attempt: int) -> Actions:
         hop := deliveries.webhook_hop(job, attempt=attempt, now=now, max_hop_s=max_hop_s)
     ) is not None:
         return [hop]
-    lease_s = 2 * rt.settings.webhook.timeout_s + 5
-    claim = deliveries.claim_webhook(job, attempt=attempt, now=now, lease_s=lease_s)
+    lease = lease_s(rt.settings, "webhook")
+    claim = deliveries.claim_webhook(job, attempt=attempt, now=now, lease_s=lease)
     if claim is None or not rt.store.apply(claim):
         return []
     sent, final = _send(rt, job)

@@ -28,7 +28,7 @@ import redis
 
 from imageq.worker.domain.batch import Batch
 from imageq.worker.domain.job import DEFAULTS, Job, encode_fields, is_default
-from imageq.worker.domain.status import TERMINAL_JOB_STATUSES
+from imageq.worker.domain.status import TERMINAL_JOB_STATUSES, JobStatus
 from imageq.worker.domain.transitions import Slot as Slot  # where callers have always found it
 from imageq.worker.domain.transitions import Transition
 from imageq.worker.errors import CorruptRecord, JobNotFound
@@ -43,6 +43,7 @@ def _script(name: str) -> str:
 _WRITE: Final = _script("write.lua")
 _CLAIM_POLLS: Final = _script("claim_polls.lua")
 _TERMINAL: Final = {str(status): True for status in TERMINAL_JOB_STATUSES}
+_SUBMITTED: Final = encode_fields({"status": JobStatus.SUBMITTED})["status"]
 
 
 @dataclass(frozen=True)
@@ -122,6 +123,15 @@ class JobStore:
         if not raw:
             raise JobNotFound(job_id)
         return Job.from_hash(raw, job_id=job_id)
+
+    def poll_is_current(self, job_id: str, token: int) -> bool:
+        """Whether the job is still being polled and `token` is its current poll's: one
+        HMGET of two small fields, so a stale poll message exits before asking the API."""
+        status, stored = self._redis.hmget(self.key(job_id), ["status", "poll_token"])
+        if status is None or _text(status) != _SUBMITTED:
+            return False
+        current = _text(stored) if stored is not None else DEFAULTS["poll_token"]
+        return current == str(token)
 
     def get_many(self, job_ids: list[str]) -> list[Job | None]:
         """Several jobs in one round trip; None where a record is gone, or is corrupt (logged):

@@ -15,10 +15,11 @@ from urllib.parse import quote
 import requests
 from requests.adapters import HTTPAdapter
 from requests.utils import get_environ_proxies
+from urllib3.exceptions import NewConnectionError
 
 from imageq.config import ApiSettings
 from imageq.worker.domain.params import GenerationParams
-from imageq.worker.errors import ApiError, ApiUnavailable, TaskNotFound
+from imageq.worker.errors import ApiError, ApiUnavailable, ApiUnreachable, TaskNotFound
 from imageq.worker.metrics import API_RATE_LIMITED, API_REQUESTS
 from imageq.worker.upstream.responses import RemoteTask, error_for_http, parse_task
 
@@ -92,9 +93,17 @@ class ApiClient:
             )
         # `from None`: requests' exceptions hold the prepared request, headers and all, and a
         # chained traceback is one careless log call away from printing them.
+        except requests.ConnectTimeout:
+            API_REQUESTS.labels(endpoint, "error").inc()
+            raise ApiUnreachable(f"{method} {path}: could not connect (timed out)") from None
         except requests.Timeout as error:
             API_REQUESTS.labels(endpoint, "error").inc()
             raise ApiUnavailable(f"{method} {path}: timed out ({type(error).__name__})") from None
+        except requests.ConnectionError as error:
+            API_REQUESTS.labels(endpoint, "error").inc()
+            if _never_connected(error):
+                raise ApiUnreachable(f"{method} {path}: could not connect") from None
+            raise ApiUnavailable(f"{method} {path}: {type(error).__name__}") from None
         except requests.RequestException as error:
             API_REQUESTS.labels(endpoint, "error").inc()
             raise ApiUnavailable(f"{method} {path}: {type(error).__name__}") from None
@@ -133,3 +142,11 @@ class ApiClient:
             )
             self._local.session = session
         return session
+
+
+def _never_connected(error: requests.ConnectionError) -> bool:
+    """True when no connection was made at all (refused, or the name did not resolve): the
+    request never left, so it cannot have reached the API. A connection that was made and then
+    dropped is another matter: the API may have acted on what it got."""
+    reason = getattr(error.args[0], "reason", None) if error.args else None
+    return isinstance(reason, NewConnectionError)
