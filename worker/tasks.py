@@ -88,8 +88,15 @@ def notify_batch(self: Task, batch_id: str, round_: int = 0) -> None:
 def sweep_overdue(self: Task) -> None:
     """Re-send overdue work (run by the beat every few seconds); one sweep at a time."""
     rt = runtime()
-    if rt.store.acquire_lock("sweep", ttl_s=rt.settings.sweep.interval_s):
+    # Released when done: a lock left to lapse after a full interval made the beat's next sweep,
+    # sent a moment early, skip, and a lost job waited grace + two intervals (the soak saw 25 s).
+    token = rt.store.acquire_lock("sweep", ttl_s=rt.settings.sweep.interval_s)
+    if token is None:
+        return
+    try:
         _publish(sweep(rt))
+    finally:
+        rt.store.release_lock("sweep", token)
 
 
 def _publish_callback(stored: dict[str, Any], payload: dict[str, Any]) -> None:

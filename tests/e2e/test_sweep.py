@@ -108,9 +108,14 @@ def test_pending_webhook_is_sent_again_and_settled_jobs_leave_the_index(rt: Runt
 
 
 def test_one_sweep_at_a_time(rt: Runtime) -> None:
-    """The sweep lock is taken by one caller per interval."""
-    assert rt.store.acquire_lock("sweep-test", ttl_s=5)
-    assert not rt.store.acquire_lock("sweep-test", ttl_s=5)
+    """The sweep lock: one holder at a time, released by its holder only."""
+    token = rt.store.acquire_lock("sweep-test", ttl_s=5)
+    assert token is not None
+    assert rt.store.acquire_lock("sweep-test", ttl_s=5) is None
+    rt.store.release_lock("sweep-test", "someone else's token")
+    assert rt.store.acquire_lock("sweep-test", ttl_s=5) is None  # not released by another
+    rt.store.release_lock("sweep-test", token)
+    assert rt.store.acquire_lock("sweep-test", ttl_s=5) is not None  # free once released
 
 
 def test_a_corrupt_record_is_logged_and_skipped(

@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
 from importlib import resources
@@ -34,6 +35,13 @@ from imageq.worker.domain.transitions import Transition
 from imageq.worker.errors import CorruptRecord, JobNotFound
 
 log = logging.getLogger(__name__)
+
+
+# Delete the key only while it still holds this caller's token (Redis' documented unlock).
+_RELEASE_IF_HELD = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
 
 
 def _script(name: str) -> str:
@@ -250,10 +258,16 @@ class JobStore:
         ids = self._redis.zrangebyscore(self.in_flight_key, "-inf", before, start=0, num=limit)
         return [_text(job_id) for job_id in ids if isinstance(job_id, bytes | str)]
 
-    def acquire_lock(self, name: str, *, ttl_s: float) -> bool:
-        """A lock that lapses by itself after `ttl_s`; True for the one caller that got it."""
+    def acquire_lock(self, name: str, *, ttl_s: float) -> str | None:
+        """A lock that lapses by itself after `ttl_s`: its token for the one caller that got it,
+        None for the others. Release it with `release_lock` when done."""
+        token = uuid.uuid4().hex
         key = f"{self._prefix}:lock:{name}"
-        return bool(self._redis.set(key, str(time.time()), nx=True, px=int(ttl_s * 1000)))
+        return token if self._redis.set(key, token, nx=True, px=int(ttl_s * 1000)) else None
+
+    def release_lock(self, name: str, token: str) -> None:
+        """Release a lock this caller holds; one that lapsed and was taken since stays."""
+        self._redis.eval(_RELEASE_IF_HELD, 1, f"{self._prefix}:lock:{name}", token)
 
     def unindex(self, job_id: str) -> None:
         """Take a job whose record is gone (or cannot be read) out of the in-flight index and
