@@ -1,0 +1,157 @@
+"""Job progress, sampled from the job store, and how long each fault held jobs up.
+
+Every `sample_s` the sampler reads the in-flight index (every job with work left, scored by
+when that work is due) and a few fields of each of those jobs. A job *progresses* when its
+record is written again (the store stamps `updated_at` on every write) or it leaves the index
+(nothing left to do). `ProgressLog` turns the samples into progress events; `recovery_after`
+says, for a moment such as a SIGKILL, how long each job then waiting took to move on.
+
+The due time kept for a wait is the first one seen: the sweeper pushes the score of overdue
+work back, which must not hide how late it was. A submit or webhook in progress under a lease
+is due at once (its score is the lease's end, when the sweeper would look again), so a worker
+lost mid-submit shows as the full delay it causes.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Final
+
+import redis
+
+_FIELDS: Final = ("status", "updated_at", "submit_lease_until", "webhook_lease_until")
+
+
+@dataclass(frozen=True)
+class Seen:
+    """One job in one sample: its write stamp, when its work is due, and whether a worker is
+    inside that work now (under a lease)."""
+
+    mark: str
+    due_at: float
+    working: bool
+
+
+@dataclass(frozen=True)
+class Progress:
+    """A job moved on at `seen_at`, after waiting since `since` for work due at `due_at`
+    (epoch seconds; `seen_at` is within one sample of the real moment)."""
+
+    job_id: str
+    since: float
+    due_at: float
+    seen_at: float
+
+
+@dataclass(frozen=True)
+class Recovery:
+    """How a job waiting at a fault's end fared: `late_s` past when its work was due (or
+    the fault's end, if later), `resume_s` after the fault's end; None: it never moved."""
+
+    job_id: str
+    late_s: float | None
+    resume_s: float | None
+
+
+class ProgressLog:
+    """Pure bookkeeping: feed it samples in time order, read `events` and `waiting`."""
+
+    def __init__(self) -> None:
+        self.events: list[Progress] = []
+        # job id -> (mark, since, due_at) of the wait it is in now
+        self.waiting: dict[str, tuple[str, float, float]] = {}
+
+    def observe(self, at: float, sample: Mapping[str, Seen]) -> None:
+        for job_id, seen in sample.items():
+            due_at = at if seen.working else seen.due_at
+            known = self.waiting.get(job_id)
+            if known is None:
+                self.waiting[job_id] = (seen.mark, at, due_at)
+            elif known[0] != seen.mark:
+                self.events.append(Progress(job_id, known[1], known[2], at))
+                self.waiting[job_id] = (seen.mark, at, due_at)
+        for job_id in [job_id for job_id in self.waiting if job_id not in sample]:
+            _, since, due_at = self.waiting.pop(job_id)
+            self.events.append(Progress(job_id, since, due_at, at))
+
+    def recovery_after(self, at: float) -> list[Recovery]:
+        """Every job waiting at `at` (seen in a wait that began by then and ended after)."""
+        found = [
+            Recovery(e.job_id, e.seen_at - max(at, e.due_at), e.seen_at - at)
+            for e in self.events
+            if e.since <= at < e.seen_at
+        ]
+        found += [
+            Recovery(job_id, None, None)
+            for job_id, (_, since, _) in self.waiting.items()
+            if since <= at
+        ]
+        return found
+
+
+class ProgressSampler:
+    """Samples the job store in a background thread while entered; Redis being down (as
+    when the chaos restarts it) only leaves a gap, counted in `gaps`."""
+
+    def __init__(
+        self, client: redis.Redis, *, in_flight_key: str, job_key_prefix: str, every_s: float
+    ) -> None:
+        self.log = ProgressLog()
+        self.gaps = 0
+        self.samples = 0
+        self._client = client
+        self._in_flight_key = in_flight_key
+        self._job_key_prefix = job_key_prefix
+        self._every_s = every_s
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="progress", daemon=True)
+
+    def __enter__(self) -> ProgressSampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._stop.set()
+        self._thread.join(30)
+
+    def recovery_after(self, at: float) -> list[Recovery]:
+        with self._lock:
+            return self.log.recovery_after(at)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self._every_s):
+            try:
+                at, sample = self._read()
+            except redis.RedisError:
+                self.gaps += 1
+                continue
+            with self._lock:
+                self.log.observe(at, sample)
+                self.samples += 1
+
+    def _read(self) -> tuple[float, dict[str, Seen]]:
+        due: list[tuple[bytes, float]] = self._client.zrange(  # type: ignore[assignment]
+            self._in_flight_key, 0, -1, withscores=True
+        )  # redis-py types every reply as a union; this one is (member, score) pairs
+        with self._client.pipeline(transaction=False) as pipe:
+            for job_id, _ in due:
+                pipe.hmget(self._job_key_prefix + job_id.decode(), _FIELDS)
+            rows = pipe.execute()
+        at = time.time()
+        return at, {
+            job_id.decode(): _seen(row, due_at, now=at)
+            for (job_id, due_at), row in zip(due, rows, strict=True)
+        }
+
+
+def _seen(row: list[bytes | None], due_at: float, *, now: float) -> Seen:
+    status, updated_at, submit_lease, webhook_lease = (
+        json.loads(value) if value is not None else None for value in row
+    )
+    working = (status == "queued" and (submit_lease or 0) > now) or (webhook_lease or 0) > now
+    return Seen(f"{status}|{updated_at}", float(due_at), working)
