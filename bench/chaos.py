@@ -132,10 +132,14 @@ class ChaosDriver:
             self.error = error
         finally:
             for fault in list(self._open):
-                self._end(fault)
+                try:
+                    self._end(fault)
+                except BaseException as error:  # the first failure is the one to report
+                    self.error = self.error or error
 
     def _start(self, fault: PlannedFault) -> None:
-        record = FaultRecord(fault.kind, fault.at_s, started_at=time.time())
+        started_at = time.time()
+        record = FaultRecord(fault.kind, fault.at_s, started_at=started_at)
         self.records.append(record)
         cluster = self._cluster
         if fault.kind == "worker_sigkill":
@@ -149,7 +153,7 @@ class ChaosDriver:
         if fault.kind == "redis_restart":
             cluster.restart_redis()
             record.ended_at = time.time()
-            record.detail = {"down_s": round(record.ended_at - (record.started_at or 0.0), 2)}
+            record.detail = {"down_s": round(record.ended_at - started_at, 2)}
             return
         self._open[fault] = record
         if fault.kind == "api_outage":
