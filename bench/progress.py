@@ -135,17 +135,23 @@ class ProgressSampler:
                 self.samples += 1
 
     def _read(self) -> tuple[float, dict[str, Seen]]:
-        due: list[tuple[bytes, float]] = self._client.zrange(  # type: ignore[assignment]
-            self._in_flight_key, 0, -1, withscores=True
-        )  # redis-py types every reply as a union; this one is (member, score) pairs
-        with self._client.pipeline(transaction=False) as pipe:
-            for job_id, _ in due:
+        # The index and the records are read in one MULTI, so each job's due time and write
+        # stamp belong together: a write landing between two separate reads would pair a new
+        # stamp with the old due time (a retry's, say, 300 s before the one it set).
+        # redis-py types every reply as a union of all it could be; this one is a list of ids.
+        listed: list[bytes] = self._client.zrange(self._in_flight_key, 0, -1)  # type: ignore[assignment]
+        with self._client.pipeline(transaction=True) as pipe:
+            pipe.zrange(self._in_flight_key, 0, -1, withscores=True)
+            for job_id in listed:
                 pipe.hmget(self._job_key_prefix + job_id.decode(), _FIELDS)
-            rows = pipe.execute()
+            due, *rows = pipe.execute()
         at = time.time()
+        fields = dict(zip(listed, rows, strict=True))
+        # A job listed only in the second read (new since the first) waits for the next sample.
         return at, {
-            job_id.decode(): _seen(row, due_at, now=at)
-            for (job_id, due_at), row in zip(due, rows, strict=True)
+            job_id.decode(): _seen(fields[job_id], due_at, now=at)
+            for job_id, due_at in due
+            if job_id in fields
         }
 
 

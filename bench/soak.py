@@ -110,6 +110,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except RunFailed as error:
         print(f"soak: the run could not be carried out: {error}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("soak: interrupted; everything it started is stopped", file=sys.stderr)
+        return 130
     write_results(out, results)
     print(render_markdown(results))
     print(f"written: {out / 'results.json'}, {out / 'report.md'}")
@@ -155,6 +158,7 @@ def run(plan: SoakPlan, *, mode: str, log_dir: Path) -> dict[str, Any]:
         deliveries = {job: len(times) for job, times in cluster.receiver.snapshot().times.items()}
         client.close()
         settings = cluster.settings
+        pids = cluster.pids
     faults = chaos.records
     late_after_s = round(2 * plan.sample_s + 0.5, 2)
     per_fault = [
@@ -203,6 +207,7 @@ def run(plan: SoakPlan, *, mode: str, log_dir: Path) -> dict[str, Any]:
         },
         "checks": checks,
         "api": _api_summary(sim_stats, records),
+        "processes_started": pids,
     }
 
 

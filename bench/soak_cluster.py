@@ -46,6 +46,8 @@ class SoakCluster:
         self._rng = random.Random(f"workers-{plan.seed}")
         self.workers: dict[str, CleanEnvWorker] = {}
         self._started: Counter[str] = Counter()
+        # Every process this cluster started, so a caller can check that none outlives it.
+        self.pids: list[int] = []
         self.values: dict[str, Any] = {}
 
     def __enter__(self) -> Self:
@@ -67,6 +69,7 @@ class SoakCluster:
             ["--api-key", API_KEY, "--latency", "realistic", "--seed", str(self._plan.seed)]
         )
         stack.callback(_stop_process, simulator)
+        self.pids.append(simulator.pid)
         sim_port = urlsplit(self.sim_url).port
         assert sim_port is not None  # the simulator announces http://host:port
         self.gate = stack.enter_context(ApiGate(sim_port))
@@ -82,6 +85,8 @@ class SoakCluster:
         stack.callback(stop_all, [beat])
         stack.callback(lambda: stop_all(list(self.workers.values())))
         start_all([beat, *self.workers.values()])
+        self.pids += [beat.pid, *(worker.pid for worker in self.workers.values())]
+        self._note_redis()
 
     def _worker(self, name: str) -> CleanEnvWorker:
         # A log file per process: readiness is read from the log, and a dead predecessor's
@@ -100,12 +105,18 @@ class SoakCluster:
     def restart_worker(self, name: str) -> None:
         """A fresh worker process in the dead one's place; returns once it is ready."""
         self.workers[name] = self._worker(name).start()
+        self.pids.append(self.workers[name].pid)
 
     def restart_redis(self) -> None:
         """SIGTERM (Redis writes its AOF on the way down), then start on the same port and
         directory: every key comes back."""
         self.redis.stop()
         self.redis.start()
+        self._note_redis()
+
+    def _note_redis(self) -> None:
+        if self.redis.pid is not None:
+            self.pids.append(self.redis.pid)
 
     def set_api_faults(
         self, *, rate_429: float = 0, rate_503: float = 0, rate_drop: float = 0

@@ -115,6 +115,8 @@ def smoke_plan(*, seed: int = 13) -> SoakPlan:
                 "adaptive_max_s": 12.0,
             },
             "retry": {"base_delay_s": 0.2, "max_delay_s": 3.0},
+            # A submit's lease is twice these plus 5 s: scaled down with the rest.
+            "api": {"connect_timeout_s": 1.0, "read_timeout_s": 3.0},
             "sweep": {"interval_s": 1.0, "grace_s": 2.0},
             "webhook": {"schedule_s": "0,1,4,8,15,30"},
             # The beat's loop must be as quick as the sweeper it sends.
