@@ -3,8 +3,9 @@
 Every `sample_s` the sampler reads the in-flight index (every job with work left, scored by
 when that work is due) and a few fields of each of those jobs. A job *progresses* when its
 record is written again (the store stamps `updated_at` on every write) or it leaves the index
-(nothing left to do). `ProgressLog` turns the samples into progress events; `recovery_after`
-says, for a moment such as a SIGKILL, how long each job then waiting took to move on.
+(nothing left to do). `ProgressLog` turns the samples into progress events, each with how late
+it came; `attribute` gives each late one to the fault that held it up; `resumed_after` says,
+for a fault's end, how long the jobs whose work was due by then took to move on.
 
 The due time kept for a wait is the first one seen: the sweeper pushes the score of overdue
 work back, which must not hide how late it was. A submit or webhook in progress under a lease
@@ -17,7 +18,7 @@ from __future__ import annotations
 import json
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Final
 
@@ -46,15 +47,38 @@ class Progress:
     due_at: float
     seen_at: float
 
+    @property
+    def late_s(self) -> float:
+        """How long after its work was due the job moved on."""
+        return self.seen_at - self.due_at
+
 
 @dataclass(frozen=True)
-class Recovery:
-    """How a job waiting at a fault's end fared: `late_s` past when its work was due (or
-    the fault's end, if later), `resume_s` after the fault's end; None: it never moved."""
+class Resumed:
+    """A job whose work was due by a fault's end: moved on `resume_s` after it (None: never)."""
 
     job_id: str
-    late_s: float | None
     resume_s: float | None
+
+
+def attribute(
+    events: Sequence[Progress], windows: Sequence[tuple[float, float]], *, late_after_s: float
+) -> dict[int | None, list[Progress]]:
+    """The late events (more than `late_after_s` past due), each given to the latest fault
+    (index into `windows`, (start, end) epoch seconds) that happened while the job waited and
+    by the time its work was due; None: no fault did, the lateness is imageq's own."""
+    found: dict[int | None, list[Progress]] = {}
+    for event in events:
+        if event.late_s <= late_after_s:
+            continue
+        during = [
+            index
+            for index, (start, end) in enumerate(windows)
+            if start <= event.due_at and end >= event.since
+        ]
+        cause = max(during, key=lambda index: windows[index][0]) if during else None
+        found.setdefault(cause, []).append(event)
+    return found
 
 
 class ProgressLog:
@@ -78,17 +102,17 @@ class ProgressLog:
             _, since, due_at = self.waiting.pop(job_id)
             self.events.append(Progress(job_id, since, due_at, at))
 
-    def recovery_after(self, at: float) -> list[Recovery]:
-        """Every job waiting at `at` (seen in a wait that began by then and ended after)."""
+    def resumed_after(self, at: float) -> list[Resumed]:
+        """Every job whose work was due by `at` and still waiting then: when it moved on."""
         found = [
-            Recovery(e.job_id, e.seen_at - max(at, e.due_at), e.seen_at - at)
+            Resumed(e.job_id, e.seen_at - at)
             for e in self.events
-            if e.since <= at < e.seen_at
+            if e.since <= at < e.seen_at and e.due_at <= at
         ]
         found += [
-            Recovery(job_id, None, None)
-            for job_id, (_, since, _) in self.waiting.items()
-            if since <= at
+            Resumed(job_id, None)
+            for job_id, (_, since, due_at) in self.waiting.items()
+            if since <= at and due_at <= at
         ]
         return found
 
@@ -119,9 +143,9 @@ class ProgressSampler:
         self._stop.set()
         self._thread.join(30)
 
-    def recovery_after(self, at: float) -> list[Recovery]:
+    def resumed_after(self, at: float) -> list[Resumed]:
         with self._lock:
-            return self.log.recovery_after(at)
+            return self.log.resumed_after(at)
 
     def _run(self) -> None:
         while not self._stop.wait(self._every_s):

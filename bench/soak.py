@@ -13,7 +13,9 @@ end, on Ctrl-C or SIGTERM too.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime
+import json
 import signal
 import sys
 import time
@@ -27,7 +29,7 @@ from typing import Any, Final
 import redis
 
 from bench.chaos import ChaosDriver, make_schedule
-from bench.progress import ProgressSampler
+from bench.progress import ProgressSampler, attribute
 from bench.soak_cluster import SoakCluster
 from bench.soak_feed import ENQUEUE_PATIENCE_S, Feeder
 from bench.soak_plan import (
@@ -152,6 +154,7 @@ def run(plan: SoakPlan, *, mode: str, log_dir: Path) -> dict[str, Any]:
             drained_s = _wait_settled(client, store.in_flight_key, limit_s=plan.drain_s)
             # Not a wait for a condition: a window in which a late duplicate would still show.
             time.sleep(plan.duplicate_window_s)
+        _keep_events(sampler, log_dir / "progress.jsonl")
         ids = [job.job_id for job in jobs]
         records = dict(zip(ids, _read_records(store, ids), strict=True))
         sim_stats = cluster.sim_stats()
@@ -161,18 +164,17 @@ def run(plan: SoakPlan, *, mode: str, log_dir: Path) -> dict[str, Any]:
         pids = cluster.pids
     faults = chaos.records
     late_after_s = round(2 * plan.sample_s + 0.5, 2)
+    windows = [(f.started_at or run_from, f.ended_at or f.started_at or run_from) for f in faults]
+    held_up = attribute(sampler.log.events, windows, late_after_s=late_after_s)
     per_fault = [
         {
             "kind": fault.kind,
-            "at_s": _rel(fault.started_at, run_from),
-            "end_s": _rel(fault.ended_at, run_from),
+            "at_s": _rel(start, run_from),
+            "end_s": _rel(end, run_from),
             "detail": fault.detail,
-            "recovery": summarise_recovery(
-                sampler.recovery_after(fault.ended_at or fault.started_at or run_from),
-                late_after_s=late_after_s,
-            ),
+            "recovery": summarise_recovery(held_up.get(index, []), sampler.resumed_after(end)),
         }
-        for fault in faults
+        for index, (fault, (start, end)) in enumerate(zip(faults, windows, strict=True))
     ]
     accepted = sim_stats["accepted_submits_by_out_task_id"]
     checks = {
@@ -181,7 +183,10 @@ def run(plan: SoakPlan, *, mode: str, log_dir: Path) -> dict[str, Any]:
         "submitted_twice": check_twice(accepted, ids),
         "notified_twice": check_twice(deliveries, ids),
         "recovery": check_recovery(
-            per_fault, bound_s=plan.recovery_bound_s(), resolution_s=plan.sample_s
+            per_fault,
+            held_up.get(None, []),
+            bound_s=plan.recovery_bound_s(),
+            resolution_s=plan.sample_s,
         ),
     }
     return {
@@ -276,13 +281,13 @@ def _per_kind(per_fault: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     kinds: dict[str, dict[str, Any]] = {}
     for row in per_fault:
         kind = kinds.setdefault(
-            row["kind"], {"count": 0, "when": [], "late": 0, "worst_late_s": 0.0,
+            row["kind"], {"count": 0, "when": [], "held_up": 0, "worst_late_s": 0.0,
                           "worst_resume_s": 0.0, "never_moved": 0}
         )  # fmt: skip
         recovery = row["recovery"]
         kind["count"] += 1
         kind["when"].append(row["at_s"])
-        kind["late"] += recovery["late"]
+        kind["held_up"] += recovery["held_up"]
         kind["never_moved"] += recovery["never_moved"]
         kind["worst_late_s"] = max(kind["worst_late_s"], recovery["worst_late_s"])
         kind["worst_resume_s"] = max(kind["worst_resume_s"], recovery["worst_resume_s"])
@@ -304,6 +309,13 @@ def _api_summary(sim_stats: dict[str, Any], records: dict[str, Job | None]) -> d
         "queries": sum(queries.values()),
         "queries_beyond_polls": beyond,
     }
+
+
+def _keep_events(sampler: ProgressSampler, path: Path) -> None:
+    """Every progress event, one JSON object a line, for a closer look after the run."""
+    with path.open("w") as out:
+        for event in sampler.log.events:
+            out.write(json.dumps(dataclasses.asdict(event)) + "\n")
 
 
 def _rel(at: float | None, origin: float) -> float | None:

@@ -44,15 +44,18 @@ def render_markdown(results: dict[str, Any]) -> str:
     ]
     for kind, row in results["recovery"]["per_kind"].items():
         lines.append(
-            f"| {kind} | {row['count']} | {row['when_s']} | {row['late']} |"
+            f"| {kind} | {row['count']} | {row['when_s']} | {row['held_up']} |"
             f" {row['worst_late_s']} s | {row['worst_resume_s']} s |"
         )
+    recovery = checks["recovery"]
     lines += [
+        f"| (no fault) | | | {recovery['held_up_without_fault']} | | |",
         "",
-        "*Late*: how long after its work was due (or the fault's end, if later) a job waiting"
-        " at the fault's end moved on; *resume*: how long after the fault's end. A kill's end is"
-        f" the kill. Held up: late by more than {results['recovery']['late_after_s']} s."
-        f" Progress sampled every {plan['sample_s']} s.",
+        f"*Held up*: a job moved on more than {results['recovery']['late_after_s']} s after its"
+        " work was due (progress sampled every"
+        f" {plan['sample_s']} s), given to the latest fault that happened while it waited and"
+        " by the time its work was due. *Late*: how long after. *Resume*: how long after the"
+        " fault's end (a kill's end is the kill) the jobs whose work was due by then moved on.",
     ]
     causes = checks["outcomes"]["by_cause"]
     if causes:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from bench.chaos import make_schedule
-from bench.progress import ProgressLog, Recovery, Seen
+from bench.progress import Progress, ProgressLog, Resumed, Seen, attribute
 from bench.soak_plan import SoakJob, SoakPlan, full_plan, make_soak_jobs, smoke_plan
 from bench.soak_verdict import check_lost, check_outcomes, check_twice, summarise_recovery
 from bench.workload import JobSpec
@@ -56,39 +56,49 @@ def seen(mark: str, due_at: float, *, working: bool = False) -> Seen:
 
 
 def test_progress_log_measures_lateness_from_the_first_due_seen() -> None:
-    """A poll due at 10, still waiting at a kill at 12 and moving at 31, was held up 19 s; the
-    sweeper pushing its score back (to 25) does not hide that."""
+    """A poll due at 10 that moves at 31 was 21 s late; the sweeper pushing its score back
+    (to 25) does not hide that. One due at 14 that moves at 15 was 1 s late."""
     log = ProgressLog()
     log.observe(5.0, {"a": seen("s|1", 10.0), "b": seen("s|1", 14.0)})
     log.observe(12.0, {"a": seen("s|1", 10.0), "b": seen("s|1", 14.0)})
     log.observe(15.0, {"a": seen("s|1", 25.0), "b": seen("s|2", 18.0)})
     log.observe(31.0, {"a": seen("s|2", 35.0), "b": seen("s|2", 18.0)})
-    found = {row.job_id: row for row in log.recovery_after(12.0)}
-    assert found["a"] == Recovery("a", 19.0, 19.0)
-    assert found["b"] == Recovery("b", 1.0, 3.0)
+    late = {event.job_id: event.late_s for event in log.events}
+    assert late == {"a": 21.0, "b": 1.0}
 
 
 def test_a_submit_under_a_lease_is_due_at_once() -> None:
-    """A job seen inside its submit (lease until 80) and moving at 90 was held up from the
-    kill at 6, not from the lease's end."""
+    """A job seen inside its submit (lease until 80) and moving at 90 was 85 s late, not 10."""
     log = ProgressLog()
     log.observe(5.0, {"a": seen("q|1", 80.0, working=True)})
     log.observe(90.0, {"a": seen("q|2", 95.0)})
-    assert log.recovery_after(6.0) == [Recovery("a", 84.0, 84.0)]
+    assert [event.late_s for event in log.events] == [85.0]
 
 
-def test_leaving_the_index_is_progress_and_a_job_that_never_moves_is_reported() -> None:
-    """A job gone from the index moved on then; one still waiting at the end never moved."""
-    log = ProgressLog()
-    log.observe(1.0, {"a": seen("s|1", 2.0), "b": seen("s|1", 2.0)})
-    log.observe(3.0, {"b": seen("s|1", 2.0)})
-    assert sorted(log.recovery_after(1.5), key=lambda row: row.job_id) == [
-        Recovery("a", 1.0, 1.5),
-        Recovery("b", None, None),
+def test_late_events_go_to_the_latest_fault_while_the_job_waited() -> None:
+    """Late by more than the threshold: to the latest fault between the wait's start and the
+    work's due time; none there: no fault. On time: to nobody."""
+    events = [
+        Progress("a", since=0.0, due_at=10.0, seen_at=30.0),  # kills at 2 and 8: the one at 8
+        Progress("b", since=0.0, due_at=1.0, seen_at=25.0),  # before any fault: imageq's own
+        Progress("c", since=0.0, due_at=10.0, seen_at=10.5),  # on time
     ]
-    summary = summarise_recovery(log.recovery_after(1.5), late_after_s=0.5)
-    assert summary["never_moved"] == 1
-    assert summary["late"] == 1
+    held_up = attribute(events, [(2.0, 2.0), (8.0, 8.0), (40.0, 40.0)], late_after_s=1.0)
+    assert held_up == {1: [events[0]], None: [events[1]]}
+
+
+def test_resumed_after_counts_jobs_due_by_the_end_and_those_never_moving() -> None:
+    """Due by the fault's end: when each moved on after it; one still waiting never moved;
+    one due later is not counted."""
+    log = ProgressLog()
+    log.observe(1.0, {"a": seen("s|1", 2.0), "b": seen("s|1", 2.0), "c": seen("s|1", 9.0)})
+    log.observe(4.0, {"b": seen("s|1", 2.0), "c": seen("s|1", 9.0)})
+    assert sorted(log.resumed_after(3.0), key=lambda row: row.job_id) == [
+        Resumed("a", 1.0),
+        Resumed("b", None),
+    ]
+    summary = summarise_recovery([], log.resumed_after(3.0))
+    assert (summary["due_at_end"], summary["never_moved"]) == (2, 1)
 
 
 def soak_job(job_id: str, expected: str = "succeeded", failure: str | None = None) -> SoakJob:
