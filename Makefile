@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 DEMO_STAMP := $(VENV)/.installed-demo
 
-.PHONY: demo test lint typecheck unit venv browser clean
+.PHONY: demo test lint typecheck unit venv browser clean soak
 
 demo: $(DEMO_STAMP)
 	$(BIN)/python -m imageq.devenv.demo
@@ -24,6 +24,12 @@ typecheck: $(STAMP)
 
 unit: $(STAMP)
 	$(BIN)/pytest tests/unit
+
+# The soak run under chaos, not part of `make test`: 2,000 jobs at production timing while
+# workers, Redis, the API and the webhook receiver fail (about 13 min; bench/README.md).
+# SOAK_ARGS passes flags, e.g. make soak SOAK_ARGS=--smoke
+soak: $(STAMP)
+	$(BIN)/python -m bench.soak $(SOAK_ARGS)
 
 venv: $(STAMP)
 
