@@ -141,7 +141,7 @@ def imageq_values(plan: SoakPlan, redis_url: str, api_url: str) -> dict[str, Any
     values: dict[str, Any] = {
         "api": {"base_url": api_url, "key": API_KEY},
         "redis": {"broker_url": f"{server}/0", "store_url": f"{server}/1"},
-        "webhook": {"secrets": WEBHOOK_SECRET, "allow_private_targets": True},
+        "webhook": {"secrets": WEBHOOK_SECRET, "allow_loopback": True},
         "storage": {"enabled": False},
         "observability": {"metrics_port": 0, "log_format": "json"},
         "worker": {"concurrency": plan.concurrency},
