@@ -12,7 +12,7 @@ import pytest
 import redis
 
 from imageq.devenv.redis_server import RedisServer
-from imageq.worker.domain import transitions
+from imageq.worker.domain import submits
 from imageq.worker.domain.batch import Batch
 from imageq.worker.domain.job import Job
 from imageq.worker.domain.status import JobStatus
@@ -166,7 +166,7 @@ def test_apply_carries_out_a_transition_once(store: JobStore) -> None:
     (a stale copy), its expectations no longer hold and nothing changes."""
     store.create(new_job())
     far = time.time() + 60
-    claim = transitions.claim_submit(
+    claim = submits.claim_submit(
         store.get("j1"),
         now=time.time(),
         lease_s=30,

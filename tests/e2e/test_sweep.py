@@ -12,7 +12,7 @@ import redis
 
 from imageq.producers.jobs import build_job
 from imageq.simulator.server import SimulatorServer
-from imageq.worker.domain import transitions
+from imageq.worker.domain import submits
 from imageq.worker.domain.job import Delivery, Downloads
 from imageq.worker.domain.status import JobStatus
 from imageq.worker.messages import (
@@ -202,7 +202,7 @@ def test_a_lost_submit_resumes_by_a_lookup_and_is_sent_once(
     claimed_at = time.time()
     send_s = submit_send_s(rt.settings.api)
     lease = lease_s(rt.settings, "submit")
-    claim = transitions.claim_submit(
+    claim = submits.claim_submit(
         rt.store.get(job_id), now=claimed_at, lease_s=lease, send_s=send_s, slot=None
     )
     assert claim is not None
@@ -226,7 +226,7 @@ def test_a_lost_submit_that_landed_is_adopted_at_once(
     job id and adopts it, long before the request window would close."""
     job_id = stored(rt)
     claimed_at = time.time()
-    claim = transitions.claim_submit(
+    claim = submits.claim_submit(
         rt.store.get(job_id),
         now=claimed_at,
         lease_s=lease_s(rt.settings, "submit"),

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from imageq.worker.domain import transitions
+from imageq.worker.domain import submits, transitions
 from imageq.worker.domain.job import Delivery, Downloads, Job
 from imageq.worker.domain.status import TERMINAL_JOB_STATUSES, JobStatus
 from imageq.worker.domain.transitions import Slot, Transition
@@ -44,7 +44,7 @@ def test_claim_submit_counts_the_attempt_under_a_lease(slot: Slot | None) -> Non
     """A queued job's claim counts the attempt, takes a lease and (if capped) a slot; the
     work is due now, so the sweeper looks at it a grace later; the first attempt's time stays."""
     record = job(submit_attempts=1, submit_first_at=NOW - 50)
-    claim = transitions.claim_submit(record, now=NOW, lease_s=15, send_s=None, slot=slot)
+    claim = submits.claim_submit(record, now=NOW, lease_s=15, send_s=None, slot=slot)
     assert claim == Transition(
         "j1",
         expect={"status": JobStatus.QUEUED, "submit_attempts": 1},
@@ -61,7 +61,7 @@ def test_claim_submit_counts_the_attempt_under_a_lease(slot: Slot | None) -> Non
 def test_first_claim_notes_the_first_attempt_and_the_request_window() -> None:
     """The first attempt's time starts the outage window; an attempt that sends at once marks
     how long its request may land in the same write."""
-    claim = transitions.claim_submit(job(), now=NOW, lease_s=15, send_s=36, slot=None)
+    claim = submits.claim_submit(job(), now=NOW, lease_s=15, send_s=36, slot=None)
     assert claim is not None
     assert claim.changes == {
         "submit_attempts": 1,
@@ -86,19 +86,19 @@ def test_looks_up_first_after_any_attempt_that_may_have_reached_the_api(
     record: Job, looks_up: bool
 ) -> None:
     """Only an attempt that may have reached the API makes the next one look the job up."""
-    assert transitions.looks_up_first(record) is looks_up
+    assert submits.looks_up_first(record) is looks_up
 
 
 def test_send_submit_waits_for_an_earlier_request_to_close() -> None:
     """A submit goes out only once no earlier request may still land, and marks its own."""
-    assert transitions.send_submit(claimed(submit_sent_until=NOW + 5), now=NOW, send_s=36) is None
-    sending = transitions.send_submit(claimed(submit_sent_until=NOW - 1), now=NOW, send_s=36)
+    assert submits.send_submit(claimed(submit_sent_until=NOW + 5), now=NOW, send_s=36) is None
+    sending = submits.send_submit(claimed(submit_sent_until=NOW - 1), now=NOW, send_s=36)
     assert sending == Transition(
         "j1",
         expect={"status": JobStatus.QUEUED, "submit_attempts": 2},
         changes={"submit_sent_until": NOW + 36},
     )
-    assert transitions.send_submit(claimed(status=JobStatus.SUBMITTED), now=NOW, send_s=1) is None
+    assert submits.send_submit(claimed(status=JobStatus.SUBMITTED), now=NOW, send_s=1) is None
 
 
 @pytest.mark.parametrize(
@@ -112,7 +112,7 @@ def test_send_submit_waits_for_an_earlier_request_to_close() -> None:
 )
 def test_claim_submit_refused(record: Job) -> None:
     """Only a queued job whose last attempt's lease has ended can be claimed."""
-    assert transitions.claim_submit(record, now=NOW, lease_s=30, send_s=None, slot=None) is None
+    assert submits.claim_submit(record, now=NOW, lease_s=30, send_s=None, slot=None) is None
 
 
 @pytest.mark.parametrize(
@@ -127,12 +127,12 @@ def test_claim_submit_refused(record: Job) -> None:
 )
 def test_submit_busy_waits_out_another_workers_lease(record: Job, expected: Submit | None) -> None:
     """A submit finding another worker's lease checks again just after it ends."""
-    assert transitions.submit_busy(record, now=NOW) == expected
+    assert submits.submit_busy(record, now=NOW) == expected
 
 
 def test_record_submit_starts_polling() -> None:
     """The API took the attempt: submitted, deadline set, first poll due, slot kept to it."""
-    recorded = transitions.record_submit(
+    recorded = submits.record_submit(
         claimed(),
         remote_task_id="task-1",
         remote_status="queued",
@@ -166,7 +166,7 @@ def test_record_and_retry_submit_refused_once_not_queued(status: JobStatus) -> N
     """A job no longer queued (cancelled meanwhile, say) takes no submit outcome."""
     record = claimed(status=status)
     assert (
-        transitions.record_submit(
+        submits.record_submit(
             record,
             remote_task_id="t",
             remote_status=None,
@@ -177,14 +177,14 @@ def test_record_and_retry_submit_refused_once_not_queued(status: JobStatus) -> N
         )
         is None
     )
-    assert transitions.retry_submit(record, error={}, now=NOW, delay_s=1, sent_until=0) is None
+    assert submits.retry_submit(record, error={}, now=NOW, delay_s=1, sent_until=0) is None
     assert transitions.fail_submit(record, error={}, now=NOW) is None
 
 
 def test_retry_submit_gives_up_the_lease_and_sends_again_later() -> None:
     """A retryable failure records the error, ends the lease, and queues the submit again."""
     error = {"type": "ApiUnavailable", "message": "503", "retryable": True}
-    retry = transitions.retry_submit(
+    retry = submits.retry_submit(
         claimed(lane="bulk"), error=error, now=NOW, delay_s=4, sent_until=NOW + 30
     )
     assert retry == Transition(
@@ -416,7 +416,7 @@ def test_settle_refused_while_work_is_left(record: Job) -> None:
 def test_applied_to_is_the_record_the_write_leaves() -> None:
     """Applying a transition to the record read gives the record as written."""
     record = job(submit_attempts=1, submit_first_at=NOW - 1)
-    claim = transitions.claim_submit(record, now=NOW, lease_s=30, send_s=None, slot=None)
+    claim = submits.claim_submit(record, now=NOW, lease_s=30, send_s=None, slot=None)
     assert claim is not None
     assert claim.applied_to(record) == job(
         submit_attempts=2, submit_lease_until=NOW + 30, submit_first_at=NOW - 1
@@ -426,10 +426,10 @@ def test_applied_to_is_the_record_the_write_leaves() -> None:
 def test_a_job_from_queue_to_settled() -> None:
     """Chained on the records they leave, the transitions take a job through its whole life."""
     record = job(callback=CALLBACK)
-    claim = transitions.claim_submit(record, now=NOW, lease_s=30, send_s=36, slot=None)
+    claim = submits.claim_submit(record, now=NOW, lease_s=30, send_s=36, slot=None)
     assert claim is not None
     record = claim.applied_to(record)
-    step = transitions.record_submit(
+    step = submits.record_submit(
         record,
         remote_task_id="t",
         remote_status="queued",
@@ -461,9 +461,9 @@ def test_a_job_from_queue_to_settled() -> None:
 
 
 SAMPLES = [
-    transitions.claim_submit(job(), now=NOW, lease_s=1, send_s=2, slot=None),
-    transitions.send_submit(claimed(), now=NOW, send_s=2),
-    transitions.record_submit(
+    submits.claim_submit(job(), now=NOW, lease_s=1, send_s=2, slot=None),
+    submits.send_submit(claimed(), now=NOW, send_s=2),
+    submits.record_submit(
         claimed(),
         remote_task_id="t",
         remote_status=None,
@@ -472,7 +472,7 @@ SAMPLES = [
         deadline_s=2,
         outage_window_s=3,
     ),
-    transitions.retry_submit(claimed(), error={}, now=NOW, delay_s=1, sent_until=0),
+    submits.retry_submit(claimed(), error={}, now=NOW, delay_s=1, sent_until=0),
     transitions.fail_submit(claimed(), error={}, now=NOW),
     transitions.poll_on("j1", token=1, facts=FACTS, now=NOW, delay_s=1, remote_status=None),
     transitions.time_out(submitted(), now=NOW + 999, grace_s=1),

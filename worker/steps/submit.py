@@ -9,7 +9,7 @@ has one, and otherwise waits for the request window to close before it sends its
 
 from __future__ import annotations
 
-from imageq.worker.domain import transitions
+from imageq.worker.domain import submits, transitions
 from imageq.worker.domain.job import Job
 from imageq.worker.domain.transitions import Slot
 from imageq.worker.errors import ApiError
@@ -32,12 +32,12 @@ def submit(rt: Runtime, job_id: str) -> Actions:
     if job is None:
         return []
     now = rt.clock()
-    if (busy := transitions.submit_busy(job, now=now)) is not None:
+    if (busy := submits.submit_busy(job, now=now)) is not None:
         return [busy]
-    look_first = transitions.looks_up_first(job)
+    look_first = submits.looks_up_first(job)
     send_s = submit_send_s(rt.settings.api)
     slot = _slot(rt, job, expires_at=now + send_s + rt.settings.polling.deadline_s)
-    claim = transitions.claim_submit(
+    claim = submits.claim_submit(
         job,
         now=now,
         lease_s=lease_s(rt.settings, "submit"),
@@ -64,7 +64,7 @@ def submit(rt: Runtime, job_id: str) -> Actions:
             return _failed(rt, job, error, sent_until=before_send)
         if remote is not None:
             return _submitted(rt, job, remote)
-        sending = transitions.send_submit(job, now=rt.clock(), send_s=send_s)
+        sending = submits.send_submit(job, now=rt.clock(), send_s=send_s)
         if sending is None:
             return _after_window(rt, job)
         if not rt.store.apply(sending):
@@ -92,7 +92,7 @@ def _slot(rt: Runtime, job: Job, *, expires_at: float) -> Slot | None:
 def _submitted(rt: Runtime, claimed: Job, remote: RemoteTask) -> Actions:
     params = claimed.generation_params
     samples = rt.store.generation_samples(params.quality, params.resolution)
-    recorded = transitions.record_submit(
+    recorded = submits.record_submit(
         claimed,
         remote_task_id=remote.task_id,
         remote_status=remote.status_word,
@@ -112,7 +112,7 @@ def _after_window(rt: Runtime, claimed: Job) -> Actions:
     (with a lookup first) once its window has closed, keeping the error the job has."""
     now = rt.clock()
     delay_s = max(0.0, claimed.submit_sent_until - now) + _AFTER_WINDOW_S
-    retry = transitions.retry_submit(
+    retry = submits.retry_submit(
         claimed,
         error=claimed.error,
         now=now,
@@ -143,7 +143,7 @@ def _failed(rt: Runtime, claimed: Job, error: ApiError, *, sent_until: float) ->
     if delay_s is None:
         ending = transitions.fail_submit(claimed, error=error.to_record(), now=now)
         return finish(rt, claimed, ending)
-    retry = transitions.retry_submit(
+    retry = submits.retry_submit(
         claimed, error=error.to_record(), now=now, delay_s=delay_s, sent_until=sent_until
     )
     if retry is None or not rt.store.apply(retry):
