@@ -214,6 +214,7 @@ def test_mark_callback_settles_only_when_nothing_is_left(
 ) -> None:
     """The sent callback settles the job unless its webhook or outputs are still under way."""
     claimed = job(
+        status=JobStatus.SUCCEEDED,  # a callback goes out only once its job has ended
         callback=CALLBACK,
         callback_state=Delivery.SENDING,
         webhook_state=webhook,

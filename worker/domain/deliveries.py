@@ -8,14 +8,13 @@ not allow is refused (None), and `JobStore.apply` carries out the rest.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 from imageq.worker.domain.job import Delivery, Downloads, Job, JobFields
 from imageq.worker.domain.transitions import DeadLetter, Transition, notifications
 from imageq.worker.messages import ScheduleDownload, ScheduleWebhook
 from imageq.worker.policy.delivery_schedule import Delivered, GiveUp, Outcome, RetryIn
-
-_BUSY = (Delivery.PENDING, Delivery.SENDING)
 
 
 def claim_download(job: Job, *, attempt: int, now: float, lease_s: float) -> Transition | None:
@@ -104,12 +103,12 @@ def mark_callback(claimed: Job) -> Transition | None:
     """The claimed callback is published: sent, and the job settled if nothing else is left."""
     if claimed.callback_state is not Delivery.SENDING:
         return None
+    changes: JobFields = {"callback_state": Delivery.SENT}
     return Transition(
         claimed.job_id,
         expect={"callback_state": Delivery.SENDING},
-        changes={"callback_state": Delivery.SENT},
-        settled=claimed.webhook_state not in _BUSY
-        and claimed.downloads_state is not Downloads.PENDING,
+        changes=changes,
+        settled=_settles(claimed, changes),
     )
 
 
@@ -215,23 +214,30 @@ def _webhook_over(
     if claimed.webhook_state is not Delivery.PENDING:
         return None
     attempts = [*claimed.webhook_attempts, sent]
-    callback_busy = claimed.callback_state in _BUSY
     dead: DeadLetter | None = None
     if reason is not None:
         dead = {"reason": reason, "at": now, "attempts": len(attempts)}
+    changes: JobFields = {
+        "webhook_attempts": attempts,
+        "webhook_lease_until": 0.0,
+        "webhook_state": state,
+        "webhook_next_at": None,
+    }
+    settled = _settles(claimed, changes)
     return Transition(
         claimed.job_id,
         expect=_webhook_expect(claimed),
-        changes={
-            "webhook_attempts": attempts,
-            "webhook_lease_until": 0.0,
-            "webhook_state": state,
-            "webhook_next_at": None,
-        },
-        due_at=now if callback_busy else None,
-        settled=not callback_busy,
+        changes=changes,
+        due_at=None if settled else now,
+        settled=settled,
         dead_letter=dead,
     )
+
+
+def _settles(claimed: Job, changes: JobFields) -> bool:
+    """Whether the record, once `changes` are made, has nothing left to do (`Job.is_settled`)."""
+    fields: dict[str, Any] = dict(changes)
+    return replace(claimed, **fields).is_settled
 
 
 def _webhook_current(job: Job, attempt: int) -> bool:
