@@ -9,10 +9,9 @@ from typing import Any
 from celery import Celery
 
 from imageq.config import Settings
-from imageq.worker.app import create_app
+from imageq.worker.app import create_app, send_actions
 from imageq.worker.domain import deliveries
 from imageq.worker.errors import InvalidParams
-from imageq.worker.messages import message
 from imageq.worker.runtime import connect_store
 from imageq.worker.store.job_store import JobStore
 
@@ -46,9 +45,7 @@ class WebhookReplays:
         replayed = deliveries.replay_webhook(job, now=time.time())
         if replayed is None or not self._store.apply(replayed):
             return False
-        for action in replayed.follow_ups():
-            name, args, options = message(action, self._settings.worker)
-            self._app.send_task(name, args=args, **options)
+        send_actions(self._app, replayed.follow_ups(), self._settings.worker)
         return True
 
     def replay_dead_letters(self) -> list[str]:

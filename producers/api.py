@@ -25,7 +25,7 @@ from imageq.producers.jobs import (
     check_webhook_url,
     plain_json,
 )
-from imageq.worker.app import create_app
+from imageq.worker.app import create_app, send_actions
 from imageq.worker.domain import transitions
 from imageq.worker.domain.batch import Batch
 from imageq.worker.domain.job import Job
@@ -37,7 +37,7 @@ from imageq.worker.errors import (
     JobNotFound,
     WaitTimeout,
 )
-from imageq.worker.messages import Actions, Submit, message
+from imageq.worker.messages import Actions, Submit
 from imageq.worker.runtime import connect_store
 from imageq.worker.store.job_store import JobStore
 
@@ -265,9 +265,7 @@ class ImageQueue:
         return conflicts
 
     def _publish(self, actions: Actions) -> None:
-        for action in actions:
-            name, args, options = message(action, self._settings.worker)
-            self._app.send_task(name, args=args, **options)
+        send_actions(self._app, actions, self._settings.worker)
 
 
 def _new_batch_id() -> str:

@@ -9,6 +9,7 @@ none, so an unrelated bad setting cannot break an import.
 from __future__ import annotations
 
 import ssl
+from collections.abc import Iterable
 from functools import cache
 from typing import Any, Final
 from urllib.parse import parse_qs, urlsplit
@@ -18,7 +19,7 @@ from kombu.entity import Queue
 
 # Connects the worker's signal handlers (logging, start-up checks, per-task log context).
 import imageq.worker.signals  # noqa: F401
-from imageq.config import Settings, get_settings
+from imageq.config import Settings, WorkerSettings, get_settings
 from imageq.worker.messages import (
     BATCH_TASK,
     CALLBACK_TASK,
@@ -27,6 +28,8 @@ from imageq.worker.messages import (
     SUBMIT_TASK,
     SWEEP_TASK,
     WEBHOOK_TASK,
+    Action,
+    message,
 )
 
 
@@ -114,6 +117,14 @@ def create_app(settings: Settings) -> Celery:
     app = Celery("imageq", include=list(TASK_MODULES), set_as_current=False)
     app.conf.update(celery_config(settings))
     return app
+
+
+def send_actions(app: Celery, actions: Iterable[Action], queues: WorkerSettings) -> None:
+    """Publish follow-up actions as task messages, from outside a task (producers, operator
+    tools); the worker's own tasks publish theirs in `imageq.worker.tasks`."""
+    for action in actions:
+        name, args, options = message(action, queues)
+        app.send_task(name, args=args, **options)
 
 
 @cache
