@@ -16,7 +16,7 @@ judged by the IPv4 address inside too, and the first refusal wins.
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Final, TypeAlias
 
@@ -94,6 +94,15 @@ class TargetPolicy:
                 # No address in the text: callers decide whether to show one (see `guard`).
                 shown = label if candidate == address else f"an address carrying {label}"
                 return f"{shown}; {remedy}"
+        return None
+
+    def first_refusal(self, addresses: Iterable[str]) -> tuple[str, str] | None:
+        """The first of `addresses` imageq may not connect to, and why (`refusal`); None if it
+        may connect to every one (a name is allowed only if all its answers are)."""
+        for text in addresses:
+            reason = self.refusal(text)
+            if reason is not None:
+                return text, reason
         return None
 
     def _judge(self, ip: IPAddress) -> tuple[str, str] | None:

@@ -43,13 +43,13 @@ def open_checked_socket(
         )
     except UnicodeError:  # a label IDNA cannot encode: no such host, as urllib3 would say
         raise socket.gaierror(socket.EAI_NONAME, f"{host!r} is not a valid host name") from None
-    for *_, sockaddr in answers:
-        reason = policy.refusal(str(sockaddr[0]))
-        if reason is not None:
-            # The address goes to the operator's log only: the error lands in the job record
-            # and the payload, which the submitter reads (see `guard` on what messages name).
-            log.warning("refused to connect to %r at %s: %s", host, sockaddr[0], reason)
-            raise UnsafeTarget(f"refused to connect to {host!r}: it resolves to {reason}")
+    refused = policy.first_refusal(str(sockaddr[0]) for *_, sockaddr in answers)
+    if refused is not None:
+        address, reason = refused
+        # The address goes to the operator's log only: the error lands in the job record and
+        # the payload, which the submitter reads (see `guard` on what messages name).
+        log.warning("refused to connect to %r at %s: %s", host, address, reason)
+        raise UnsafeTarget(f"refused to connect to {host!r}: it resolves to {reason}")
     last_error: OSError | None = None
     for family, kind, proto, _, sockaddr in answers:
         sock = socket.socket(family, kind, proto)

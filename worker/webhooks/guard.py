@@ -65,11 +65,10 @@ def check_target(
         raise UnsafeTarget(f"{field} host {host!r} does not resolve ({error})") from None
     if not answers:
         raise UnsafeTarget(f"{field} host {host!r} does not resolve (no addresses)")
-    verb = "is" if _is_literal(host) else "resolves to"
-    for *_, sockaddr in answers:
-        reason = policy.refusal(str(sockaddr[0]))
-        if reason is not None:
-            raise UnsafeTarget(f"{field} host {host!r} {verb} {reason}")
+    refused = policy.first_refusal(str(sockaddr[0]) for *_, sockaddr in answers)
+    if refused is not None:
+        verb = "is" if _is_literal(host) else "resolves to"
+        raise UnsafeTarget(f"{field} host {host!r} {verb} {refused[1]}")
 
 
 def target_host(url: str, *, field: str) -> str:
