@@ -29,48 +29,90 @@ from imageq.worker.webhooks.addresses import allowed_network_problem
 class ApiSettings(BaseModel):
     """Where and how to reach the aireiter API."""
 
-    base_url: str = "https://aireiter.com"
-    key: SecretStr | None = None
-    model: str = "gpt_image_2_official"
-    connect_timeout_s: float = Field(5.0, gt=0)
-    read_timeout_s: float = Field(30.0, gt=0)
-    user_agent: str = "imageq/0.1"
-    # The model page does not name the field for reference images; peers use `image_urls`.
-    reference_images_field: str = "image_urls"
+    base_url: str = Field(
+        "https://aireiter.com",
+        description="Base URL of the API (`https://test.aireiter.com`, or the simulator's).",
+    )
+    key: SecretStr | None = Field(
+        None, description="API key sent as the bearer token; workers need it, producers do not."
+    )
+    model: str = Field("gpt_image_2_official", description="Model name sent with each job.")
+    connect_timeout_s: float = Field(5.0, gt=0, description="Connect timeout of each API call.")
+    read_timeout_s: float = Field(30.0, gt=0, description="Read timeout of each API call.")
+    user_agent: str = Field(
+        "imageq/0.1", description="User-Agent header of API calls, webhooks and downloads."
+    )
+    reference_images_field: str = Field(
+        "image_urls",
+        description="Name of the API parameter that carries reference images; the model page"
+        " does not name it and its peers use `image_urls`.",
+    )
 
 
 class RedisSettings(BaseModel):
     """The Celery broker and the job store (may be the same server, different databases)."""
 
-    broker_url: str = "redis://127.0.0.1:6379/0"
-    store_url: str = "redis://127.0.0.1:6379/1"
-    key_prefix: str = "imageq"
-    record_ttl_s: int = Field(7 * 24 * 3600, gt=0)
-    max_connections: int = Field(64, ge=4)
+    broker_url: str = Field(
+        "redis://127.0.0.1:6379/0",
+        description="Celery broker URL (`rediss://` for TLS, `redis://:PASSWORD@host` for auth).",
+    )
+    store_url: str = Field(
+        "redis://127.0.0.1:6379/1", description="Redis URL of the job store (same forms)."
+    )
+    key_prefix: str = Field("imageq", description="Prefix of every key imageq writes in Redis.")
+    record_ttl_s: int = Field(
+        7 * 24 * 3600, gt=0, description="How long a job record lives after its last change."
+    )
+    max_connections: int = Field(
+        64,
+        ge=4,
+        description="Job-store connection pool size per process (raised to concurrency + 4).",
+    )
 
 
 class PollingSettings(BaseModel):
     """When to ask the API about a submitted job, and when to give up on it."""
 
-    first_delay_s: float = Field(15.0, ge=0)
-    interval_s: float = Field(4.0, gt=0)
-    jitter_s: float = Field(1.0, ge=0)
-    deadline_s: float = Field(180.0, gt=0)
-    # Adaptive first poll: at this percentile of recent generation times of the same quality
-    # and resolution, within [adaptive_min_s, adaptive_max_s], once there are enough samples.
-    # p5 of the last 100 is as late as it goes without raising lag p99 (`bench.adaptive_model`).
-    adaptive: bool = True
-    adaptive_percentile: float = Field(5.0, gt=0, le=100)
-    adaptive_min_samples: int = Field(10, ge=1)
-    adaptive_window: int = Field(100, ge=1)
-    adaptive_min_s: float = Field(10.0, ge=0)
-    adaptive_max_s: float = Field(120.0, gt=0)
-    # "countdown": each poll is a Celery message with a countdown (the classic chain).
-    # "poller": a thread in each worker takes due polls from the poll schedule in Redis and
-    # runs them on a small thread pool, without a Celery message per poll.
-    mode: Literal["countdown", "poller"] = "countdown"
-    poller_tick_s: float = Field(0.25, gt=0)
-    poller_threads: int = Field(16, ge=1)
+    first_delay_s: float = Field(15.0, ge=0, description="Delay from submit to the first poll.")
+    interval_s: float = Field(4.0, gt=0, description="Delay between two polls.")
+    jitter_s: float = Field(1.0, ge=0, description="Random spread (plus or minus) of each delay.")
+    deadline_s: float = Field(
+        180.0, gt=0, description="A job not finished this long after its submit is `timed_out`."
+    )
+    # p5 of the last 100 is as late as the first poll goes without raising lag p99
+    # (`python -m bench.adaptive_model` shows the trade-off).
+    adaptive: bool = Field(
+        True,
+        description="Time the first poll from recent generation times of jobs of the same"
+        " quality and resolution.",
+    )
+    adaptive_percentile: float = Field(
+        5.0, gt=0, le=100, description="The adaptive first poll goes at this percentile of them."
+    )
+    adaptive_min_samples: int = Field(
+        10, ge=1, description="With fewer samples than this the fixed first delay is used."
+    )
+    adaptive_window: int = Field(
+        100, ge=1, description="How many recent samples are kept per quality and resolution."
+    )
+    adaptive_min_s: float = Field(
+        10.0, ge=0, description="The adaptive first poll is never earlier (the API's advice)."
+    )
+    adaptive_max_s: float = Field(
+        120.0, gt=0, description="The adaptive first poll is never later than this."
+    )
+    mode: Literal["countdown", "poller"] = Field(
+        "countdown",
+        description="`countdown`: each poll is a Celery message with a countdown; `poller`: a"
+        " thread in each worker takes due polls from the poll schedule in Redis and runs them"
+        " on a small pool, without a message per poll.",
+    )
+    poller_tick_s: float = Field(
+        0.25, gt=0, description="With the poller: how often it looks for due polls."
+    )
+    poller_threads: int = Field(
+        16, ge=1, description="With the poller: how many polls one worker runs at once."
+    )
 
     @model_validator(mode="after")
     def _jitter_below_delays(self) -> PollingSettings:
@@ -92,12 +134,17 @@ class PollingSettings(BaseModel):
 class RetrySettings(BaseModel):
     """Backoff for transient API errors (5xx, 429, timeouts); never for final ones."""
 
-    base_delay_s: float = Field(1.0, gt=0)
-    max_delay_s: float = Field(30.0, gt=0)
-    # An API that does not answer is waited out this long, not turned into an outcome: a
-    # submit is retried until this long after its first attempt, and a job whose deadline
-    # passed while the API was away gets its last check until this long after the deadline.
-    outage_window_s: float = Field(600.0, gt=0)
+    base_delay_s: float = Field(
+        1.0, gt=0, description="First backoff delay of submits and downloads, doubled per attempt."
+    )
+    max_delay_s: float = Field(30.0, gt=0, description="Cap on one backoff delay.")
+    outage_window_s: float = Field(
+        600.0,
+        gt=0,
+        description="How long an API that does not answer is waited out: submits are retried"
+        " until this long after their first attempt, a job whose deadline passed meanwhile"
+        " gets its last check until this long after it, and downloads are retried as long.",
+    )
 
 
 # Svix's schedule: at once, then 5 s, 5 min, 30 min, 2 h, 5 h, 10 h, 10 h (about 28 h in all).
@@ -109,17 +156,31 @@ class WebhookSettings(BaseModel):
     imageq may call for a URL it was given: webhooks, output downloads, reference images."""
 
     # Every secret signs each webhook, so receivers can rotate: add the new secret, switch
-    # the receiver, then drop the old one. Comma-separated in the environment.
-    secrets: Annotated[list[SecretStr], NoDecode] = []
-    timeout_s: float = Field(10.0, gt=0)
-    # Delay before each attempt, the first counted from completion; its length is the number
-    # of attempts. Comma-separated in the environment.
-    schedule_s: Annotated[list[float], NoDecode] = list(DEFAULT_WEBHOOK_SCHEDULE_S)
-    jitter: float = Field(0.1, ge=0, lt=1)
-    # Beyond global addresses: loopback (development, tests), and the private networks a
-    # deployment names (CIDRs, comma-separated). Link-local and metadata addresses: never.
-    allow_loopback: bool = False
-    allowed_networks: Annotated[list[IPvAnyNetwork], NoDecode] = []
+    # the receiver, then drop the old one.
+    secrets: Annotated[list[SecretStr], NoDecode] = Field(
+        [],
+        description="Standard Webhooks signing secrets (`whsec_` + base64), comma-separated;"
+        " each one signs every webhook.",
+    )
+    timeout_s: float = Field(10.0, gt=0, description="Timeout of one webhook attempt.")
+    schedule_s: Annotated[list[float], NoDecode] = Field(
+        list(DEFAULT_WEBHOOK_SCHEDULE_S),
+        description="Delay before each webhook attempt, the first counted from completion,"
+        " comma-separated; its length is the number of attempts.",
+    )
+    jitter: float = Field(
+        0.1, ge=0, lt=1, description="Random spread (plus or minus, a fraction) of each delay."
+    )
+    allow_loopback: bool = Field(
+        False,
+        description="Let webhooks and downloads reach loopback (127.0.0.0/8, ::1), for local"
+        " development, the demo and the tests.",
+    )
+    allowed_networks: Annotated[list[IPvAnyNetwork], NoDecode] = Field(
+        [],
+        description="Private networks (CIDRs, comma-separated) that webhooks, downloads and"
+        " reference images may use; link-local and metadata addresses stay refused.",
+    )
 
     @model_validator(mode="before")
     @classmethod
@@ -170,25 +231,43 @@ class WebhookSettings(BaseModel):
 class StorageSettings(BaseModel):
     """Saving outputs before their URLs expire (off unless enabled)."""
 
-    enabled: bool = False
-    # A local directory, or an fsspec URL such as s3://bucket/prefix (pip install imageq[fsspec]).
-    url: str = "var/images"
-    max_bytes: int = Field(64 * 1024 * 1024, gt=0)
-    connect_timeout_s: float = Field(5.0, gt=0)
-    read_timeout_s: float = Field(30.0, gt=0)
-    total_timeout_s: float = Field(120.0, gt=0)
-    max_attempts: int = Field(4, ge=1)
+    enabled: bool = Field(False, description="Save each output before its URL expires.")
+    url: str = Field(
+        "var/images",
+        description="A local directory, or an fsspec URL such as `s3://bucket/prefix`"
+        " (`pip install imageq[fsspec]` and the backend's package).",
+    )
+    max_bytes: int = Field(
+        64 * 1024 * 1024, gt=0, description="Largest output accepted, in bytes (64 MiB)."
+    )
+    connect_timeout_s: float = Field(5.0, gt=0, description="Connect timeout of a download.")
+    read_timeout_s: float = Field(30.0, gt=0, description="Read timeout of a download.")
+    total_timeout_s: float = Field(120.0, gt=0, description="Cap on one whole download.")
+    max_attempts: int = Field(
+        4,
+        ge=1,
+        description="Download attempts before the job completes with the error recorded.",
+    )
 
 
 class LimitSettings(BaseModel):
     """A cap on jobs in flight against the API, shared by every worker through Redis."""
 
-    # 0 means no cap. A job holds a slot from its submit until it finishes.
-    max_in_flight: int = Field(0, ge=0)
-    # Slots only interactive jobs may use, so a bulk run never starves them.
-    interactive_reserve: int = Field(0, ge=0)
-    # How long a submit waits before asking again for a slot.
-    slot_wait_s: float = Field(2.0, gt=0)
+    max_in_flight: int = Field(
+        0,
+        ge=0,
+        description="Cap on jobs in flight against the API across all workers, each holding a"
+        " slot from its submit until it finishes (0: no cap).",
+    )
+    interactive_reserve: int = Field(
+        0,
+        ge=0,
+        description="Slots of that cap only interactive jobs may use, so a bulk run never"
+        " starves them.",
+    )
+    slot_wait_s: float = Field(
+        2.0, gt=0, description="How long a submit waits before asking again for a slot."
+    )
 
     @model_validator(mode="after")
     def _reserve_below_cap(self) -> LimitSettings:
@@ -200,54 +279,91 @@ class LimitSettings(BaseModel):
 class SweepSettings(BaseModel):
     """The sweeper, which re-sends work that a lost worker or message left overdue."""
 
-    # How often the beat runs it; with grace_s this bounds recovery: a job whose message was
-    # lost resumes within grace_s + interval_s of when its work was due.
-    interval_s: float = Field(5.0, gt=0)
-    grace_s: float = Field(15.0, gt=0)
-    batch_size: int = Field(1000, ge=1)
+    # With grace_s this bounds recovery: a job whose message was lost resumes within
+    # grace_s + interval_s of when its work was due.
+    interval_s: float = Field(5.0, gt=0, description="How often the beat runs the sweeper.")
+    grace_s: float = Field(
+        15.0,
+        gt=0,
+        description="How overdue work must be before the sweeper sends it again, and how long a"
+        " worker holds a piece of work (a webhook attempt: at least its timeout + 1 s).",
+    )
+    batch_size: int = Field(1000, ge=1, description="Most jobs one sweep looks at.")
 
 
 class ObservabilitySettings(BaseModel):
     """Metrics and logs."""
 
-    # The worker serves Prometheus metrics on this port (0: off).
-    metrics_port: int = Field(9108, ge=0, le=65535)
-    # "json": one JSON object a line; "console": for people; "auto": console on a terminal.
-    log_format: Literal["auto", "json", "console"] = "auto"
-    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
-    # Celery's two lines per task ("received", "succeeded") cost a poll about 5 % of its CPU
-    # and say little that imageq's own lines do not; on for debugging.
-    log_task_lines: bool = False
+    metrics_port: int = Field(
+        9108, ge=0, le=65535, description="The worker serves Prometheus metrics here (0: off)."
+    )
+    log_format: Literal["auto", "json", "console"] = Field(
+        "auto",
+        description="`json`: one JSON object a line; `console`: for people; `auto`: console on"
+        " a terminal, JSON otherwise.",
+    )
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
+        "INFO", description="The lowest level logged."
+    )
+    # Off by default: they cost a poll about 5 % of its CPU and say little imageq's own do not.
+    log_task_lines: bool = Field(
+        False, description="Also log Celery's `received` and `succeeded` lines for every task."
+    )
 
 
 class WorkerSettings(BaseModel):
     """The Celery worker and its queues."""
 
-    pool: Literal["threads", "prefork", "solo", "gevent"] = "threads"
-    concurrency: int = Field(32, ge=1)
-    submit_queue: str = "imageq.submit"
-    bulk_submit_queue: str = "imageq.submit.bulk"
-    poll_queue: str = "imageq.poll"
-    download_queue: str = "imageq.download"
-    notify_queue: str = "imageq.notify"
-    # Longer waits (webhook retries hours apart) are made of hops of at most this length, so
-    # no message is held past the visibility timeout.
-    max_countdown_s: float = Field(240.0, gt=0)
-    # A message fetched longer ago than this is handed out again, so it must stay well above
-    # the longest countdown (countdown tasks are fetched at once and held until due).
-    visibility_timeout_s: int = Field(600, gt=0)
+    pool: Literal["threads", "prefork", "solo", "gevent"] = Field(
+        "threads", description="Celery pool of the worker; threads suit its HTTP-bound work."
+    )
+    concurrency: int = Field(
+        32, ge=1, description="Celery concurrency (see `bench/results/pools/` for threads)."
+    )
+    submit_queue: str = Field("imageq.submit", description="Queue of interactive jobs' submits.")
+    bulk_submit_queue: str = Field("imageq.submit.bulk", description="Queue of bulk jobs' submits.")
+    poll_queue: str = Field("imageq.poll", description="Queue of poll tasks.")
+    download_queue: str = Field("imageq.download", description="Queue of output downloads.")
+    notify_queue: str = Field(
+        "imageq.notify", description="Queue of callbacks and webhook attempts."
+    )
+    max_countdown_s: float = Field(
+        240.0,
+        gt=0,
+        description="Longest countdown of any message; longer waits (webhook retries hours"
+        " apart) are made of hops, so no message is held past the visibility timeout.",
+    )
+    # Countdown tasks are fetched at once and held until due, hence the margin.
+    visibility_timeout_s: int = Field(
+        600,
+        gt=0,
+        description="A message fetched longer ago than this is handed out again; at least twice"
+        " the longest countdown.",
+    )
 
 
 class ScheduleSettings(BaseModel):
     """Scheduled bulk runs: the schedule file, where their manifests go, and the beat's lock."""
 
-    # A TOML file of [[run]] tables (see the README); unset or missing: nothing is scheduled.
-    file: str | None = None
-    manifest_dir: str = "var/manifests"
-    # The active beat renews a lock in Redis on every loop; a standby beat takes over once it
-    # has lapsed, so this must outlast a few loops.
-    lock_timeout_s: int = Field(30, gt=0)
-    loop_interval_s: float = Field(5.0, gt=0)
+    file: str | None = Field(
+        None,
+        description="The schedule file of scheduled runs (TOML, `[[run]]` tables); unset or"
+        " missing: nothing is scheduled.",
+    )
+    manifest_dir: str = Field(
+        "var/manifests",
+        description="Where each scheduled batch's manifest is written, as `{batch_id}.jsonl`.",
+    )
+    # The active beat renews the lock on every loop, so it must outlast a few loops.
+    lock_timeout_s: int = Field(
+        30,
+        gt=0,
+        description="Beat's lock in Redis: a standby beat takes over this long after the active"
+        " one stops renewing it; at least twice the loop interval.",
+    )
+    loop_interval_s: float = Field(
+        5.0, gt=0, description="The longest beat sleeps between two looks at the schedule."
+    )
 
     @model_validator(mode="after")
     def _lock_outlasts_loops(self) -> ScheduleSettings:
@@ -257,6 +373,16 @@ class ScheduleSettings(BaseModel):
                 " or the active beat loses its lock between two loops"
             )
         return self
+
+
+class DemoSettings(BaseModel):
+    """`make demo` only: which Redis it may use."""
+
+    use_configured_redis: bool = Field(
+        False,
+        description="Let `make demo` use the Redis of `IMAGEQ_REDIS__BROKER_URL` and"
+        " `IMAGEQ_REDIS__STORE_URL` instead of starting one of its own.",
+    )
 
 
 class Settings(BaseSettings):
@@ -269,17 +395,24 @@ class Settings(BaseSettings):
         extra="ignore",
     )
 
-    api: ApiSettings = ApiSettings()
-    redis: RedisSettings = RedisSettings()
-    polling: PollingSettings = PollingSettings()
-    retry: RetrySettings = RetrySettings()
-    webhook: WebhookSettings = WebhookSettings()
-    storage: StorageSettings = StorageSettings()
-    limits: LimitSettings = LimitSettings()
-    sweep: SweepSettings = SweepSettings()
-    observability: ObservabilitySettings = ObservabilitySettings()
-    worker: WorkerSettings = WorkerSettings()
-    schedule: ScheduleSettings = ScheduleSettings()
+    api: ApiSettings = Field(ApiSettings(), description="Where and how to reach the API.")
+    redis: RedisSettings = Field(RedisSettings(), description="The broker and the job store.")
+    polling: PollingSettings = Field(
+        PollingSettings(), description="When to poll a job, and when to give up."
+    )
+    retry: RetrySettings = Field(RetrySettings(), description="Backoff for transient errors.")
+    webhook: WebhookSettings = Field(
+        WebhookSettings(), description="Webhook signing and sending, and the address guard."
+    )
+    storage: StorageSettings = Field(StorageSettings(), description="Saving outputs.")
+    limits: LimitSettings = Field(LimitSettings(), description="The cap on jobs in flight.")
+    sweep: SweepSettings = Field(SweepSettings(), description="The sweeper.")
+    observability: ObservabilitySettings = Field(
+        ObservabilitySettings(), description="Metrics and logs."
+    )
+    worker: WorkerSettings = Field(WorkerSettings(), description="The worker and its queues.")
+    schedule: ScheduleSettings = Field(ScheduleSettings(), description="Scheduled bulk runs.")
+    demo: DemoSettings = Field(DemoSettings(), description="`make demo` only.")
 
     @model_validator(mode="after")
     def _visibility_above_countdowns(self) -> Settings:
