@@ -41,11 +41,19 @@ _BOUNDS = {
 def render(settings_class: type[Settings] = Settings) -> str:
     """The whole page, one section and table per settings group."""
     parts = [_HEADER]
-    for group_name, group_field in settings_class.model_fields.items():
-        group = group_field.annotation
-        assert isinstance(group, type) and issubclass(group, BaseModel), group_name
-        parts.append(_group_section(group_name, group))
+    parts.extend(_group_section(name, group) for name, group in groups(settings_class))
     return "\n".join(parts)
+
+
+def groups(settings_class: type[Settings] = Settings) -> list[tuple[str, type[BaseModel]]]:
+    """Each settings group, by its name in `IMAGEQ_<GROUP>__...`, in declaration order."""
+    found = []
+    for name, field in settings_class.model_fields.items():
+        group = field.annotation
+        if not (isinstance(group, type) and issubclass(group, BaseModel)):
+            raise TypeError(f"settings field {name!r} is not a group of settings")
+        found.append((name, group))
+    return found
 
 
 def variable_name(group_name: str, field_name: str) -> str:

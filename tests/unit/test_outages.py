@@ -134,7 +134,7 @@ def settings(**groups: object) -> Settings:
 
 
 def test_every_step_resumes_within_20_s_by_default() -> None:
-    """The default bound per step: grace 15 s + interval 5 s; 30 s is what docs/guarantees.md vows."""
+    """The default bound per step: grace 15 s + interval 5 s; docs/guarantees.md vows 30 s."""
     defaults = settings()
     assert {step: resume_bound_s(defaults, step) for step in STEPS} == dict.fromkeys(STEPS, 20.0)
 

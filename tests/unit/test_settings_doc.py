@@ -6,19 +6,15 @@ import re
 from pathlib import Path
 
 import pytest
-from pydantic import BaseModel
 
-from imageq.config import Settings
-from imageq.config.settings_doc import REGENERATE, render, variable_name
+from imageq.config.settings_doc import REGENERATE, groups, render, variable_name
 
 DOC = Path(__file__).parents[2] / "docs" / "settings.md"
 
 
 def _fields() -> list[tuple[str, str, str | None]]:
     found = []
-    for group_name, group_field in Settings.model_fields.items():
-        group = group_field.annotation
-        assert isinstance(group, type) and issubclass(group, BaseModel)
+    for group_name, group in groups():
         for name, field in group.model_fields.items():
             found.append((group_name, name, field.description))
     return found
