@@ -1,6 +1,7 @@
 """`make demo`: imageq end to end on this machine, with no set-up beyond `make`.
 
-Uses the Redis at the configured URL if one answers, else starts one (AOF on, under var/).
+Starts a Redis of its own (AOF on, under var/), never one that merely answers on the
+configured URL; `IMAGEQ_DEMO__USE_CONFIGURED_REDIS=true` makes it use the configured one.
 Uses the real API if `IMAGEQ_API__KEY` is set, else the simulator with shortened polling.
 Then it starts a worker, enqueues a handful of jobs over several ratios and resolutions,
 shows their progress live, and prints each result with where its images were saved.
@@ -32,6 +33,7 @@ from imageq.producers.verify import verify_webhook
 from imageq.simulator.server import start_simulator_process
 from imageq.worker.domain.job import Job
 from imageq.worker.errors import InvalidParams, WebhookVerificationFailed
+from imageq.worker.outputs.storage import mask_userinfo
 from imageq.worker.webhooks.signing import webhook_id
 
 VAR = Path("var/demo")
@@ -58,10 +60,18 @@ def main() -> int:
     base = get_settings()
     overrides: dict[str, Any] = {}
     with ExitStack() as stack:
-        if not is_reachable(base.redis.broker_url):
+        if base.demo.use_configured_redis:
+            if (problem := _configured_redis_problem(base)) is not None:
+                console.print(shown(problem), style="red")
+                return 1
+            console.print(shown(f"Redis: the configured one, {_configured_redis_text(base)}"))
+        else:
             server = stack.enter_context(RedisServer(data_dir=VAR / "redis", append_only=True))
             overrides["redis"] = {"broker_url": server.url(0), "store_url": server.url(1)}
-            console.print(f"[dim]no Redis at the configured URL: started one on {server.url()}")
+            console.print(
+                f"Redis: started its own on {server.url()} (AOF under {VAR / 'redis'}); "
+                "IMAGEQ_DEMO__USE_CONFIGURED_REDIS=true uses IMAGEQ_REDIS__* instead"
+            )
         simulated = base.api.key is None
         if simulated:
             key = "sk-demo-" + secrets.token_hex(8)
@@ -94,6 +104,24 @@ def main() -> int:
         _report(console, jobs, receiver, secrets_)
     console.print(f"\ndemo finished in {time.monotonic() - started:.1f} s")
     return 0 if all(job.is_terminal for job in jobs) else 1
+
+
+def _configured_redis_problem(settings: Settings) -> str | None:
+    """Why the configured Redis cannot be used, or None."""
+    for url in (settings.redis.broker_url, settings.redis.store_url):
+        if not is_reachable(url):
+            return (
+                "IMAGEQ_DEMO__USE_CONFIGURED_REDIS is set but no Redis answers at"
+                f" {mask_userinfo(url)}: start it, or unset the setting to let the demo start"
+                " its own"
+            )
+    return None
+
+
+def _configured_redis_text(settings: Settings) -> str:
+    """Broker and store URLs, passwords masked."""
+    broker, store = settings.redis.broker_url, settings.redis.store_url
+    return f"broker {mask_userinfo(broker)}, job store {mask_userinfo(store)}"
 
 
 def _enqueue_all(
