@@ -1,6 +1,6 @@
 """A webhook receiver that checks imageq's signatures, on the standard library alone.
 
-    python examples/webhook_receiver.py --port 8808
+    python examples/signed_webhook_receiver.py --port 8808
 
 It listens on 127.0.0.1, takes the secrets from `IMAGEQ_WEBHOOK__SECRETS` (the same variable
 the workers sign with), and answers each POST:
