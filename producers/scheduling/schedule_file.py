@@ -15,14 +15,17 @@ moment it runs: a duplicated or late tick gets the same batch id, and so (jobs b
 
 from __future__ import annotations
 
+import hashlib
+import json
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Final
 
 from celery.schedules import crontab
+from celery.utils.time import delta_resolution
 from croniter import croniter
 
 from imageq.producers.jobs import JOB_ID
@@ -156,3 +159,65 @@ def batch_id_for(run: ScheduledRun, slot: datetime) -> str:
     to_seconds = run.every_s is not None and run.every_s % 60 != 0
     stamp = slot.astimezone(UTC).strftime("%Y%m%dT%H%M%SZ" if to_seconds else "%Y%m%dT%H%MZ")
     return f"{run.name}-{stamp}"
+
+
+def next_runs(
+    run: ScheduledRun, *, after: datetime, count: int, first: datetime | None = None
+) -> list[datetime]:
+    """The next `count` times (UTC) beat fires `run`, after `after` (timezone-aware). For an
+    `every_s` run, `first` is beat's own next due time when known, and the rest follow from it.
+
+    Cron fire times are Celery's (day of month AND day of week). An `every_s` run is a
+    relative Celery schedule: each fire comes `every_s` after the last one, rounded down to
+    the period's own resolution (day, hour, minute or second), as beat rounds it."""
+    if after.tzinfo is None:
+        raise ValueError("next_runs needs a timezone-aware time")
+    after = after.astimezone(UTC)
+    if run.cron is not None:
+        times = croniter(run.cron, after, ret_type=datetime, day_or=False)
+        return [times.get_next().astimezone(UTC) for _ in range(count)]
+    assert run.every_s is not None
+    every = timedelta(seconds=run.every_s)
+    fires: list[datetime] = []
+    fire = first.astimezone(UTC) if first is not None else _after_period(after, every)
+    while len(fires) < count:
+        if fire > after:
+            fires.append(fire)
+        fire = _after_period(fire, every)
+    return fires
+
+
+def _after_period(last: datetime, every: timedelta) -> datetime:
+    moment: datetime = delta_resolution(last + every, every)
+    return moment.replace(microsecond=0)
+
+
+def run_definition(run: ScheduledRun, base_dir: Path) -> dict[str, Any]:
+    """A run as written in its file (the bulk file relative to the schedule's directory when
+    it lies there), so two processes holding the same file at different paths agree."""
+    try:
+        file = str(run.file.relative_to(base_dir))
+    except ValueError:
+        file = str(run.file)
+    return {
+        "name": run.name,
+        "file": file,
+        "cron": run.cron,
+        "every_s": run.every_s,
+        "webhook": run.webhook,
+    }
+
+
+def run_fingerprint(run: ScheduledRun, base_dir: Path) -> str:
+    """12 hex digits naming a run's definition: equal runs, equal fingerprints."""
+    return _digest(run_definition(run, base_dir))
+
+
+def schedule_fingerprint(runs: Sequence[ScheduledRun], base_dir: Path) -> str:
+    """12 hex digits naming a schedule's runs, in file order; comments and layout do not count."""
+    return _digest([run_definition(run, base_dir) for run in runs])
+
+
+def _digest(value: object) -> str:
+    text = json.dumps(value, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()[:12]
