@@ -65,28 +65,55 @@ def load_schedule(path: Path) -> list[ScheduledRun]:
 def parse_schedule(text: str, *, base_dir: Path, source: str = "schedule") -> list[ScheduledRun]:
     """The runs of a schedule file's text, in file order; an empty file has none. Raises
     `ScheduleError` at the first fault, naming `source`, the run and the field."""
+    runs, faults = read_runs(text, base_dir=base_dir, source=source)
+    if faults:
+        raise ScheduleError(faults[0].message)
+    return runs
+
+
+@dataclass(frozen=True)
+class RunFault:
+    """One fault of a schedule file: in run number `run` (1-based; None for the file as a
+    whole), of its `field` when one is to blame; `message` names the source, run and field."""
+
+    run: int | None
+    name: str | None
+    field: str | None
+    message: str
+
+
+def read_runs(
+    text: str, *, base_dir: Path, source: str = "schedule"
+) -> tuple[list[ScheduledRun], list[RunFault]]:
+    """Every valid run and every fault of a schedule file's text, each in file order: what
+    `imageq schedules check` shows. The file is valid when there is no fault."""
     try:
         document = tomllib.loads(text)
     except tomllib.TOMLDecodeError as error:
-        raise ScheduleError(f"{source}: not valid TOML: {error}") from None
+        return [], [RunFault(None, None, None, f"{source}: not valid TOML: {error}")]
+    faults: list[RunFault] = []
     if unknown := sorted(set(document) - {"run"}):
-        raise ScheduleError(f"{source}: unknown key(s) {', '.join(unknown)}; only [[run]] tables")
+        message = f"{source}: unknown key(s) {', '.join(unknown)}; only [[run]] tables"
+        faults.append(RunFault(None, None, None, message))
     tables = document.get("run", [])
     if not isinstance(tables, list) or not all(isinstance(table, dict) for table in tables):
-        raise ScheduleError(f"{source}: run: must be [[run]] tables")
+        return [], [*faults, RunFault(None, None, "run", f"{source}: run: must be [[run]] tables")]
     runs: list[ScheduledRun] = []
     for index, table in enumerate(tables, start=1):
-        label = f"{source}: run {index}" + (
-            f" ({table['name']})" if isinstance(table.get("name"), str) else ""
-        )
+        name = table["name"] if isinstance(table.get("name"), str) else None
+        label = f"{source}: run {index}" + (f" ({name})" if name is not None else "")
         try:
             run = _parse_run(table, base_dir)
         except ValueError as error:
-            raise ScheduleError(f"{label}: {error}") from None
+            field = str(error).split(":", 1)[0]
+            faults.append(RunFault(index, name, field, f"{label}: {error}"))
+            continue
         if any(other.name == run.name for other in runs):
-            raise ScheduleError(f"{label}: name: {run.name!r} is already used by another run")
+            message = f"{label}: name: {run.name!r} is already used by another run"
+            faults.append(RunFault(index, name, "name", message))
+            continue
         runs.append(run)
-    return runs
+    return runs, faults
 
 
 def _parse_run(table: Mapping[str, Any], base_dir: Path) -> ScheduledRun:

@@ -116,6 +116,7 @@ class ScheduleFileScheduler(RedBeatScheduler):  # type: ignore[misc]  # redbeat 
                 host=f"pid{os.getpid()}@{socket.gethostname()}",
                 now=time.time(),
                 loop_interval_s=float(self.max_interval),
+                lock_timeout_s=float(self.lock_timeout),
             )
         )
 
@@ -150,6 +151,7 @@ def published_schedule(
     host: str,
     now: float,
     loop_interval_s: float,
+    lock_timeout_s: float,
 ) -> dict[str, object]:
     """What a beat publishes of its schedule: plain JSON, each run as written in the file
     (without its webhook URL, which may carry a token) with its fingerprint and next due time
@@ -161,6 +163,7 @@ def published_schedule(
         "host": host,
         "published_at": now,
         "loop_interval_s": loop_interval_s,
+        "lock_timeout_s": lock_timeout_s,
         "runs": [
             {
                 **{k: v for k, v in run_definition(run, base_dir).items() if k != "webhook"},
