@@ -23,8 +23,10 @@ def health_command(
         float, typer.Option("--timeout", min=0.1, max=300, help="Seconds each check may take.")
     ] = DEFAULT_TIMEOUT_S,
 ) -> None:
-    """Check the broker, the job store, the API, that a worker answers, and that every
-    scheduled run can run (its last tick did not fail; live workers hold the scheduler's file).
+    """Check the broker, the job store, the API, the workers and the scheduled runs.
+
+    A worker must answer a ping; every scheduled run's last tick must not have failed, and
+    every live worker must hold the scheduler's schedule file.
 
     Exit 0 if all pass, 1 if any fails: usable as a container healthcheck.
     """
