@@ -114,7 +114,7 @@ def schedules_text(view: Mapping[str, Any]) -> Group:
             line.append_text(_outcome_text(last))
             parts.append(line)
     if view["workers"]:
-        parts += [Text(), Text("workers", style="bold")]
+        parts += [Text(), Text("workers (the last report of each)", style="bold")]
     for worker in view["workers"]:
         held = (
             f"{worker['file']} (fingerprint {worker['fingerprint']})"
