@@ -1,4 +1,5 @@
-"""`imageq health`: the broker, the job store, the API and the workers; exit 0 or 1.
+"""`imageq health`: the broker, the job store, the API, the workers and the scheduled runs;
+exit 0 or 1.
 
 Register with `app.command("health")(health_command)`.
 """
@@ -22,7 +23,10 @@ def health_command(
         float, typer.Option("--timeout", min=0.1, max=300, help="Seconds each check may take.")
     ] = DEFAULT_TIMEOUT_S,
 ) -> None:
-    """Check the broker, the job store, the API and that a worker answers.
+    """Check the broker, the job store, the API, the workers and the scheduled runs.
+
+    A worker must answer a ping; every scheduled run's last tick must not have failed, and
+    every live worker must hold the scheduler's schedule file.
 
     Exit 0 if all pass, 1 if any fails: usable as a container healthcheck.
     """

@@ -17,6 +17,7 @@ from imageq.cli.checks import health_command
 from imageq.cli.dead_letters import webhooks
 from imageq.cli.exits import Exit, exit_for
 from imageq.cli.operate import report, top
+from imageq.cli.schedules import schedules
 from imageq.cli.views import (
     batch_json,
     batch_table,
@@ -39,6 +40,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 app.add_typer(webhooks, name="webhooks")
+app.add_typer(schedules, name="schedules")
 app.command()(bulk)
 app.command()(top)
 app.command()(report)

@@ -1,4 +1,5 @@
-"""Health checks: the broker, the job store, the API and the workers, each bounded in time.
+"""Health checks: the broker, the job store, the API, the workers and the scheduled runs, each
+bounded in time.
 
 `run_checks(settings)` runs them side by side; `imageq health [--json] [--skip NAME]
 [--timeout S]` (cli/checks.py) prints them and exits 0 when every check passed and 1 when any
@@ -26,6 +27,8 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from imageq.config import Settings, get_settings
+from imageq.producers.scheduling.schedule_health import schedule_verdict
+from imageq.producers.scheduling.schedule_records import ScheduleRecords
 from imageq.worker.app import create_app
 from imageq.worker.errors import ApiRejected, ApiUnavailable, AuthenticationFailed, RateLimited
 from imageq.worker.logs import secret_values
@@ -46,6 +49,7 @@ class CheckName(StrEnum):
     STORE = "store"  # the job store answers PING
     API = "api"  # the API answers an authenticated query and accepts the key
     WORKERS = "workers"  # at least one worker answers a Celery ping
+    SCHEDULES = "schedules"  # every scheduled run can run: see schedule_health.schedule_verdict
 
 
 @dataclass(frozen=True)
@@ -153,6 +157,48 @@ def check_api(settings: Settings, timeout_s: float) -> tuple[bool, str]:
 
 def check_workers(settings: Settings, timeout_s: float) -> tuple[bool, str]:
     """A Celery ping over the broker: at least one worker must answer."""
+    try:
+        names = ping_workers(settings, timeout_s)
+    except (OperationalError, OSError) as error:
+        return False, f"broker unreachable: {type(error).__name__}: {error}"
+    if not names:
+        return False, f"no worker answered a ping within {min(PING_WINDOW_S, timeout_s):g} s"
+    shown = ", ".join(names[:5]) + (", …" if len(names) > 5 else "")
+    return True, f"{len(names)} worker(s) answered: {shown}"
+
+
+def check_schedules(settings: Settings, timeout_s: float) -> tuple[bool, str]:
+    """Scheduled runs the workers cannot run: a failed last tick, a live worker without the
+    scheduler's schedule file, or no beat publishing the schedule."""
+    client = redis.Redis.from_url(
+        settings.redis.store_url,
+        socket_connect_timeout=timeout_s,
+        socket_timeout=timeout_s,
+        retry=Retry(NoBackoff(), 0),
+    )
+    records = ScheduleRecords(
+        client, prefix=settings.redis.key_prefix, ttl_s=settings.redis.record_ttl_s
+    )
+    try:
+        published = records.published_schedule()
+        names = [run["name"] for run in (published or {}).get("runs", [])]
+        if published is None:
+            names = records.ticked_runs()
+        last = {name: next(iter(records.ticks(name, limit=1)), None) for name in names}
+        reports = records.worker_reports()
+    except redis.RedisError as error:
+        return False, f"{_origin(settings.redis.store_url)}: {type(error).__name__}: {error}"
+    finally:
+        client.close()
+    try:
+        live: list[str] | None = ping_workers(settings, timeout_s) if names else []
+    except (OperationalError, OSError):
+        live = None  # the broker check says why
+    return schedule_verdict(published, last, reports, live, now=time.time())
+
+
+def ping_workers(settings: Settings, timeout_s: float) -> list[str]:
+    """The names of the workers that answer a Celery ping over the broker, sorted."""
     app = create_app(settings)
     try:
         with app.connection_for_write(
@@ -164,15 +210,9 @@ def check_workers(settings: Settings, timeout_s: float) -> tuple[bool, str]:
                 max_retries=1, interval_start=0, interval_step=0, timeout=timeout_s
             )
             replies = app.control.ping(timeout=min(PING_WINDOW_S, timeout_s), connection=connection)
-    except (OperationalError, OSError) as error:
-        return False, f"broker unreachable: {type(error).__name__}: {error}"
     finally:
         app.close()
-    names = sorted(name for reply in replies for name in reply)
-    if not names:
-        return False, f"no worker answered a ping within {min(PING_WINDOW_S, timeout_s):g} s"
-    shown = ", ".join(names[:5]) + (", …" if len(names) > 5 else "")
-    return True, f"{len(names)} worker(s) answered: {shown}"
+    return sorted(name for reply in replies for name in reply)
 
 
 PROBES: Final[dict[CheckName, Probe]] = {
@@ -180,6 +220,7 @@ PROBES: Final[dict[CheckName, Probe]] = {
     CheckName.STORE: check_store,
     CheckName.API: check_api,
     CheckName.WORKERS: check_workers,
+    CheckName.SCHEDULES: check_schedules,
 }
 
 

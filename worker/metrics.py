@@ -72,3 +72,10 @@ def serve_metrics(port: int, *, in_flight: Callable[[], int]) -> None:
     """Serve /metrics on `port` (all interfaces, as a scrape target), with the in-flight gauge."""
     REGISTRY.register(InFlightCollector(in_flight))
     start_http_server(port)
+
+
+SCHEDULED_TICKS_FAILED: Final = Counter(
+    "imageq_scheduled_ticks_failed",
+    "Scheduled-run ticks a worker could not run, by reason (no schedule file, unknown run, ...).",
+    ["reason"],
+)

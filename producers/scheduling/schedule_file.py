@@ -15,14 +15,17 @@ moment it runs: a duplicated or late tick gets the same batch id, and so (jobs b
 
 from __future__ import annotations
 
+import hashlib
+import json
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Final
 
 from celery.schedules import crontab
+from celery.utils.time import delta_resolution
 from croniter import croniter
 
 from imageq.producers.jobs import JOB_ID
@@ -62,28 +65,55 @@ def load_schedule(path: Path) -> list[ScheduledRun]:
 def parse_schedule(text: str, *, base_dir: Path, source: str = "schedule") -> list[ScheduledRun]:
     """The runs of a schedule file's text, in file order; an empty file has none. Raises
     `ScheduleError` at the first fault, naming `source`, the run and the field."""
+    runs, faults = read_runs(text, base_dir=base_dir, source=source)
+    if faults:
+        raise ScheduleError(faults[0].message)
+    return runs
+
+
+@dataclass(frozen=True)
+class RunFault:
+    """One fault of a schedule file: in run number `run` (1-based; None for the file as a
+    whole), of its `field` when one is to blame; `message` names the source, run and field."""
+
+    run: int | None
+    name: str | None
+    field: str | None
+    message: str
+
+
+def read_runs(
+    text: str, *, base_dir: Path, source: str = "schedule"
+) -> tuple[list[ScheduledRun], list[RunFault]]:
+    """Every valid run and every fault of a schedule file's text, each in file order: what
+    `imageq schedules check` shows. The file is valid when there is no fault."""
     try:
         document = tomllib.loads(text)
     except tomllib.TOMLDecodeError as error:
-        raise ScheduleError(f"{source}: not valid TOML: {error}") from None
+        return [], [RunFault(None, None, None, f"{source}: not valid TOML: {error}")]
+    faults: list[RunFault] = []
     if unknown := sorted(set(document) - {"run"}):
-        raise ScheduleError(f"{source}: unknown key(s) {', '.join(unknown)}; only [[run]] tables")
+        message = f"{source}: unknown key(s) {', '.join(unknown)}; only [[run]] tables"
+        faults.append(RunFault(None, None, None, message))
     tables = document.get("run", [])
     if not isinstance(tables, list) or not all(isinstance(table, dict) for table in tables):
-        raise ScheduleError(f"{source}: run: must be [[run]] tables")
+        return [], [*faults, RunFault(None, None, "run", f"{source}: run: must be [[run]] tables")]
     runs: list[ScheduledRun] = []
     for index, table in enumerate(tables, start=1):
-        label = f"{source}: run {index}" + (
-            f" ({table['name']})" if isinstance(table.get("name"), str) else ""
-        )
+        name = table["name"] if isinstance(table.get("name"), str) else None
+        label = f"{source}: run {index}" + (f" ({name})" if name is not None else "")
         try:
             run = _parse_run(table, base_dir)
         except ValueError as error:
-            raise ScheduleError(f"{label}: {error}") from None
+            field = str(error).split(":", 1)[0]
+            faults.append(RunFault(index, name, field, f"{label}: {error}"))
+            continue
         if any(other.name == run.name for other in runs):
-            raise ScheduleError(f"{label}: name: {run.name!r} is already used by another run")
+            message = f"{label}: name: {run.name!r} is already used by another run"
+            faults.append(RunFault(index, name, "name", message))
+            continue
         runs.append(run)
-    return runs
+    return runs, faults
 
 
 def _parse_run(table: Mapping[str, Any], base_dir: Path) -> ScheduledRun:
@@ -156,3 +186,65 @@ def batch_id_for(run: ScheduledRun, slot: datetime) -> str:
     to_seconds = run.every_s is not None and run.every_s % 60 != 0
     stamp = slot.astimezone(UTC).strftime("%Y%m%dT%H%M%SZ" if to_seconds else "%Y%m%dT%H%MZ")
     return f"{run.name}-{stamp}"
+
+
+def next_runs(
+    run: ScheduledRun, *, after: datetime, count: int, first: datetime | None = None
+) -> list[datetime]:
+    """The next `count` times (UTC) beat fires `run`, after `after` (timezone-aware). For an
+    `every_s` run, `first` is beat's own next due time when known, and the rest follow from it.
+
+    Cron fire times are Celery's (day of month AND day of week). An `every_s` run is a
+    relative Celery schedule: each fire comes `every_s` after the last one, rounded down to
+    the period's own resolution (day, hour, minute or second), as beat rounds it."""
+    if after.tzinfo is None:
+        raise ValueError("next_runs needs a timezone-aware time")
+    after = after.astimezone(UTC)
+    if run.cron is not None:
+        times = croniter(run.cron, after, ret_type=datetime, day_or=False)
+        return [times.get_next().astimezone(UTC) for _ in range(count)]
+    assert run.every_s is not None
+    every = timedelta(seconds=run.every_s)
+    fires: list[datetime] = []
+    fire = first.astimezone(UTC) if first is not None else _after_period(after, every)
+    while len(fires) < count:
+        if fire > after:
+            fires.append(fire)
+        fire = _after_period(fire, every)
+    return fires
+
+
+def _after_period(last: datetime, every: timedelta) -> datetime:
+    moment: datetime = delta_resolution(last + every, every)
+    return moment.replace(microsecond=0)
+
+
+def run_definition(run: ScheduledRun, base_dir: Path) -> dict[str, Any]:
+    """A run as written in its file (the bulk file relative to the schedule's directory when
+    it lies there), so two processes holding the same file at different paths agree."""
+    try:
+        file = str(run.file.relative_to(base_dir))
+    except ValueError:
+        file = str(run.file)
+    return {
+        "name": run.name,
+        "file": file,
+        "cron": run.cron,
+        "every_s": run.every_s,
+        "webhook": run.webhook,
+    }
+
+
+def run_fingerprint(run: ScheduledRun, base_dir: Path) -> str:
+    """12 hex digits naming a run's definition: equal runs, equal fingerprints."""
+    return _digest(run_definition(run, base_dir))
+
+
+def schedule_fingerprint(runs: Sequence[ScheduledRun], base_dir: Path) -> str:
+    """12 hex digits naming a schedule's runs, in file order; comments and layout do not count."""
+    return _digest([run_definition(run, base_dir) for run in runs])
+
+
+def _digest(value: object) -> str:
+    text = json.dumps(value, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()[:12]

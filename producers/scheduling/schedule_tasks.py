@@ -4,13 +4,18 @@ name only (`imageq.worker.app.TASK_MODULES`)."""
 
 from __future__ import annotations
 
+import logging
 from datetime import UTC, datetime
+from functools import cache
 from typing import Any
 
 import redis
 from celery import Task
+from celery.signals import worker_ready
 
 from imageq.producers.api import ImageQueue
+from imageq.producers.scheduling.held_schedule import hold_schedule
+from imageq.producers.scheduling.schedule_records import ScheduleRecords
 from imageq.producers.scheduling.scheduled_run import (
     SCHEDULED_RUN_FINISHED_TASK,
     SCHEDULED_RUN_TASK,
@@ -25,6 +30,14 @@ app = default_app()
 _MAX_RETRIES = 30
 _MAX_BACKOFF_S = 30.0
 
+log = logging.getLogger(__name__)
+
+
+@cache
+def schedule_records() -> ScheduleRecords:
+    """This process's connection to the schedule records (redis-py pools survive a fork)."""
+    return ScheduleRecords.connect(runtime().settings)
+
 
 @app.task(name=SCHEDULED_RUN_TASK, bind=True)
 def scheduled_run(self: Task, name: str, tick_at: str | None = None) -> None:
@@ -34,7 +47,14 @@ def scheduled_run(self: Task, name: str, tick_at: str | None = None) -> None:
     tick_at = tick_at or datetime.fromtimestamp(rt.clock(), UTC).isoformat()
     queue = ImageQueue(rt.settings, app=app, store=rt.store)
     try:
-        run_scheduled(rt, queue, name, tick_at=datetime.fromisoformat(tick_at))
+        run_scheduled(
+            rt,
+            queue,
+            name,
+            tick_at=datetime.fromisoformat(tick_at),
+            worker=self.request.hostname,
+            records=schedule_records(),
+        )
     except (redis.ConnectionError, redis.TimeoutError) as error:
         backoff_s = min(_MAX_BACKOFF_S, 2.0**self.request.retries) * (0.5 + rt.rand() / 2)
         raise self.retry(
@@ -55,3 +75,26 @@ def scheduled_run_finished(payload: dict[str, Any]) -> None:
     completion payload)."""
     rt = runtime()
     finish_run(rt, ImageQueue(rt.settings, app=app, store=rt.store), payload)
+
+
+@worker_ready.connect
+def _report_schedule_file(sender: Any = None, **_: Any) -> None:
+    # At start, so `imageq health` can tell a worker without the scheduler's file before the
+    # first tick fails. A Redis that is not there yet must not stop the worker: the first tick
+    # reports again.
+    rt = runtime()
+    held = hold_schedule(rt.settings.schedule)
+    records = schedule_records()
+    try:
+        records.report_worker(str(sender.hostname), held.report(rt.clock()))
+        published = records.published_schedule()
+    except redis.RedisError as error:
+        log.warning("schedule file not reported: Redis unavailable (%s)", error)
+        return
+    if published and published.get("runs") and held.fingerprint != published.get("fingerprint"):
+        log.warning(
+            "scheduled runs: this worker's schedule (%s) is not the scheduler's (%s, fingerprint"
+            " %s): its ticks may fail here",
+            held.problem or f"{held.file}, fingerprint {held.fingerprint}",
+            published.get("file"), published.get("fingerprint"),
+        )  # fmt: skip

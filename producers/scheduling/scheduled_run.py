@@ -6,31 +6,38 @@ time are noted on the batch before any of its jobs exists, so the manifest lists
 manifest is written by the batch's own callback (`SCHEDULED_RUN_FINISHED_TASK`), which the
 worker calls once, when the batch's last job is terminal and its outputs are saved. A file
 without a valid row gets its manifest at once and no batch.
+
+A tick that cannot make its batch (no schedule file on this worker, no such run, a run defined
+otherwise than the scheduler's, an unreadable bulk file, no valid row, ...) fails loudly: an
+error line naming the run and the reason, `imageq_scheduled_ticks_failed{reason}`, and a tick
+record (`schedule_records`) that `imageq schedules` and `imageq health` show. A tick that
+queued its batch is recorded too, with the batch id.
 """
 
 from __future__ import annotations
 
 import logging
+import os
+import socket
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
-from imageq.producers.bulkfile import RowError, read_bulk_file
+from imageq.producers.bulkfile import Parsed, RowError, read_bulk_file
 from imageq.producers.jobs import check_webhook_url
 from imageq.producers.manifest import (
     manifest_entry_for_error,
     manifest_entry_for_job,
     write_manifest,
 )
-from imageq.producers.scheduling.schedule_file import (
-    ScheduleError,
-    batch_id_for,
-    load_schedule,
-    slot_of,
-)
+from imageq.producers.scheduling.held_schedule import TickFailed, hold_schedule, runnable
+from imageq.producers.scheduling.schedule_file import ScheduledRun, batch_id_for, slot_of
+from imageq.producers.scheduling.schedule_records import ScheduleRecords, Tick, TickFailure
 from imageq.worker.domain.job import Job
-from imageq.worker.errors import ImageqError
+from imageq.worker.errors import ImageqError, InvalidParams
+from imageq.worker.metrics import SCHEDULED_TICKS_FAILED
 from imageq.worker.runtime import Runtime
 
 if TYPE_CHECKING:
@@ -51,34 +58,36 @@ _LOGGED_ROWS: Final = 20
 log = logging.getLogger(__name__)
 
 
-def run_scheduled(rt: Runtime, queue: ImageQueue, name: str, *, tick_at: datetime) -> str | None:
+def run_scheduled(
+    rt: Runtime,
+    queue: ImageQueue,
+    name: str,
+    *,
+    tick_at: datetime,
+    worker: str | None = None,
+    records: ScheduleRecords | None = None,
+) -> str | None:
     """Queue run `name`'s bulk file as the batch of the slot `tick_at` falls in. Returns the
-    batch id, or None (logged) when no batch could be made: the run or its file is gone or
-    unreadable, or no row is valid."""
-    schedule = rt.settings.schedule
+    batch id, or None when no batch could be made: the tick failed, and that is logged as an
+    error, counted and recorded (why, when, on which worker) for `imageq schedules`."""
+    records = records or ScheduleRecords.connect(rt.settings)
+    worker = worker or _this_process()
+    held = hold_schedule(rt.settings.schedule)
+    records.report_worker(worker, held.report(rt.clock()))
+    tick = Tick(name, rt.clock(), worker)
     try:
-        if schedule.file is None:
-            raise ScheduleError("schedule.file (IMAGEQ_SCHEDULE__FILE) is not set")
-        runs = {run.name: run for run in load_schedule(Path(schedule.file))}
-    except (OSError, ScheduleError) as error:
-        log.error("scheduled run %s: %s; tick dropped", name, error)
-        return None
-    if (run := runs.get(name)) is None:
-        log.error("scheduled run %s: not in %s any more; tick dropped", name, schedule.file)
-        return None
-    slot = slot_of(run, tick_at)
-    batch_id = batch_id_for(run, slot)
-    try:
-        check_webhook_url(rt.settings, run.webhook)
-        rows, refused = read_bulk_file(run.file)
-    except (OSError, ImageqError) as error:
-        log.error("scheduled run %s, batch %s: %s; nothing queued", name, batch_id, error)
-        return None
-    note = {"run": name, "slot": slot.isoformat(), "invalid_rows": _rows_of(refused)}
-    if not rows:
-        _log_refused(batch_id, refused)
-        save_run_manifest(rt, batch_id, {}, note)
-        log.error("scheduled run %s: %s has no valid row; no batch made", name, run.file)
+        run = runnable(held, name, records.published_schedule())
+        slot = slot_of(run, tick_at)
+        batch_id = batch_id_for(run, slot)
+        tick = replace(tick, batch_id=batch_id, slot=slot.isoformat())
+        rows, refused = _read_run(rt, run)
+        note = {"run": name, "slot": slot.isoformat(), "invalid_rows": _rows_of(refused)}
+        if not rows:
+            _log_refused(batch_id, refused)
+            save_run_manifest(rt, batch_id, {}, note)
+            raise TickFailed(TickFailure.NO_VALID_ROWS, f"{run.file}: no valid row; no batch made")
+    except TickFailed as failure:
+        _fail(records, tick, failure)
         return None
     # Noted before the batch's first job exists, so the batch cannot end without it.
     rt.store.note_batch(batch_id, SCHEDULED_NOTE, note)
@@ -98,11 +107,39 @@ def run_scheduled(rt: Runtime, queue: ImageQueue, name: str, *, tick_at: datetim
     _log_refused(batch_id, refused)
     if not report.jobs:
         save_run_manifest(rt, batch_id, {}, note)
+    records.record_tick(tick)
     log.info(
         "scheduled run %s: batch %s (slot %s): %d queued, %d already known, %d invalid row(s)",
         name, batch_id, slot.isoformat(), report.queued, report.already_known, len(refused),
     )  # fmt: skip
     return batch_id
+
+
+def _read_run(rt: Runtime, run: ScheduledRun) -> Parsed:
+    """The run's bulk file, read now, once its webhook is known to be allowed."""
+    try:
+        check_webhook_url(rt.settings, run.webhook)
+    except InvalidParams as error:
+        raise TickFailed(TickFailure.WEBHOOK_REFUSED, str(error)) from None
+    try:
+        return read_bulk_file(run.file)
+    except (OSError, ImageqError) as error:
+        raise TickFailed(TickFailure.BULK_FILE_UNREADABLE, f"{run.file}: {error}") from None
+
+
+def _fail(records: ScheduleRecords, tick: Tick, failure: TickFailed) -> None:
+    """Fail a tick loudly: an error line naming the run and the reason, the metric, the record."""
+    where = f", batch {tick.batch_id}" if tick.batch_id else ""
+    log.error(
+        "scheduled run %s%s: tick failed (%s): %s",
+        tick.run, where, failure.reason, failure.message,
+    )  # fmt: skip
+    SCHEDULED_TICKS_FAILED.labels(reason=failure.reason).inc()
+    records.record_tick(replace(tick, reason=failure.reason, message=failure.message))
+
+
+def _this_process() -> str:
+    return f"pid{os.getpid()}@{socket.gethostname()}"
 
 
 RUN_FINISHED_CALLBACK: Final = {

@@ -64,13 +64,13 @@ def silent_port() -> Iterator[int]:
 
 @pytest.mark.e2e
 def test_all_healthy_exits_0(worker: WorkerProcess, health_env: dict[str, str]) -> None:
-    """Redis, the simulator and a worker up: four passing checks, exit 0."""
+    """Redis, the simulator and a worker up, no scheduled runs: five passing checks, exit 0."""
     result = health(health_env, "--json")
     assert result.returncode == 0, result.stdout + result.stderr
     report = json.loads(result.stdout)
     assert report["healthy"] is True
     assert [(check["name"], check["ok"]) for check in report["checks"]] == [
-        ("broker", True), ("store", True), ("api", True), ("workers", True),
+        ("broker", True), ("store", True), ("api", True), ("workers", True), ("schedules", True),
     ]  # fmt: skip
     assert API_KEY not in result.stdout + result.stderr
 
@@ -142,7 +142,8 @@ def test_health_command_exit_codes() -> None:
     app = typer.Typer()
     app.command("health")(health_command)
     runner = CliRunner()
-    passed = runner.invoke(app, ["--json", "--skip", "api", "--skip", "workers"])
+    skipped = ["--skip", "api", "--skip", "workers", "--skip", "schedules"]
+    passed = runner.invoke(app, ["--json", *skipped])
     assert passed.exit_code == 0, passed.output
     assert [check["name"] for check in json.loads(passed.output)["checks"]] == ["broker", "store"]
     assert runner.invoke(app, ["--skip", "bogus"]).exit_code == 2

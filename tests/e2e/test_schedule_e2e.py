@@ -31,7 +31,7 @@ def test_file_without_valid_rows_gets_its_manifest_and_no_batch(
     settings_values: dict[str, Any], tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     """Every row refused: the manifest lists them at once and no batch is made; a run no
-    longer in the schedule is dropped, logged."""
+    longer in the schedule fails its tick, logged."""
     (tmp_path / "bad.jsonl").write_text('{"prompt": "x"}\nnot json\n')
     (tmp_path / "schedule.toml").write_text(run_table(name="empty", file="bad.jsonl", every_s=60))
     values = {
@@ -51,7 +51,7 @@ def test_file_without_valid_rows_gets_its_manifest_and_no_batch(
     ]
     assert rt.store.get_batch("empty-20260105T1000Z") is None
     assert run_scheduled(rt, queue, "gone", tick_at=tick_at) is None
-    assert "scheduled run gone: not in" in caplog.text
+    assert "scheduled run gone: tick failed (unknown_run): no run named 'gone'" in caplog.text
 
 
 # End to end: a worker and a beat of their own, on queues and keys of their own, so the
