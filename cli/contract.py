@@ -12,6 +12,7 @@ import json
 import sys
 from collections.abc import Iterable, Sequence
 from contextvars import ContextVar
+from importlib import resources
 from typing import Any, Final
 
 import typer
@@ -61,6 +62,14 @@ def print_error(message: str, code: int, *, kind: str | None = None) -> None:
         typer.echo(json.dumps(error_object(message, code, kind=kind)), err=True)
     else:
         Console(stderr=True).print(shown(message, style="red"))
+
+
+def command_schema(path: Sequence[str]) -> dict[str, Any]:
+    """The JSON Schema of a command's `--json` stdout object, by its path (`["webhooks",
+    "replay"]`), or of the error object (`["error"]`): `cli/schemas/<path joined by '-'>.json`."""
+    file = resources.files("imageq.cli").joinpath(f"schemas/{'-'.join(path)}.json")
+    schema: dict[str, Any] = json.loads(file.read_text())
+    return schema
 
 
 class ContractGroup(TyperGroup):
