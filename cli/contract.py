@@ -24,6 +24,7 @@ from imageq.ops.terminal_text import shown
 from imageq.worker.errors import ImageqError
 
 JSON_FLAG: Final = "--json"
+JSON_HELP: Final = "Print one JSON object (errors too, on stderr), for scripts."
 # What `"type"` of an error object may be (cli/schemas/error.json lists the same).
 ERROR_TYPES: Final = (
     "usage",

@@ -9,6 +9,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from imageq.cli.contract import JSON_HELP
 from imageq.cli.exits import Exit
 from imageq.cli.views import fail
 from imageq.config import get_settings
@@ -18,8 +19,6 @@ from imageq.worker.domain.payload import iso_time
 from imageq.worker.errors import InvalidParams, JobNotFound
 
 webhooks = typer.Typer(help="Webhook deliveries: dead letters and replays.", no_args_is_help=True)
-
-JSON_HELP = "Print one JSON object (errors too, on stderr), for scripts."
 
 
 @webhooks.command("dead-letters")
@@ -42,7 +41,9 @@ def dead_letters(
 
 @webhooks.command("replay")
 def replay(
-    job_ids: Annotated[list[str] | None, typer.Argument(help="Jobs to resend.")] = None,
+    job_ids: Annotated[
+        list[str] | None, typer.Argument(metavar="JOB_ID", help="Jobs to resend.")
+    ] = None,
     all_dead: Annotated[bool, typer.Option("--all-dead", help="Replay every dead letter.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help=JSON_HELP)] = False,
 ) -> None:

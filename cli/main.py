@@ -18,7 +18,7 @@ from rich.live import Live
 
 from imageq.cli.bulk_run import bulk
 from imageq.cli.checks import health_command
-from imageq.cli.contract import ContractGroup
+from imageq.cli.contract import JSON_HELP, ContractGroup
 from imageq.cli.dead_letters import webhooks
 from imageq.cli.exits import Exit, exit_for
 from imageq.cli.operate import report, top
@@ -52,11 +52,10 @@ app.command()(top)
 app.command()(report)
 app.command("health")(health_command)
 
-JSON_HELP: Final = "Print one JSON object (errors too, on stderr), for scripts."
 RATIO_HELP: Final = f"One of {', '.join(ASPECT_RATIOS)}; at 4K only {', '.join(ratios_at('4K'))}."
 RESOLUTION_HELP: Final = f"One of {', '.join(RESOLUTIONS)}."
 QUALITY_HELP: Final = f"One of {', '.join(QUALITIES)}."
-LONG_RUNNING: Final = "runs until stopped and prints logs, not one object"
+LONG_RUNNING: Final = "prints logs and progress for people, not one object"
 
 
 def _print_version(wanted: bool) -> None:

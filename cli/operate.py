@@ -65,7 +65,7 @@ def top(
 
 
 def report(
-    batch_id: Annotated[str, typer.Argument(help="The batch to show.")],
+    batch_id: Annotated[str, typer.Argument(metavar="BATCH_ID", help="The batch to show.")],
     html: Annotated[Path, typer.Option("--html", help="Where to write the page.")],
     thumbnail_px: Annotated[
         int, typer.Option(min=16, max=4096, help="Longest side of each thumbnail.")
