@@ -15,7 +15,9 @@ from contextvars import ContextVar
 from importlib import resources
 from typing import Any, Final
 
+import redis
 import typer
+from kombu.exceptions import OperationalError
 from rich.console import Console
 from typer.core import TyperGroup
 
@@ -34,6 +36,13 @@ ERROR_TYPES: Final = (
     "not_all_succeeded",
     "unsupported",
     "aborted",
+    "unavailable",
+)
+# Redis down or unreachable, seen through redis-py (the job store) or kombu (the broker).
+UNAVAILABLE_ERRORS: Final = (
+    redis.exceptions.ConnectionError,
+    redis.exceptions.TimeoutError,
+    OperationalError,
 )
 
 _as_json: ContextVar[bool] = ContextVar("imageq_cli_as_json", default=False)
@@ -73,6 +82,11 @@ def command_schema(path: Sequence[str]) -> dict[str, Any]:
     return schema
 
 
+def unavailable_message(error: Exception) -> str:
+    """What to say when Redis did not answer (redis-py names host and port, never a password)."""
+    return f"Redis did not answer: {error}"
+
+
 class ContractGroup(TyperGroup):
     """The root group: the JSON contract for errors, and flags shown as flags in help."""
 
@@ -109,6 +123,9 @@ class ContractGroup(TyperGroup):
         except ImageqError as error:
             print_error(f"{type(error).__name__}: {error}", Exit.INVALID, kind="invalid")
             return Exit.INVALID
+        except UNAVAILABLE_ERRORS as error:
+            print_error(unavailable_message(error), Exit.UNAVAILABLE)
+            return Exit.UNAVAILABLE
         except typer.Abort:
             print_error("aborted", Exit.NOT_ALL_SUCCEEDED, kind="aborted")
             return Exit.NOT_ALL_SUCCEEDED

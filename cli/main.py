@@ -18,7 +18,12 @@ from rich.live import Live
 
 from imageq.cli.bulk_run import bulk
 from imageq.cli.checks import health_command
-from imageq.cli.contract import JSON_HELP, ContractGroup
+from imageq.cli.contract import (
+    JSON_HELP,
+    UNAVAILABLE_ERRORS,
+    ContractGroup,
+    unavailable_message,
+)
 from imageq.cli.dead_letters import webhooks
 from imageq.cli.exits import Exit, exit_for
 from imageq.cli.operate import report, top
@@ -359,3 +364,6 @@ def main() -> None:
     except ImageqError as error:
         err.print(shown(f"{type(error).__name__}: {error}", style="red"))
         sys.exit(Exit.INVALID)
+    except UNAVAILABLE_ERRORS as error:
+        err.print(shown(unavailable_message(error), style="red"))
+        sys.exit(Exit.UNAVAILABLE)

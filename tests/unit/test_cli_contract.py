@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import redis
 from jsonschema import Draft202012Validator
 from typer.testing import CliRunner, Result
 
@@ -242,3 +243,15 @@ def test_top_snapshot_json_validates() -> None:
     assert shown["at"] == "2027-01-15T08:00:00.000Z"
     assert shown["truncated"] is True
     assert shown["recent_failures"][0]["at"] == "2027-01-15T07:59:59.000Z"
+
+
+def test_redis_down_is_a_json_error(memory: MemoryStore, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Redis not answering: the error object, type unavailable, exit 5; no traceback."""
+
+    def refuse(*_: Any) -> Job:
+        raise redis.exceptions.ConnectionError("Error 111 connecting to 127.0.0.1:1.")
+
+    monkeypatch.setattr(MemoryStore, "get", refuse)
+    error = one_error(run("status", "x", "--json"), Exit.UNAVAILABLE)
+    assert error["type"] == "unavailable"
+    assert "127.0.0.1:1" in error["message"]
