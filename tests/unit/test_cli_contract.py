@@ -255,3 +255,14 @@ def test_redis_down_is_a_json_error(memory: MemoryStore, monkeypatch: pytest.Mon
     error = one_error(run("status", "x", "--json"), Exit.UNAVAILABLE)
     assert error["type"] == "unavailable"
     assert "127.0.0.1:1" in error["message"]
+
+
+def test_invalid_settings_are_a_json_error(
+    memory: MemoryStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An ImageqError from below the command (here, a bad setting): the error object, exit 2."""
+    monkeypatch.setenv("IMAGEQ_POLLING__INTERVAL_S", "-5")
+    get_settings.cache_clear()
+    error = one_error(run("status", "x", "--json"), Exit.INVALID)
+    assert error["message"].startswith("InvalidSettings: ")
+    assert "IMAGEQ_POLLING__INTERVAL_S" in error["message"]
