@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import sys
 import time
 from importlib import metadata
@@ -27,6 +26,7 @@ from imageq.cli.contract import (
 from imageq.cli.dead_letters import webhooks
 from imageq.cli.exits import Exit, exit_for
 from imageq.cli.operate import report, top
+from imageq.cli.processes import PASS_THROUGH, demo, scheduler, worker
 from imageq.cli.views import (
     batch_json,
     batch_table,
@@ -60,7 +60,6 @@ app.command("health")(health_command)
 RATIO_HELP: Final = f"One of {', '.join(ASPECT_RATIOS)}; at 4K only {', '.join(ratios_at('4K'))}."
 RESOLUTION_HELP: Final = f"One of {', '.join(RESOLUTIONS)}."
 QUALITY_HELP: Final = f"One of {', '.join(QUALITIES)}."
-LONG_RUNNING: Final = "prints logs and progress for people, not one object"
 
 
 def _print_version(wanted: bool) -> None:
@@ -274,53 +273,10 @@ def cancel(
     raise typer.Exit(Exit.OK if cancelled else Exit.NOT_ALL_SUCCEEDED)
 
 
-@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
-def worker(
-    ctx: typer.Context,
-    as_json: Annotated[bool, typer.Option("--json", help=f"Refused: it {LONG_RUNNING}.")] = False,
-) -> None:
-    """Run a worker: `celery -A imageq.worker.app worker`, lean.
-
-    No gossip, mingle or heartbeat (imageq uses none of them); the pool of IMAGEQ_WORKER__POOL;
-    any extra arguments go to Celery. For JSON logs: IMAGEQ_OBSERVABILITY__LOG_FORMAT=json.
-    """
-    _refuse_json("worker", as_json=as_json)
-    lean = ["--without-gossip", "--without-mingle", "--without-heartbeat"]
-    # Named on the command line, so that Celery patches for gevent before anything else loads.
-    named = any(arg in ("-P", "--pool") or arg.startswith("--pool=") for arg in ctx.args)
-    pool = [] if named else ["--pool", get_settings().worker.pool]
-    command = [sys.executable, "-m", "celery", "-A", "imageq.worker.app", "worker", *lean, *pool]
-    command += ctx.args
-    os.execv(sys.executable, command)  # noqa: S606 -- replacing this process is the point
-
-
-@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
-def scheduler(
-    ctx: typer.Context,
-    as_json: Annotated[bool, typer.Option("--json", help=f"Refused: it {LONG_RUNNING}.")] = False,
-) -> None:
-    """Run the beat (scheduled runs and the sweeper): `celery -A imageq.worker.app beat`."""
-    _refuse_json("scheduler", as_json=as_json)
-    command = [sys.executable, "-m", "celery", "-A", "imageq.worker.app", "beat", *ctx.args]
-    os.execv(sys.executable, command)  # noqa: S606 -- replacing this process is the point
-
-
-@app.command()
-def demo(
-    as_json: Annotated[bool, typer.Option("--json", help=f"Refused: it {LONG_RUNNING}.")] = False,
-) -> None:
-    """Run the demo (the same as `make demo`)."""
-    _refuse_json("demo", as_json=as_json)
-    from imageq.devenv.demo import main as run_demo
-
-    raise typer.Exit(run_demo())
-
-
-def _refuse_json(command: str, *, as_json: bool) -> None:
-    """Long-running commands have no one object to print: --json is an error, said as JSON."""
-    if as_json:
-        logs = "for JSON logs set IMAGEQ_OBSERVABILITY__LOG_FORMAT=json"
-        raise fail(f"{command} {LONG_RUNNING}; {logs}", Exit.INVALID, kind="unsupported")
+# Registered here, after cancel, so that `imageq --help` lists them where it always has.
+app.command(context_settings=PASS_THROUGH)(worker)
+app.command(context_settings=PASS_THROUGH)(scheduler)
+app.command()(demo)
 
 
 def _show(job: Job, *, as_json: bool) -> None:
