@@ -25,9 +25,13 @@ def walk(command: Any, path: CommandPath = ()) -> Iterator[tuple[CommandPath, An
 
 
 def leaf_commands() -> dict[CommandPath, Any]:
-    """The commands that run something (not the groups), by path: `("webhooks", "replay")`."""
+    """The commands that run something, by path (`("webhooks", "replay")`): every command that
+    is not a group, and a group (not the root) that does something on its own, such as a
+    `batches` listing beside `batches show`."""
     return {
-        path: command for path, command in walk(root_command()) if not hasattr(command, "commands")
+        path: command
+        for path, command in walk(root_command())
+        if not hasattr(command, "commands") or (path and command.invoke_without_command)
     }
 
 
