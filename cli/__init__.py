@@ -6,4 +6,5 @@ Exit codes, for scripts:
   2  bad usage or invalid input: nothing was queued
   3  no such job or batch
   4  gave up waiting (--timeout)
+  5  Redis (the broker or the job store) did not answer
 """

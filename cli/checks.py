@@ -10,11 +10,12 @@ from typing import Annotated
 
 import typer
 
+from imageq.cli.contract import JSON_HELP
 from imageq.ops.health import DEFAULT_TIMEOUT_S, CheckName, evaluate, exit_code, render
 
 
 def health_command(
-    as_json: Annotated[bool, typer.Option("--json", help="One JSON object, for scripts.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help=JSON_HELP)] = False,
     skip: Annotated[
         list[CheckName] | None,
         typer.Option("--skip", help="Leave out a check (repeatable)."),

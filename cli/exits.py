@@ -13,6 +13,7 @@ class Exit(IntEnum):
     INVALID = 2
     NOT_FOUND = 3
     WAIT_TIMEOUT = 4
+    UNAVAILABLE = 5
 
 
 def exit_for(statuses: list[JobStatus]) -> Exit:

@@ -1,22 +1,32 @@
-"""The `imageq` commands: submit, bulk, status, watch, cancel, webhooks, worker, demo."""
+"""The `imageq` commands: submit, bulk, status, watch, cancel, webhooks, worker, demo.
+
+Every command takes `--json` (the contract: cli/contract.py and docs/cli.md).
+"""
 
 from __future__ import annotations
 
 import json
 import math
-import os
 import sys
 import time
-from typing import Annotated, Any
+from importlib import metadata
+from typing import Annotated, Any, Final
 
 import typer
 from rich.live import Live
 
 from imageq.cli.bulk_run import bulk
 from imageq.cli.checks import health_command
+from imageq.cli.contract import (
+    JSON_HELP,
+    UNAVAILABLE_ERRORS,
+    ContractGroup,
+    unavailable_message,
+)
 from imageq.cli.dead_letters import webhooks
 from imageq.cli.exits import Exit, exit_for
 from imageq.cli.operate import report, top
+from imageq.cli.processes import PASS_THROUGH, demo, scheduler, worker
 from imageq.cli.schedules import schedules
 from imageq.cli.views import (
     batch_json,
@@ -32,9 +42,12 @@ from imageq.config import get_settings
 from imageq.ops.terminal_text import shown
 from imageq.producers.api import ImageQueue
 from imageq.worker.domain.job import Job
+from imageq.worker.domain.params import DEFAULT_QUALITY, QUALITIES
+from imageq.worker.domain.sizes import ASPECT_RATIOS, RESOLUTIONS, ratios_at
 from imageq.worker.errors import ImageqError, InvalidParams, JobNotFound, WaitTimeout
 
 app = typer.Typer(
+    cls=ContractGroup,
     help="imageq: image generation jobs on Celery and Redis.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
@@ -45,6 +58,28 @@ app.command()(bulk)
 app.command()(top)
 app.command()(report)
 app.command("health")(health_command)
+
+RATIO_HELP: Final = f"One of {', '.join(ASPECT_RATIOS)}; at 4K only {', '.join(ratios_at('4K'))}."
+RESOLUTION_HELP: Final = f"One of {', '.join(RESOLUTIONS)}."
+QUALITY_HELP: Final = f"One of {', '.join(QUALITIES)}."
+
+
+def _print_version(wanted: bool) -> None:
+    if wanted:
+        typer.echo(f"imageq {metadata.version('imageq')}")
+        raise typer.Exit(Exit.OK)
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=_print_version, is_eager=True, help="Print the version and exit."
+        ),
+    ] = False,
+) -> None:
+    """imageq: image generation jobs on Celery and Redis."""
 
 
 def queue() -> ImageQueue:
@@ -82,18 +117,43 @@ def _finite(text: str) -> float:
 
 @app.command()
 def submit(
-    prompt: Annotated[str, typer.Argument(help="What to draw.")],
-    aspect_ratio: Annotated[str, typer.Option("--aspect-ratio", "-r", help="e.g. 16:9")],
-    resolution: Annotated[str, typer.Option("--resolution", "-s", help="1K, 2K or 4K")],
-    quality: Annotated[str, typer.Option("--quality", "-q")] = "high",
-    image: Annotated[list[str] | None, typer.Option("--image", "-i", help="Reference.")] = None,
-    webhook: Annotated[str | None, typer.Option(help="Signed webhook URL.")] = None,
-    job_id: Annotated[str | None, typer.Option("--job-id", help="Your own id.")] = None,
-    metadata: Annotated[list[str] | None, typer.Option("--metadata", "-m")] = None,
-    param: Annotated[list[str] | None, typer.Option("--param", "-p", help="KEY=JSON.")] = None,
+    prompt: Annotated[str, typer.Argument(metavar="PROMPT", help="What to draw.")],
+    aspect_ratio: Annotated[
+        str, typer.Option("--aspect-ratio", "-r", metavar="RATIO", help=RATIO_HELP)
+    ],
+    resolution: Annotated[
+        str, typer.Option("--resolution", "-s", metavar="RES", help=RESOLUTION_HELP)
+    ],
+    quality: Annotated[
+        str, typer.Option("--quality", "-q", metavar="QUALITY", help=QUALITY_HELP)
+    ] = DEFAULT_QUALITY,
+    image: Annotated[
+        list[str] | None,
+        typer.Option("--image", "-i", metavar="URL", help="A reference image (repeatable)."),
+    ] = None,
+    webhook: Annotated[
+        str | None, typer.Option(metavar="URL", help="Signed webhook URL, called at the end.")
+    ] = None,
+    job_id: Annotated[
+        str | None,
+        typer.Option("--job-id", metavar="ID", help="Your own id (also the API's out_task_id)."),
+    ] = None,
+    metadata: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--metadata",
+            "-m",
+            metavar="KEY=VALUE",
+            help="Text kept with the job and returned in its result (repeatable).",
+        ),
+    ] = None,
+    param: Annotated[
+        list[str] | None,
+        typer.Option("--param", "-p", metavar="KEY=JSON", help="Extra API parameter (repeatable)."),
+    ] = None,
     wait: Annotated[bool, typer.Option("--wait", help="Follow the job to its end.")] = False,
     timeout: Annotated[float, typer.Option(min=0, help="With --wait: seconds to wait.")] = 600,
-    as_json: Annotated[bool, typer.Option("--json", help="JSON for scripts.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help=JSON_HELP)] = False,
 ) -> None:
     """Queue one job and print its id; with --wait, follow it and print its result.
 
@@ -118,7 +178,7 @@ def submit(
     except InvalidParams as error:  # a JobConflict too: the id names another job
         raise fail(str(error), Exit.INVALID) from None
     new_id = enqueued.job_id
-    if enqueued.already_known:
+    if enqueued.already_known and not as_json:  # the object says it: "already_known"
         err.print(shown(f"{new_id} already known: the same job, not queued again"))
     if not wait:
         result = {"job_id": new_id, "already_known": enqueued.already_known}
@@ -136,8 +196,8 @@ def submit(
 
 @app.command()
 def status(
-    id_: Annotated[str, typer.Argument(metavar="JOB_ID|BATCH_ID")],
-    as_json: Annotated[bool, typer.Option("--json", help="JSON for scripts.")] = False,
+    id_: Annotated[str, typer.Argument(metavar="JOB_ID|BATCH_ID", help="What to show.")],
+    as_json: Annotated[bool, typer.Option("--json", help=JSON_HELP)] = False,
 ) -> None:
     """Show a job or a batch as it stands."""
     images = queue()
@@ -158,8 +218,10 @@ def status(
 
 @app.command()
 def watch(
-    id_: Annotated[str, typer.Argument(metavar="JOB_ID|BATCH_ID")],
-    as_json: Annotated[bool, typer.Option("--json", help="A JSON line per change.")] = False,
+    id_: Annotated[str, typer.Argument(metavar="JOB_ID|BATCH_ID", help="What to follow.")],
+    as_json: Annotated[
+        bool, typer.Option("--json", help="A JSON object per line, at each change.")
+    ] = False,
     interval: Annotated[
         float, typer.Option(min=0, max=3600, help="Seconds between refreshes.")
     ] = 0.5,
@@ -188,49 +250,35 @@ def watch(
 
 
 @app.command()
-def cancel(id_: Annotated[str, typer.Argument(metavar="JOB_ID|BATCH_ID")]) -> None:
-    """Stop unfinished jobs: no more polling; status cancelled; notified once."""
+def cancel(
+    id_: Annotated[str, typer.Argument(metavar="JOB_ID|BATCH_ID", help="What to stop.")],
+    as_json: Annotated[bool, typer.Option("--json", help=JSON_HELP)] = False,
+) -> None:
+    """Stop unfinished jobs: no more polling; status cancelled; notified once.
+
+    Exit 1 when nothing was left to cancel.
+    """
     images = queue()
+    kind = "job"
     try:
         cancelled = int(images.cancel(id_))
     except JobNotFound:
+        kind = "batch"
         try:
             cancelled = images.cancel_batch(id_)
         except JobNotFound:
             raise fail(f"no job or batch {id_!r}", Exit.NOT_FOUND) from None
-    typer.echo(f"cancelled {cancelled} job(s)")
+    if as_json:
+        typer.echo(json.dumps({"id": id_, "kind": kind, "cancelled": cancelled}))
+    else:
+        typer.echo(f"cancelled {cancelled} job(s)")
     raise typer.Exit(Exit.OK if cancelled else Exit.NOT_ALL_SUCCEEDED)
 
 
-@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
-def worker(ctx: typer.Context) -> None:
-    """Run a worker: `celery -A imageq.worker.app worker`, lean.
-
-    No gossip, mingle or heartbeat (imageq uses none of them); the pool of IMAGEQ_WORKER__POOL;
-    any extra arguments go to Celery.
-    """
-    lean = ["--without-gossip", "--without-mingle", "--without-heartbeat"]
-    # Named on the command line, so that Celery patches for gevent before anything else loads.
-    named = any(arg in ("-P", "--pool") or arg.startswith("--pool=") for arg in ctx.args)
-    pool = [] if named else ["--pool", get_settings().worker.pool]
-    command = [sys.executable, "-m", "celery", "-A", "imageq.worker.app", "worker", *lean, *pool]
-    command += ctx.args
-    os.execv(sys.executable, command)  # noqa: S606 -- replacing this process is the point
-
-
-@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
-def scheduler(ctx: typer.Context) -> None:
-    """Run the beat (scheduled runs and the sweeper): `celery -A imageq.worker.app beat`."""
-    command = [sys.executable, "-m", "celery", "-A", "imageq.worker.app", "beat", *ctx.args]
-    os.execv(sys.executable, command)  # noqa: S606 -- replacing this process is the point
-
-
-@app.command()
-def demo() -> None:
-    """Run the demo (the same as `make demo`)."""
-    from imageq.devenv.demo import main as run_demo
-
-    raise typer.Exit(run_demo())
+# Registered here, after cancel, so that `imageq --help` lists them where it always has.
+app.command(context_settings=PASS_THROUGH)(worker)
+app.command(context_settings=PASS_THROUGH)(scheduler)
+app.command()(demo)
 
 
 def _show(job: Job, *, as_json: bool) -> None:
@@ -274,3 +322,6 @@ def main() -> None:
     except ImageqError as error:
         err.print(shown(f"{type(error).__name__}: {error}", style="red"))
         sys.exit(Exit.INVALID)
+    except UNAVAILABLE_ERRORS as error:
+        err.print(shown(unavailable_message(error), style="red"))
+        sys.exit(Exit.UNAVAILABLE)

@@ -6,12 +6,13 @@ scripts, and messages on the two consoles. Text from outside reaches them only t
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import Any, Final
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
+from imageq.cli.contract import print_error
 from imageq.cli.exits import Exit
 from imageq.ops.palette import STATUS_COLOURS
 from imageq.ops.terminal_text import shown
@@ -20,21 +21,25 @@ from imageq.worker.domain.job import Job
 from imageq.worker.domain.payload import completion_payload, iso_time
 from imageq.worker.domain.status import TERMINAL_JOB_STATUSES
 
+JOB_VIEW_TYPE: Final = "imageq.job"
+BATCH_VIEW_TYPE: Final = "imageq.batch"
 BATCH_COLUMNS = ("queued", "submitted", "succeeded", "failed", "timed_out", "cancelled")
 
 out = Console()
 err = Console(stderr=True)
 
 
-def fail(message: str, code: Exit) -> typer.Exit:
-    """Print `message` (data, never markup) in red on stderr; the exit to raise."""
-    err.print(shown(message, style="red"))
+def fail(message: str, code: Exit, *, kind: str | None = None) -> typer.Exit:
+    """Print `message` on stderr: the error object with --json, else in red (data, never
+    markup); the exit to raise. `kind`: the error object's type, if not the exit code's name."""
+    print_error(message, code, kind=kind)
     return typer.Exit(code)
 
 
 def job_json(job: Job) -> dict[str, Any]:
-    """A job for scripts: the completion payload's shape, whatever the job's state."""
-    return completion_payload(job)
+    """A job for scripts, whatever its state: the completion payload's fields, but typed as a
+    job view (`imageq.job`), not as the event of a finished job; `status` says where it is."""
+    return {**completion_payload(job), "type": JOB_VIEW_TYPE}
 
 
 def job_table(job: Job) -> Table:
@@ -66,6 +71,7 @@ def job_table(job: Job) -> Table:
 
 def batch_json(batch: Batch, jobs: dict[int, Job]) -> dict[str, Any]:
     return {
+        "type": BATCH_VIEW_TYPE,
         "batch_id": batch.batch_id,
         "total": batch.total,
         "finished": batch.finished,

@@ -2,13 +2,13 @@
 throughput and lag over the last minutes.
 
 `collect` reads job records from Redis; `snapshot` turns them into numbers (pure, given the
-clock); `render` lays those out for the terminal.
+clock); `render` lays those out for the terminal, `snapshot_json` for scripts.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from itertools import islice
 from typing import Any, Final
@@ -21,6 +21,7 @@ from rich.text import Text
 from imageq.ops.palette import STATUS_COLOURS
 from imageq.ops.terminal_text import shown
 from imageq.worker.domain.job import Job
+from imageq.worker.domain.payload import iso_time
 from imageq.worker.domain.status import JobStatus
 from imageq.worker.policy.adaptive import percentile
 
@@ -141,6 +142,33 @@ def render(shot: Snapshot, *, limit: int | None = None) -> RenderableType:
     side_by_side = Table.grid(padding=(0, 4))
     side_by_side.add_row(_counts_table(shot), _rates_table(shot))
     return Group(title, side_by_side, _in_flight_table(shot), _failures_table(shot))
+
+
+def snapshot_json(shot: Snapshot, *, limit: int | None = None) -> dict[str, Any]:
+    """The frame as plain JSON values, times in ISO 8601 UTC; `truncated` when `collect` stopped
+    at `limit` records."""
+    return {
+        "at": iso_time(shot.now),
+        "window_s": shot.window_s,
+        "jobs_seen": shot.jobs_seen,
+        "truncated": limit is not None and shot.jobs_seen >= limit,
+        "counts": {str(status): count for status, count in shot.counts.items()},
+        "in_flight": shot.in_flight,
+        "oldest_in_flight": [
+            {**asdict(job), "status": str(job.status)} for job in shot.oldest_in_flight
+        ],
+        "recent_failures": [
+            {**asdict(failure), "at": iso_time(failure.at)} for failure in shot.recent_failures
+        ],
+        "dead_letters": shot.dead_letters,
+        "finished_in_window": shot.finished_in_window,
+        "throughput_per_min": shot.throughput_per_min,
+        "lag": {
+            "queue_wait": asdict(shot.queue_wait),
+            "generation": asdict(shot.generation),
+            "webhook_delivery": asdict(shot.webhook_delivery),
+        },
+    }
 
 
 def collect(store_redis: redis.Redis, prefix: str, *, limit: int = 5000) -> list[Job]:

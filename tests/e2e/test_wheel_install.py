@@ -166,6 +166,7 @@ def test_wheel_holds_imageq_alone(wheel: Path) -> None:
     assert "imageq/py.typed" in names
     assert any(re.fullmatch(r"imageq/worker/store/lua/\w+\.lua", name) for name in names)
     assert any(re.fullmatch(r"imageq/worker/domain/schemas/.+\.json", name) for name in names)
+    assert "imageq/cli/schemas/error.json" in names  # the CLI's JSON contract
     assert re.search(r"^imageq = imageq\.cli\.main:main$", entry_points, re.M)
     assert re.search(r"^imageq-simulator = ", entry_points, re.M)
 
