@@ -33,6 +33,7 @@ from tests.cli_commands import leaf_commands, schema_name
 from tests.conftest import DEADLINE_S, wait_for
 
 WAIT_S = DEADLINE_S + 10
+REPO = Path(__file__).resolve().parents[2]
 
 
 @dataclass(frozen=True)
@@ -59,6 +60,10 @@ CASES: dict[str, Case] = {
     "health": Case("health", "health --skip nothing", Exit.INVALID, (Exit.OK, 1)),
     "webhooks-dead-letters": Case("webhooks dead-letters", "webhooks dead-letters x", Exit.INVALID),
     "webhooks-replay": Case("webhooks replay {dead}", "webhooks replay nope", Exit.NOT_FOUND),
+    "schedules": Case("schedules", "schedules nope", Exit.INVALID),
+    "schedules-check": Case(
+        "schedules check {schedule_file}", "schedules check {tmp}/none.toml", Exit.NOT_FOUND
+    ),
     "worker": Case(None, "worker", Exit.INVALID),
     "scheduler": Case(None, "scheduler", Exit.INVALID),
     "demo": Case(None, "demo", Exit.INVALID),
@@ -142,6 +147,7 @@ def made(
             "dead": dead,
             "jobs_file": jobs_file,
             "tmp": lambda: str(tmp),
+            "schedule_file": lambda: str(REPO / "examples" / "schedule.toml"),
         }
     )
     values["dead"]  # made first, so that dead-letters has one to show
