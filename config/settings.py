@@ -218,6 +218,13 @@ class ObservabilitySettings(BaseModel):
     # Celery's two lines per task ("received", "succeeded") cost a poll about 5 % of its CPU
     # and say little that imageq's own lines do not; on for debugging.
     log_task_lines: bool = False
+    exporter_port: int = Field(
+        9109,
+        ge=0,
+        le=65535,
+        description="Port of `imageq metrics-exporter`, which serves the cluster-wide metrics"
+        " (queue depths, jobs in flight, the in-flight cap's use, poll lag) once for all workers.",
+    )
 
 
 class WorkerSettings(BaseModel):
