@@ -8,11 +8,13 @@ from __future__ import annotations
 import json
 import threading
 import time
+from collections.abc import Iterator
 from typing import Annotated, Any
 
 import typer
 from prometheus_client import generate_latest
-from prometheus_client.registry import CollectorRegistry
+from prometheus_client.core import Metric
+from prometheus_client.registry import Collector, CollectorRegistry
 
 from imageq.cli.exits import Exit
 from imageq.cli.views import err, fail
@@ -30,7 +32,9 @@ from imageq.worker.metrics_cluster import (
 def metrics_exporter(
     port: Annotated[
         int | None,
-        typer.Option(min=0, max=65535, help="Port [default: IMAGEQ_OBSERVABILITY__EXPORTER_PORT]."),
+        typer.Option(
+            min=0, max=65535, help="Port (default: IMAGEQ_OBSERVABILITY__EXPORTER_PORT, 9109)."
+        ),
     ] = None,
     # All interfaces by default: a scrape target, like the worker's metrics port.
     address: Annotated[str, typer.Option(help="Address to listen on.")] = "0.0.0.0",  # noqa: S104
@@ -41,11 +45,11 @@ def metrics_exporter(
 ) -> None:
     """Serve the cluster-wide metrics on /metrics (one exporter per cluster).
 
-    Queue depths, jobs in flight, the in-flight cap's use and poll lag, read from Redis at each
-    scrape; every worker serves its own metrics as well.
+    Queue depths, jobs in flight, the in-flight cap's use and poll lag, read from Redis.
 
-    With --once, print one reading (Prometheus text, or JSON with --json) and exit: 0 when
-    Redis answered, 1 when it did not.
+    Every worker serves its own metrics as well (IMAGEQ_OBSERVABILITY__METRICS_PORT).
+
+    With --once: print one reading (Prometheus text, or JSON with --json); exit 1 if Redis is down.
     """
     settings = get_settings()
     registry = cluster_registry(ClusterCollector.from_settings(settings))
@@ -71,7 +75,8 @@ def metrics_exporter(
 
 def _print_once(registry: CollectorRegistry, *, as_json: bool) -> None:
     collected_at = time.time()
-    samples = [sample for family in registry.collect() for sample in family.samples]
+    families = list(registry.collect())  # read Redis once, for both the check and the output
+    samples = [sample for family in families for sample in family.samples]
     redis_up = any(s.name == "imageq_exporter_redis_up" and s.value == 1 for s in samples)
     if as_json:
         reading: dict[str, Any] = {
@@ -83,7 +88,17 @@ def _print_once(registry: CollectorRegistry, *, as_json: bool) -> None:
         }
         typer.echo(json.dumps(reading))
     else:
-        typer.echo(generate_latest(registry).decode(), nl=False)
+        typer.echo(generate_latest(_Collected(families)).decode(), nl=False)
     if not redis_up:
         message = "Redis did not answer: only the exporter's own metrics were read"
         raise fail(message, Exit.NOT_ALL_SUCCEEDED)
+
+
+class _Collected(Collector):
+    """Families already read, for `generate_latest` to show as it shows a registry's."""
+
+    def __init__(self, families: list[Metric]) -> None:
+        self._families = families
+
+    def collect(self) -> Iterator[Metric]:
+        yield from self._families
