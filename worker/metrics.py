@@ -17,6 +17,7 @@ from typing import Final
 
 from prometheus_client import Counter, Histogram, start_http_server
 
+from imageq.worker.domain.status import TERMINAL_JOB_STATUSES
 from imageq.worker.errors import DownloadFailed, UnsafeTarget
 
 JOBS_SUBMITTED: Final = Counter(
@@ -35,7 +36,7 @@ API_REQUEST_DURATION: Final = Histogram(
     "Time of one request to the aireiter API, answered or not, by endpoint (submit, query,"
     " task) and outcome (2xx, 4xx, 5xx ... by HTTP status class; 'error': no answer).",
     ["endpoint", "outcome"],
-    buckets=(0.025, 0.05, 0.1, 0.25, 0.5, 0.75, 1, 1.5, 2.5, 5, 10, 20, 30),
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 0.75, 1, 1.5, 2.5, 5, 10, 20, 30),
 )
 API_RATE_LIMITED: Final = Counter("imageq_api_rate_limited", "API answers of HTTP 429.")
 POLLS: Final = Counter("imageq_polls", "Polls of the API for a job's status.")
@@ -74,7 +75,14 @@ SUBMIT_SLOT_WAITS: Final = Counter(
 )
 
 DOWNLOAD_OUTCOMES: Final = ("saved", "failed_retryable", "failed_final", "refused")
-for _outcome in DOWNLOAD_OUTCOMES:  # each series from 0, so rate() sees its first increase
+
+# Each known series starts at 0, so rate() and increase() see its first event: a series born
+# at 1 (a first failure, say) looks unchanged to them until it moves again.
+for _status in TERMINAL_JOB_STATUSES:
+    JOBS_FINISHED.labels(str(_status))
+for _outcome in ("delivered", "failed"):  # worker/steps/webhook_attempt.py
+    WEBHOOK_ATTEMPTS.labels(_outcome)
+for _outcome in DOWNLOAD_OUTCOMES:
     DOWNLOADS.labels(_outcome)
 
 
