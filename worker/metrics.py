@@ -84,6 +84,9 @@ for _outcome in ("delivered", "failed"):  # worker/steps/webhook_attempt.py
     WEBHOOK_ATTEMPTS.labels(_outcome)
 for _outcome in DOWNLOAD_OUTCOMES:
     DOWNLOADS.labels(_outcome)
+for _endpoint in ("submit", "task", "query"):  # worker/upstream/client.py
+    for _outcome in ("2xx", "4xx", "5xx", "error"):
+        API_REQUEST_DURATION.labels(_endpoint, _outcome)
 
 
 def status_class(status: int | None) -> str:
