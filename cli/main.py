@@ -25,6 +25,7 @@ from imageq.cli.contract import (
 )
 from imageq.cli.dead_letters import webhooks
 from imageq.cli.exits import Exit, exit_for
+from imageq.cli.exporter import metrics_exporter
 from imageq.cli.operate import report, top
 from imageq.cli.processes import PASS_THROUGH, demo, scheduler, worker
 from imageq.cli.schedules import schedules
@@ -58,6 +59,7 @@ app.command()(bulk)
 app.command()(top)
 app.command()(report)
 app.command("health")(health_command)
+app.command("metrics-exporter")(metrics_exporter)
 
 RATIO_HELP: Final = f"One of {', '.join(ASPECT_RATIOS)}; at 4K only {', '.join(ratios_at('4K'))}."
 RESOLUTION_HELP: Final = f"One of {', '.join(RESOLUTIONS)}."

@@ -309,6 +309,13 @@ class ObservabilitySettings(BaseModel):
     log_task_lines: bool = Field(
         False, description="Also log Celery's `received` and `succeeded` lines for every task."
     )
+    exporter_port: int = Field(
+        9109,
+        ge=0,
+        le=65535,
+        description="Port of `imageq metrics-exporter`, which serves the cluster-wide metrics"
+        " (queue depths, jobs in flight, the in-flight cap's use, poll lag) once for all workers.",
+    )
 
 
 class WorkerSettings(BaseModel):

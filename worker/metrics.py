@@ -1,19 +1,24 @@
-"""Prometheus metrics of the worker: what it did to jobs, to the API and to receivers.
+"""Prometheus metrics of one worker process: what it did to jobs, to the API and to receivers.
 
 Counters and histograms live in this process's default registry and are served over HTTP by
 `serve_metrics` (the worker calls it at start). The threads pool (the default) is one process,
 so one registry sees every task; with prefork each child would need Prometheus' multiprocess
 mode, which imageq does not set up.
+
+Only what this process did is here: numbers about the whole cluster (queue depths, jobs in
+flight, the in-flight cap's use, poll lag) are read from Redis by `metrics_cluster`, served
+once by `imageq metrics-exporter`, so a `sum()` over workers never counts them twice.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+import time
 from typing import Final
 
 from prometheus_client import Counter, Histogram, start_http_server
-from prometheus_client.core import GaugeMetricFamily, Metric
-from prometheus_client.registry import REGISTRY, Collector
+
+from imageq.worker.domain.status import TERMINAL_JOB_STATUSES
+from imageq.worker.errors import DownloadFailed, UnsafeTarget
 
 JOBS_SUBMITTED: Final = Counter(
     "imageq_jobs_submitted", "Jobs the API accepted (or that were found there and adopted)."
@@ -25,6 +30,13 @@ API_REQUESTS: Final = Counter(
     "imageq_api_requests",
     "Requests to the aireiter API, by endpoint and HTTP status ('error': no answer).",
     ["endpoint", "status"],
+)
+API_REQUEST_DURATION: Final = Histogram(
+    "imageq_api_request_duration_seconds",
+    "Time of one request to the aireiter API, answered or not, by endpoint (submit, query,"
+    " task) and outcome (2xx, 4xx, 5xx ... by HTTP status class; 'error': no answer).",
+    ["endpoint", "outcome"],
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 0.75, 1, 1.5, 2.5, 5, 10, 20, 30),
 )
 API_RATE_LIMITED: Final = Counter("imageq_api_rate_limited", "API answers of HTTP 429.")
 POLLS: Final = Counter("imageq_polls", "Polls of the API for a job's status.")
@@ -51,26 +63,57 @@ DEAD_LETTERS: Final = Counter("imageq_dead_letters", "Webhook deliveries given u
 SWEEPER_RESENT: Final = Counter(
     "imageq_sweeper_resent", "Pieces of overdue work the sweeper sent again."
 )
+DOWNLOADS: Final = Counter(
+    "imageq_downloads",
+    "Attempts to save one output image, by outcome: saved, failed_retryable, failed_final,"
+    " refused (the address guard refused the URL).",
+    ["outcome"],
+)
+SUBMIT_SLOT_WAITS: Final = Counter(
+    "imageq_submit_slot_waits",
+    "Submits put off because the in-flight cap was reached (each waits and asks again).",
+)
+
+DOWNLOAD_OUTCOMES: Final = ("saved", "failed_retryable", "failed_final", "refused")
+
+# Each known series starts at 0, so rate() and increase() see its first event: a series born
+# at 1 (a first failure, say) looks unchanged to them until it moves again.
+for _status in TERMINAL_JOB_STATUSES:
+    JOBS_FINISHED.labels(str(_status))
+for _outcome in ("delivered", "failed"):  # worker/steps/webhook_attempt.py
+    WEBHOOK_ATTEMPTS.labels(_outcome)
+for _outcome in DOWNLOAD_OUTCOMES:
+    DOWNLOADS.labels(_outcome)
+for _endpoint in ("submit", "task", "query"):  # worker/upstream/client.py
+    for _outcome in ("2xx", "4xx", "5xx", "error"):
+        API_REQUEST_DURATION.labels(_endpoint, _outcome)
 
 
-class InFlightCollector(Collector):
-    """`imageq_jobs_in_flight`: read from the job store at scrape time, so it is the same
-    whichever worker is scraped."""
-
-    def __init__(self, count: Callable[[], int]) -> None:
-        self._count = count
-
-    def collect(self) -> Iterator[Metric]:
-        gauge = GaugeMetricFamily(
-            "imageq_jobs_in_flight", "Jobs with work left to do (the in-flight index)."
-        )
-        gauge.add_metric([], self._count())
-        yield gauge
+def status_class(status: int | None) -> str:
+    """The outcome label of an API request: '2xx', '4xx' ... by HTTP status, 'error' if none."""
+    return "error" if status is None else f"{status // 100}xx"
 
 
-def serve_metrics(port: int, *, in_flight: Callable[[], int]) -> None:
-    """Serve /metrics on `port` (all interfaces, as a scrape target), with the in-flight gauge."""
-    REGISTRY.register(InFlightCollector(in_flight))
+def count_api_request(endpoint: str, status: int | None, *, started: float) -> None:
+    """Count one API request that began at `started` (time.monotonic) and ended now, with
+    its HTTP status (None: no answer), in the request counter and the latency histogram."""
+    API_REQUESTS.labels(endpoint, "error" if status is None else str(status)).inc()
+    API_REQUEST_DURATION.labels(endpoint, status_class(status)).observe(time.monotonic() - started)
+
+
+def download_outcome(error: DownloadFailed | None) -> str:
+    """The outcome label of one output's save: 'refused' when the address guard refused a hop
+    (fetching raises that `from None`, so the refusal is the error's context), else by
+    whether another attempt may help."""
+    if error is None:
+        return "saved"
+    if isinstance(error.__context__, UnsafeTarget):
+        return "refused"
+    return "failed_retryable" if error.retryable else "failed_final"
+
+
+def serve_metrics(port: int) -> None:
+    """Serve this process's /metrics on `port` (all interfaces, as a scrape target)."""
     start_http_server(port)
 
 

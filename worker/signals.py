@@ -69,10 +69,8 @@ def _refuse_to_start_without_a_key(**_: Any) -> None:
         raise SystemExit("imageq worker: set IMAGEQ_API__KEY (the aireiter API key) to start")
     port = settings.observability.metrics_port
     if port:
-        from imageq.worker.runtime import runtime
-
         try:
-            serve_metrics(port, in_flight=lambda: runtime().store.in_flight_count())
+            serve_metrics(port)
         except OSError as error:  # another worker on this host has the port
             log.warning("metrics not served on port %d: %s", port, error.strerror)
 

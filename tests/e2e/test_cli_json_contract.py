@@ -64,6 +64,7 @@ CASES: dict[str, Case] = {
     "schedules-check": Case(
         "schedules check {schedule_file}", "schedules check {tmp}/none.toml", Exit.NOT_FOUND
     ),
+    "metrics-exporter": Case("metrics-exporter --once", "metrics-exporter --port -1", Exit.INVALID),
     "worker": Case(None, "worker", Exit.INVALID),
     "scheduler": Case(None, "scheduler", Exit.INVALID),
     "demo": Case(None, "demo", Exit.INVALID),

@@ -21,6 +21,7 @@ from imageq.config import Settings
 ROOT = Path(__file__).parents[2]
 IMAGEQ_VARIABLE = re.compile(r"\bIMAGEQ_[A-Z0-9_]+\b")
 METRICS_PORT = Settings.model_fields["observability"].default.metrics_port
+EXPORTER_PORT = Settings.model_fields["observability"].default.exporter_port
 # The one health entry point, `imageq health`, as the image and the worker service run it.
 IMAGE_HEALTHCHECK = ["imageq", "health", "--json", "--timeout", "5"]
 # What compose runs from the image beyond the worker: Flower, and the simulator of the demo profile.
@@ -259,6 +260,24 @@ def test_prometheus_scrapes_every_worker_on_the_metrics_port() -> None:
     ]
     assert worker_jobs, "no scrape job discovers the worker service"
     assert all(sd["port"] == METRICS_PORT for sd in worker_jobs)
+
+
+def test_prometheus_scrapes_the_one_cluster_exporter(services: dict[str, dict[str, Any]]) -> None:
+    """The cluster-wide gauges come from one target: the exporter service, on its port, in the
+    monitoring profile beside Prometheus."""
+    config = load_yaml("deploy/prometheus.yml")
+    targets = [
+        target
+        for job in config["scrape_configs"]
+        for static in job.get("static_configs", [])
+        for target in static["targets"]
+        if target.startswith("metrics-exporter:")
+    ]
+    assert targets == [f"metrics-exporter:{EXPORTER_PORT}"]
+    exporter = services["metrics-exporter"]
+    assert exporter["command"] == ["imageq", "metrics-exporter"]
+    assert exporter["profiles"] == services["prometheus"]["profiles"]
+    assert str(EXPORTER_PORT) in exporter["expose"]
 
 
 def test_compose_mounts_the_prometheus_config(services: dict[str, dict[str, Any]]) -> None:

@@ -13,6 +13,7 @@ from imageq.worker.domain import deliveries
 from imageq.worker.domain.job import Job
 from imageq.worker.errors import DownloadFailed
 from imageq.worker.messages import Actions
+from imageq.worker.metrics import DOWNLOADS, download_outcome
 from imageq.worker.outputs.fetching import DownloadLimits, save_output
 from imageq.worker.policy.backoff import backoff_delay_s
 from imageq.worker.policy.leases import lease_s
@@ -72,6 +73,8 @@ def _save_all(rt: Runtime, job: Job) -> list[dict[str, Any]]:
         except DownloadFailed as error:
             log.info("download %d of job %s failed: %s", index, job.job_id, error.message)
             output["download_error"] = error.to_record()
+            DOWNLOADS.labels(download_outcome(error)).inc()
         else:
             output.update(saved=saved.to_record(), download_error=None)
+            DOWNLOADS.labels(download_outcome(None)).inc()
     return outputs

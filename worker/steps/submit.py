@@ -14,7 +14,7 @@ from imageq.worker.domain.job import Job
 from imageq.worker.domain.transitions import Slot
 from imageq.worker.errors import ApiError
 from imageq.worker.messages import Actions, Submit
-from imageq.worker.metrics import JOBS_SUBMITTED
+from imageq.worker.metrics import JOBS_SUBMITTED, SUBMIT_SLOT_WAITS
 from imageq.worker.policy.leases import lease_s, submit_send_s
 from imageq.worker.policy.polling import first_poll_delay_s
 from imageq.worker.policy.submit_retry import may_have_reached_api, submit_retry_delay_s
@@ -49,6 +49,7 @@ def submit(rt: Runtime, job_id: str) -> Actions:
     claimed = rt.store.apply(claim)
     if claimed.no_slot:
         # The API has all the jobs in flight it may have; ask again shortly.
+        SUBMIT_SLOT_WAITS.inc()
         wait_s = rt.settings.limits.slot_wait_s * (0.5 + rt.rand())
         return [Submit(job_id, job.lane, countdown_s=wait_s)]
     if not claimed:

@@ -8,6 +8,7 @@ requests' sessions are not meant to be shared across threads. Every call has a
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 from urllib.parse import quote
@@ -20,7 +21,7 @@ from urllib3.exceptions import NewConnectionError
 from imageq.config import ApiSettings
 from imageq.worker.domain.params import GenerationParams
 from imageq.worker.errors import ApiError, ApiUnavailable, ApiUnreachable, TaskNotFound
-from imageq.worker.metrics import API_RATE_LIMITED, API_REQUESTS
+from imageq.worker.metrics import API_RATE_LIMITED, count_api_request
 from imageq.worker.upstream.responses import RemoteTask, error_for_http, parse_task
 
 SUBMIT_PATH = "/api/openapi/submit"
@@ -83,6 +84,7 @@ class ApiClient:
         return parse_task(self._request("POST", QUERY_PATH, json=body, endpoint="query"))
 
     def _request(self, method: str, path: str, *, endpoint: str, json: Any = None) -> object:
+        started = time.monotonic()
         try:
             response = self._session().request(
                 method,
@@ -94,20 +96,20 @@ class ApiClient:
         # `from None`: requests' exceptions hold the prepared request, headers and all, and a
         # chained traceback is one careless log call away from printing them.
         except requests.ConnectTimeout:
-            API_REQUESTS.labels(endpoint, "error").inc()
+            count_api_request(endpoint, None, started=started)
             raise ApiUnreachable(f"{method} {path}: could not connect (timed out)") from None
         except requests.Timeout as error:
-            API_REQUESTS.labels(endpoint, "error").inc()
+            count_api_request(endpoint, None, started=started)
             raise ApiUnavailable(f"{method} {path}: timed out ({type(error).__name__})") from None
         except requests.ConnectionError as error:
-            API_REQUESTS.labels(endpoint, "error").inc()
+            count_api_request(endpoint, None, started=started)
             if _never_connected(error):
                 raise ApiUnreachable(f"{method} {path}: could not connect") from None
             raise ApiUnavailable(f"{method} {path}: {type(error).__name__}") from None
         except requests.RequestException as error:
-            API_REQUESTS.labels(endpoint, "error").inc()
+            count_api_request(endpoint, None, started=started)
             raise ApiUnavailable(f"{method} {path}: {type(error).__name__}") from None
-        API_REQUESTS.labels(endpoint, str(response.status_code)).inc()
+        count_api_request(endpoint, response.status_code, started=started)
         if response.status_code == 429:
             API_RATE_LIMITED.inc()
         if not 200 <= response.status_code < 300:
