@@ -16,6 +16,7 @@ from imageq.cli.bulk_run import bulk
 from imageq.cli.checks import health_command
 from imageq.cli.dead_letters import webhooks
 from imageq.cli.exits import Exit, exit_for
+from imageq.cli.finding import batches, jobs
 from imageq.cli.operate import report, top
 from imageq.cli.views import (
     batch_json,
@@ -43,6 +44,8 @@ app.command()(bulk)
 app.command()(top)
 app.command()(report)
 app.command("health")(health_command)
+app.command()(jobs)
+app.add_typer(batches, name="batches")
 
 
 def queue() -> ImageQueue:
