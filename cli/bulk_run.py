@@ -119,7 +119,8 @@ def bulk(
     }
     refused_code = Exit.NOT_ALL_SUCCEEDED if errors else Exit.OK
     if not wait:
-        err.print(shown(f"follow it: imageq batches show {batch_id}; resume it: {resume}"))
+        hint = f"follow it: imageq batches show {batch_id}\nresume it: {resume}"
+        err.print(shown(hint), soft_wrap=True)
         typer.echo(json.dumps(result) if as_json else batch_id)
         raise typer.Exit(refused_code)
     try:
@@ -152,7 +153,8 @@ def _interrupted(batch_id: str, resume: str) -> typer.Exit:
             f"see them: imageq batches show {batch_id}\n"
             f"resume (queues what is missing, submits nothing twice, follows it): {resume}",
             style="yellow",
-        )
+        ),
+        soft_wrap=True,  # the command on one line, to copy
     )
     return typer.Exit(INTERRUPTED)
 
