@@ -75,6 +75,7 @@ def job_row(job: Job) -> dict[str, Any]:
     return {
         "job_id": job.job_id,
         "status": str(job.status),
+        "held": job.held,
         "batch_id": job.batch_id,
         "prompt": job.params.get("prompt"),
         "aspect_ratio": job.params.get("aspect_ratio"),
@@ -128,11 +129,15 @@ def jobs(
         return
     table = Table(title=f"{len(rows)} job(s), newest first")
     for name in ("job", "status", "created", "finished", "batch", "prompt"):
-        table.add_column(name, overflow="fold" if name == "job" else "ellipsis")
+        timely = name in ("created", "finished")
+        table.add_column(name, overflow="fold" if name == "job" else "ellipsis", no_wrap=timely)
     for row in rows:
         table.add_row(
             shown(row["job_id"]),
-            shown(row["status"], style=STATUS_COLOURS[JobStatus(row["status"])].terminal),
+            shown(
+                row["status"] + (" (held)" if row["held"] else ""),
+                style=STATUS_COLOURS[JobStatus(row["status"])].terminal,
+            ),
             row["created_at"] or "-",
             row["finished_at"] or "-",
             shown(row["batch_id"] or "-"),
@@ -173,7 +178,13 @@ def list_batches(
         return
     table = Table(title=f"{len(rows)} batch(es), newest first")
     for name in ("batch", "name", "created", "progress", *BATCH_COLUMNS):
-        table.add_column(name.replace("_", " "), justify="left" if name == "batch" else "right")
+        table.add_column(
+            name.replace("_", " "),
+            justify="left" if name in ("batch", "name", "created") else "right",
+            no_wrap=name == "created",
+            overflow="fold" if name == "batch" else "ellipsis",
+            min_width=24 if name == "created" else None,
+        )
     for row in rows:
         table.add_row(
             shown(row["batch_id"]),
