@@ -23,8 +23,11 @@ import redis
 
 from imageq.devenv.worker_process import WorkerProcess, settings_env
 from imageq.producers.api import ImageQueue
+from imageq.worker.domain.job import Job
 from imageq.worker.domain.payload import iso_time
 from imageq.worker.domain.status import TERMINAL_JOB_STATUSES, JobStatus
+from imageq.worker.store.job_index import list_jobs
+from imageq.worker.store.job_store import JobStore
 from tests.conftest import wait_for
 
 pytestmark = pytest.mark.e2e
@@ -258,7 +261,13 @@ def test_ctrl_c_says_the_jobs_keep_running_and_how_to_resume(
                "--wait", "--interval", "0.1"]  # fmt: skip
     follow = subprocess.Popen(command, env=cli_env, stderr=subprocess.PIPE, text=True)
     try:
-        wait_for(lambda: queue.batch_jobs("ctrl-c-1"), timeout_s=30, what="the batch's jobs")
+        # Both submitted: the command has queued them all and is following the batch.
+        running = [JobStatus.SUBMITTED] * 2
+        wait_for(
+            lambda: [job.status for job in queue.batch_jobs("ctrl-c-1").values()] == running,
+            timeout_s=30,
+            what="the batch's jobs to be submitted",
+        )
         follow.send_signal(signal.SIGINT)
         _, stderr = follow.communicate(timeout=30)
     finally:
@@ -274,3 +283,24 @@ def test_ctrl_c_says_the_jobs_keep_running_and_how_to_resume(
     assert done["summary"]["succeeded"] == 2
     assert done["manifest"] == str(tmp_path / "slow.ctrl-c-1.manifest.jsonl")
     assert {job.status for job in queue.batch_jobs("ctrl-c-1").values()} <= TERMINAL_JOB_STATUSES
+
+
+def test_indexes_are_trimmed_to_the_record_ttl_and_skip_gone_records(
+    store_redis: redis.Redis,
+) -> None:
+    """An entry created longer ago than the record TTL is trimmed by the next write to its
+    index; every index expires with the TTL; a listing passes over a record already gone."""
+    store = JobStore(store_redis, prefix="trim", ttl_s=30)
+    now = time.time()
+    params = {"prompt": "p", "aspect_ratio": "1:1", "resolution": "1K", "quality": "high"}
+    store.create(Job("old", params, created_at=now - 60, batch_id="tb"))
+    store.create(Job("new", params, created_at=now, batch_id="tb"))
+    store.create(Job("zz-gone", params, created_at=now, batch_id="tb"))
+    for key in ("trim:idx:jobs", "trim:idx:status:queued", "trim:idx:batch:tb"):
+        assert store_redis.zscore(key, "old") is None, key
+        assert store_redis.zscore(key, "new") is not None, key
+        assert 0 < store_redis.ttl(key) <= 30
+    store_redis.delete(store.key("zz-gone"))  # as its TTL would; listed first, it is passed over
+    page = list_jobs(store, statuses=[JobStatus.QUEUED], limit=1)
+    assert [job.job_id for job in page.items] == ["new"]
+    assert page.next_cursor is None
