@@ -1,13 +1,15 @@
-"""`imageq bulk FILE`: a JSONL or CSV file of jobs run as one batch, with live progress and a
-manifest at the end. The same file with the same --batch-id resumes: done jobs are not
-submitted again."""
+"""`imageq bulk FILE`: a JSONL or CSV file of jobs run as one batch. Without --wait it queues the
+batch and returns its id at once (a paced batch paces itself in Redis); with --wait it shows
+live progress and writes the final manifest when the batch ends. The same file with the same
+--batch-id resumes: done jobs are not submitted again."""
 
 from __future__ import annotations
 
 import json
+import shlex
 import time
 from pathlib import Path
-from typing import Annotated, Final
+from typing import Annotated, Any, Final
 
 import typer
 from rich.progress import (
@@ -24,7 +26,7 @@ from imageq.cli.views import err, fail, summary_table
 from imageq.config import get_settings
 from imageq.ops.palette import STATUS_COLOURS
 from imageq.ops.terminal_text import shown
-from imageq.producers.api import BatchReport, ImageQueue
+from imageq.producers.api import ImageQueue, new_batch_id
 from imageq.producers.bulkfile import RowError, read_bulk_file
 from imageq.producers.manifest import (
     manifest_entry_for_error,
@@ -36,26 +38,40 @@ from imageq.worker.domain.batch import Batch
 from imageq.worker.domain.status import JobStatus
 from imageq.worker.errors import BulkFileError, InvalidParams
 
+INTERRUPTED: Final = 130
+"""The exit code after Ctrl-C (128 + SIGINT), as shells report it."""
+
 
 def bulk(
     file: Annotated[Path, typer.Argument(exists=True, dir_okay=False, help="JSONL or CSV.")],
     batch_id: Annotated[str | None, typer.Option("--batch-id", help="Resume this batch.")] = None,
     wait: Annotated[bool, typer.Option("--wait", help="Follow the batch to its end.")] = False,
     concurrency: Annotated[
-        int | None, typer.Option(min=1, help="At most N of its jobs unfinished at once.")
+        int | None, typer.Option(min=1, help="At most N of its jobs running at once.")
     ] = None,
-    manifest: Annotated[Path | None, typer.Option(help="Where to write the manifest.")] = None,
+    manifest: Annotated[
+        Path | None, typer.Option(help="With --wait: where to write the final manifest.")
+    ] = None,
     webhook: Annotated[str | None, typer.Option(help="Batch webhook, when all end.")] = None,
     interval: Annotated[
         float, typer.Option(min=0, max=3600, help="Seconds between refreshes.")
     ] = 0.5,
     as_json: Annotated[bool, typer.Option("--json", help="Summary as JSON.")] = False,
 ) -> None:
-    """Run every valid row of FILE as one batch; report invalid rows by line and skip them.
+    """Run every valid row of FILE as one batch; print each refused row's line and reason.
 
+    Without --wait: queue the batch, print its id and return at once (find it again with
+    `imageq batches show ID`). With --wait: follow it to its end, then write the manifest (to
+    --manifest, else FILE.BATCH_ID.manifest.jsonl beside FILE). --concurrency N paces the
+    batch in Redis: each job that ends starts the next, whether or not this command still runs.
     A row whose job id is already known for the same job is not queued again; for a different
     job it is refused, as an invalid row.
     """
+    if manifest is not None and not wait:
+        hint = "the manifest is written when the batch ends; or later: imageq batches show ID"
+        raise fail(f"--manifest needs --wait ({hint} --manifest PATH)", Exit.INVALID)
+    if manifest is not None and not manifest.parent.is_dir():
+        raise fail(f"--manifest {manifest}: no such folder", Exit.INVALID)
     try:
         rows, errors = read_bulk_file(file)
     except (BulkFileError, OSError) as error:
@@ -64,8 +80,8 @@ def bulk(
         err.print(shown(f"line {refused.line}: {refused.reason}", style="yellow"))
     if not rows:
         raise fail(f"{file}: no valid rows", Exit.INVALID)
-    if manifest is not None and not manifest.parent.is_dir():
-        raise fail(f"--manifest {manifest}: no such folder", Exit.INVALID)
+    batch_id = batch_id or new_batch_id()  # named first, so Ctrl-C can say how to resume
+    resume = _resume_command(file, batch_id, concurrency=concurrency, manifest=manifest)
     queue = ImageQueue(get_settings())
     try:
         report = queue.enqueue_many(
@@ -73,55 +89,87 @@ def bulk(
             lines=[row.line for row in rows],
             batch_id=batch_id,
             webhook_url=webhook,
-            hold=concurrency is not None,
+            concurrency=concurrency,
+            refused=[(row.line, row.reason) for row in errors],
         )
     except InvalidParams as error:
         raise fail(str(error), Exit.INVALID) from None
+    except KeyboardInterrupt:
+        raise _interrupted(batch_id, resume) from None
     for line, reason in report.errors:  # refused by enqueue: a webhook target, a known id...
         err.print(shown(f"line {line}: {reason}", style="yellow"))
         errors.append(RowError(line, reason))
+    errors.sort(key=lambda row: row.line)
     err.print(
         shown(
-            f"batch {report.batch_id}: {report.queued} queued, {report.already_known}"
-            f" already known, {len(errors)} invalid row(s) skipped"
-            f" (resume with --batch-id {report.batch_id})"
+            f"batch {batch_id}: {report.queued} queued, {report.already_known} already known,"
+            f" {len(errors)} invalid row(s) skipped"
+            + (f", paced {concurrency} at a time" if concurrency else "")
         )
     )
-    if wait or concurrency:
-        _follow(queue, report, wait=wait, concurrency=concurrency, interval_s=interval)
-    jobs = queue.batch_jobs(report.batch_id)
+    result: dict[str, Any] = {
+        "batch_id": batch_id,
+        "queued": report.queued,
+        "already_known": report.already_known,
+        "refused": [{"line": row.line, "reason": row.reason} for row in errors],
+        "concurrency": concurrency,
+        "resume": resume,
+        "manifest": None,
+        "summary": None,
+    }
+    refused_code = Exit.NOT_ALL_SUCCEEDED if errors else Exit.OK
+    if not wait:
+        hint = f"follow it: imageq batches show {batch_id}\nresume it: {resume}"
+        err.print(shown(hint), soft_wrap=True)
+        typer.echo(json.dumps(result) if as_json else batch_id)
+        raise typer.Exit(refused_code)
+    try:
+        _follow(queue, batch_id, total=len(report.jobs), interval_s=interval)
+    except KeyboardInterrupt:
+        raise _interrupted(batch_id, resume) from None
+    jobs = queue.batch_jobs(batch_id)
     entries = [manifest_entry_for_job(line, job) for line, job in jobs.items()]
     entries += [manifest_entry_for_error(refused) for refused in errors]
     try:
-        path = write_manifest(manifest or _default_manifest(file, report.batch_id), entries)
+        path = write_manifest(manifest or _default_manifest(file, batch_id), entries)
     except OSError as error:
         raise fail(f"the manifest: {error}", Exit.INVALID) from None
-    summary = summarize(entries)
+    result |= {"manifest": str(path), "summary": summarize(entries)}
     if as_json:
-        result = {"batch_id": report.batch_id, "manifest": str(path), "summary": summary}
         typer.echo(json.dumps(result))
     else:
-        err.print(summary_table(summary, title=f"batch {report.batch_id}"))
+        err.print(summary_table(result["summary"], title=f"batch {batch_id}"))
         typer.echo(str(path))
     code = exit_for([job.status for job in jobs.values()])
-    raise typer.Exit(Exit.NOT_ALL_SUCCEEDED if errors else code)
+    raise typer.Exit(refused_code or code)
 
 
-def _follow(
-    queue: ImageQueue,
-    report: BatchReport,
-    *,
-    wait: bool,
-    concurrency: int | None,
-    interval_s: float,
-) -> None:
-    """Show live progress; release held jobs as room frees; end when all end (with --wait)
-    or when all are released."""
-    held = [
-        job.job_id
-        for _, job in sorted(queue.batch_jobs(report.batch_id).items())
-        if job.held and not job.is_terminal
-    ]
+def _interrupted(batch_id: str, resume: str) -> typer.Exit:
+    """Ctrl-C: the jobs already queued are the workers' now; say so, and how to go on."""
+    err.print(
+        shown(
+            f"\ninterrupted: the jobs of batch {batch_id} already queued keep running in the"
+            f" workers (a paced batch keeps pacing itself).\n"
+            f"see them: imageq batches show {batch_id}\n"
+            f"resume (queues what is missing, submits nothing twice, follows it): {resume}",
+            style="yellow",
+        ),
+        soft_wrap=True,  # the command on one line, to copy
+    )
+    return typer.Exit(INTERRUPTED)
+
+
+def _resume_command(
+    file: Path, batch_id: str, *, concurrency: int | None, manifest: Path | None
+) -> str:
+    words = ["imageq", "bulk", str(file), "--batch-id", batch_id, "--wait"]
+    words += ["--concurrency", str(concurrency)] if concurrency else []
+    words += ["--manifest", str(manifest)] if manifest else []
+    return shlex.join(words)
+
+
+def _follow(queue: ImageQueue, batch_id: str, *, total: int, interval_s: float) -> None:
+    """Show live progress until every job of the batch has ended."""
     started = time.monotonic()
     columns = (
         SpinnerColumn(),
@@ -133,22 +181,18 @@ def _follow(
         TextColumn("{task.fields[rate]}"),
     )
     with Progress(*columns, console=err) as progress:
-        task = progress.add_task(report.batch_id, total=len(report.jobs), counts="", rate="")
+        task = progress.add_task(batch_id, total=total, counts="", rate="")
         while True:
-            batch = queue.batch(report.batch_id)
-            if concurrency and held:
-                active = batch.count_active() - len(held)
-                for job_id in held[: max(0, concurrency - active)]:
-                    queue.release(job_id)
-                held = held[max(0, concurrency - active) :]
+            batch = queue.batch(batch_id)
             elapsed_min = max(time.monotonic() - started, 1e-6) / 60
             progress.update(
                 task,
+                total=batch.total,
                 completed=batch.finished,
-                counts=_counts(batch, held=len(held)),
+                counts=_counts(batch),
                 rate=f"{batch.finished / elapsed_min:.1f}/min",
             )
-            if batch.finished >= batch.total or (not wait and not held):
+            if batch.finished >= batch.total:
                 return
             time.sleep(interval_s)
 
@@ -162,12 +206,12 @@ _COUNTS: Final = (
 )
 
 
-def _counts(batch: Batch, *, held: int) -> str:
+def _counts(batch: Batch) -> str:
     parts = [
         f"[{STATUS_COLOURS[status].terminal}]{label} {batch.count(status)}[/]"
         for label, status in _COUNTS
     ]
-    return " · ".join(parts + ([f"held {held}"] if held else []))
+    return " · ".join(parts)
 
 
 def _default_manifest(file: Path, batch_id: str) -> Path:

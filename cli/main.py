@@ -26,6 +26,7 @@ from imageq.cli.contract import (
 from imageq.cli.dead_letters import webhooks
 from imageq.cli.exits import Exit, exit_for
 from imageq.cli.exporter import metrics_exporter
+from imageq.cli.finding import batches, jobs
 from imageq.cli.operate import report, top
 from imageq.cli.processes import PASS_THROUGH, demo, scheduler, worker
 from imageq.cli.schedules import schedules
@@ -60,6 +61,8 @@ app.command()(top)
 app.command()(report)
 app.command("health")(health_command)
 app.command("metrics-exporter")(metrics_exporter)
+app.command()(jobs)
+app.add_typer(batches, name="batches")
 
 RATIO_HELP: Final = f"One of {', '.join(ASPECT_RATIOS)}; at 4K only {', '.join(ratios_at('4K'))}."
 RESOLUTION_HELP: Final = f"One of {', '.join(RESOLUTIONS)}."

@@ -39,7 +39,11 @@ from imageq.worker.errors import (
 )
 from imageq.worker.messages import Actions, Submit
 from imageq.worker.runtime import connect_store
+from imageq.worker.store import job_index
+from imageq.worker.store.job_index import Page
 from imageq.worker.store.job_store import JobStore
+
+_REFUSED_NOTE = "refused_rows"
 
 
 @dataclass(frozen=True)
@@ -112,16 +116,22 @@ class ImageQueue:
         name: str | None = None,
         lane: Lane = "bulk",
         hold: bool = False,
+        concurrency: int | None = None,
+        refused: Sequence[tuple[int, str]] = (),
     ) -> BatchReport:
         """Validate every row (`prompt` and `JobOptions`), then queue the valid ones as one
         batch; a refused row is reported by line and does not stop the others. Rows without a
         `job_id` get `{batch_id}-{line}`, so enqueueing the same rows with the same batch id
         again resumes the batch and submits nothing twice; a row whose id is known for a
         different request (`JobConflict`) is refused. With `hold` the jobs are stored but
-        not submitted until `release`d (to pace a bulk run).
+        not submitted until `release`d. With `concurrency` the batch paces itself: at most that
+        many of its new jobs are submitted now, and each job of it that ends submits the next
+        (in Redis, so nothing needs to keep running here). `refused` are rows the caller
+        refused before (line, reason): kept on the batch with those refused here, for its
+        manifest (`refused_rows`).
         """
         lines = list(lines) if lines is not None else list(range(1, len(rows) + 1))
-        batch_id = check_job_id(batch_id, field="batch_id") if batch_id else _new_batch_id()
+        batch_id = check_job_id(batch_id, field="batch_id") if batch_id else new_batch_id()
         now = time.time()
         jobs: dict[int, Job] = {}
         errors: list[tuple[int, str]] = []
@@ -136,7 +146,7 @@ class ImageQueue:
             except InvalidParams as error:
                 errors.append((line, str(error)))
             else:
-                jobs[line] = replace(job, held=hold)
+                jobs[line] = replace(job, held=hold or concurrency is not None)
         # Before the batch counts them: a conflicting row must not be one of its jobs.
         for line, conflict in self._conflicts(jobs).items():
             errors.append((line, str(conflict)))
@@ -152,14 +162,24 @@ class ImageQueue:
         self._store.create_batch(batch)
         self._store.add_batch_jobs(batch_id, {line: job.job_id for line, job in jobs.items()})
         queued = 0
+        created: list[str] = []
         for line, job in list(jobs.items()):
             try:
-                queued += self._queue(job)
+                if not self._queue(job):
+                    continue
+                queued += 1
             except (JobConflict, CorruptRecord) as error:
                 # Another producer took the id since `_conflicts` looked: the row is refused,
                 # though the batch already counts it (a race of two writers to one id).
                 errors.append((line, str(error)))
                 del jobs[line]
+            else:
+                created.append(job.job_id)
+        if concurrency is not None:
+            self._pace(batch_id, concurrency, created)
+        if refused or errors:
+            noted = [list(row) for row in sorted({*refused, *errors})]
+            self._store.note_batch(batch_id, _REFUSED_NOTE, noted)
         return BatchReport(
             batch_id=batch_id,
             jobs={line: job.job_id for line, job in jobs.items()},
@@ -167,6 +187,16 @@ class ImageQueue:
             already_known=len(jobs) - queued,
             errors=sorted(errors),
         )
+
+    def _pace(self, batch_id: str, concurrency: int, held: list[str]) -> None:
+        """Let the batch's jobs run `concurrency` at a time: the held jobs beyond the room left
+        wait in Redis for running ones to end (the list is stored before any is released, so no
+        job can end unseen); the rest are released now."""
+        jobs = self.batch_jobs(batch_id).values()
+        room = max(0, concurrency - sum(not job.held and not job.is_terminal for job in jobs))
+        self._store.pace_batch(batch_id, concurrency, held[room:])
+        for job_id in held[:room]:
+            self.release(job_id)
 
     def release(self, job_id: str) -> bool:
         """Submit a held job (once: False if it was not held)."""
@@ -193,6 +223,20 @@ class ImageQueue:
         found = self._store.get_many(list(lines.values()))
         return {line: job for line, job in zip(lines, found, strict=True) if job is not None}
 
+    def refused_rows(self, batch_id: str) -> list[tuple[int, str]]:
+        """The rows refused when the batch was enqueued (line, reason), by line."""
+        note = self._store.read_batch_note(batch_id, _REFUSED_NOTE) or []
+        return [(int(line), str(reason)) for line, reason in note]
+
+    def jobs(self, **filters: Any) -> Page[Job]:
+        """Jobs newest first, a page at a time: `job_index.list_jobs` (by status, batch and
+        creation time; pass a page's `next_cursor` for the next), from indexes, never a scan."""
+        return job_index.list_jobs(self._store, **filters)
+
+    def batches(self, **filters: Any) -> Page[Batch]:
+        """Batches newest first, a page at a time: `job_index.list_batches`."""
+        return job_index.list_batches(self._store, **filters)
+
     def wait(self, job_id: str, timeout_s: float, *, check_every_s: float = 0.25) -> Job:
         """Block until the job is terminal and return it; raise `WaitTimeout` after timeout_s."""
         give_up = time.monotonic() + timeout_s
@@ -213,7 +257,8 @@ class ImageQueue:
             return False
         write = self._store.apply(cancelled)
         if write:
-            self._publish(cancelled.follow_ups(batch_complete=write.batch_complete))
+            released: Actions = [Submit(job_id, lane) for job_id, lane in write.released]
+            self._publish(cancelled.follow_ups(batch_complete=write.batch_complete) + released)
         return write.applied
 
     def cancel_batch(self, batch_id: str) -> int:
@@ -268,7 +313,7 @@ class ImageQueue:
         send_actions(self._app, actions, self._settings.worker)
 
 
-def _new_batch_id() -> str:
+def new_batch_id() -> str:
     return f"b_{uuid.uuid4().hex[:16]}"
 
 

@@ -57,10 +57,13 @@ class BulkRow:
 
 @dataclass(frozen=True)
 class RowError:
-    """A refused row: its first line (1-based) and why, as "field: what is wrong"."""
+    """A refused row: its first line (1-based) and why, as "field: what is wrong"; and its
+    prompt and metadata when the row had readable ones, for the manifest."""
 
     line: int
     reason: str
+    prompt: str | None = None
+    metadata: dict[str, Any] | None = None
 
 
 Parsed = tuple[list[BulkRow], list[RowError]]
@@ -112,7 +115,15 @@ def parse_bulk(text: str, *, fmt: BulkFormat) -> Parsed:
             else:
                 rows.append(BulkRow(line, options))
                 continue
-        errors.append(RowError(line, problem))
+        prompt, metadata = fields.get("prompt"), fields.get("metadata")
+        errors.append(
+            RowError(
+                line,
+                problem,
+                prompt=prompt if isinstance(prompt, str) else None,
+                metadata=metadata if isinstance(metadata, dict) else None,
+            )
+        )
     return rows, errors
 
 

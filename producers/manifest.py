@@ -1,8 +1,9 @@
 """The manifest of a bulk run: one JSON line per row of the bulk file, in the file's order.
 
-Each entry says what became of its row: the job's status, outputs and error, or, for a row
-that was refused before anything was queued, the reason. Building entries is pure; only
-`write_manifest` touches the disk.
+Each entry says what became of its row: its prompt and metadata, the job's status, outputs
+and error, and when it was created and finished (ISO 8601 UTC); for a row refused before
+anything was queued, the reason (and its prompt and metadata, as far as they could be read).
+Building entries is pure; only `write_manifest` touches the disk.
 """
 
 from __future__ import annotations
@@ -31,11 +32,14 @@ def manifest_entry_for_job(line: int, job: Job) -> dict[str, Any]:
     return {
         "line": line,
         "job_id": job.job_id,
+        "prompt": job.params.get("prompt"),
+        "metadata": job.metadata,
         "status": str(job.status),
         # Outputs and errors are only final once the job is; until then they are not reported.
         "outputs": payload["outputs"] if terminal else [],
         "error": payload["error"] if terminal else None,
         "remote_task_id": job.remote_task_id,
+        "created_at": payload["timestamps"]["created_at"],
         "finished_at": payload["timestamps"]["finished_at"],
     }
 
@@ -45,10 +49,13 @@ def manifest_entry_for_error(error: RowError) -> dict[str, Any]:
     return {
         "line": error.line,
         "job_id": None,
+        "prompt": error.prompt,
+        "metadata": error.metadata,
         "status": INVALID,
         "outputs": [],
         "error": {"type": "InvalidRow", "message": error.reason, "retryable": False},
         "remote_task_id": None,
+        "created_at": None,
         "finished_at": None,
     }
 

@@ -65,6 +65,9 @@ CASES: dict[str, Case] = {
         "schedules check {schedule_file}", "schedules check {tmp}/none.toml", Exit.NOT_FOUND
     ),
     "metrics-exporter": Case("metrics-exporter --once", "metrics-exporter --port -1", Exit.INVALID),
+    "jobs": Case("jobs --batch {batch}", "jobs --status nope", Exit.INVALID),
+    "batches": Case("batches", "batches --limit 0", Exit.INVALID),
+    "batches-show": Case("batches show {batch}", "batches show no-such-id", Exit.NOT_FOUND),
     "worker": Case(None, "worker", Exit.INVALID),
     "scheduler": Case(None, "scheduler", Exit.INVALID),
     "demo": Case(None, "demo", Exit.INVALID),

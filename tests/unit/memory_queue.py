@@ -27,6 +27,7 @@ class MemoryStore:
         self.records: dict[str, dict[str, str]] = {}
         self.batches: dict[str, Batch] = {}
         self.batch_lines: dict[str, dict[int, str]] = {}
+        self.notes: dict[str, dict[str, Any]] = {}
         self.writes = 0
 
     @property
@@ -73,6 +74,12 @@ class MemoryStore:
 
     def batch_jobs(self, batch_id: str) -> dict[int, str]:
         return dict(self.batch_lines.get(batch_id, {}))
+
+    def note_batch(self, batch_id: str, field: str, value: Any) -> None:
+        self.notes.setdefault(batch_id, {})[field] = json.loads(json.dumps(value))
+
+    def read_batch_note(self, batch_id: str, field: str) -> Any:
+        return self.notes.get(batch_id, {}).get(field)
 
 
 class SentTasks:

@@ -376,22 +376,28 @@ OUTPUT = {"url": "https://cdn.example.com/1.png", "width": 2048, "height": 1152}
 
 
 def test_entry_for_succeeded_job() -> None:
-    """A finished job's entry carries its outputs as the completion payload has them."""
+    """A finished job's entry carries its prompt, metadata, times and outputs (as the
+    completion payload has them)."""
     job = Job(
         "j1",
         PARAMS,
         status=JobStatus.SUCCEEDED,
         remote_task_id="task-9",
+        created_at=1_789_999_990.0,
         finished_at=1_790_000_000.25,
         outputs=[OUTPUT],
+        metadata={"order": 7},
     )
     assert manifest_entry_for_job(3, job) == {
         "line": 3,
         "job_id": "j1",
+        "prompt": PARAMS["prompt"],
+        "metadata": {"order": 7},
         "status": "succeeded",
         "outputs": [OUTPUT | {"saved": None, "download_error": None}],
         "error": None,
         "remote_task_id": "task-9",
+        "created_at": "2026-09-21T14:13:10.000Z",
         "finished_at": "2026-09-21T14:13:20.250Z",
     }
 
@@ -418,16 +424,29 @@ def test_entry_for_unfinished_job() -> None:
 
 
 def test_entry_for_invalid_row() -> None:
-    """A refused row has no job and says why, as a non-retryable InvalidRow error."""
-    assert manifest_entry_for_error(RowError(4, "resolution: required")) == {
+    """A refused row has no job and says why, as a non-retryable InvalidRow error, with the
+    prompt and metadata it had."""
+    refused = RowError(4, "resolution: required", prompt="fox", metadata={"n": 1})
+    assert manifest_entry_for_error(refused) == {
         "line": 4,
         "job_id": None,
+        "prompt": "fox",
+        "metadata": {"n": 1},
         "status": "invalid",
         "outputs": [],
         "error": {"type": "InvalidRow", "message": "resolution: required", "retryable": False},
         "remote_task_id": None,
+        "created_at": None,
         "finished_at": None,
     }
+
+
+def test_refused_rows_keep_their_prompt_and_metadata() -> None:
+    """parse_bulk hands a refused row's readable prompt and metadata on to its manifest entry."""
+    text = '{"prompt": "fox", "aspect_ratio": "7:3", "resolution": "1K", "metadata": {"n": 2}}\n'
+    rows, errors = parse_bulk(text, fmt="jsonl")
+    assert rows == []
+    assert (errors[0].line, errors[0].prompt, errors[0].metadata) == (1, "fox", {"n": 2})
 
 
 def test_write_manifest_sorted_and_atomic(tmp_path: Path) -> None:

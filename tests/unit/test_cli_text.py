@@ -159,13 +159,15 @@ def test_bulk_rows_with_markup_are_reported_and_run_as_typed(cli: Cli, tmp_path:
     assert flat("line 2: aspect_ratio: '[/]' is not one of") in flat(result.stderr)
     assert flat("line 3: quality: '[red]ultra' is not one of") in flat(result.stderr)
     assert cli.store.get("b1-000001").params["prompt"] == "a [bold] castle [/]"
-    manifest = Path(result.stdout.strip())
-    assert manifest.name == "rows[bold].b1.manifest.jsonl"
-    assert [json.loads(line)["status"] for line in manifest.read_text().splitlines()] == [
-        "succeeded",
-        "invalid",
-        "invalid",
-    ]
+    assert result.stdout.strip() == "b1"
+    assert sorted(tmp_path.iterdir()) == [path]  # no manifest until the batch ends
+    manifest = tmp_path / "m.jsonl"
+    shown_batch = cli.run("batches", "show", "b1", "--manifest", str(manifest))
+    assert shown_batch.exit_code == 0, shown_batch.output
+    entries = [json.loads(line) for line in manifest.read_text().splitlines()]
+    assert [entry["status"] for entry in entries] == ["succeeded", "invalid", "invalid"]
+    assert entries[0]["prompt"] == "a [bold] castle [/]"
+    assert "a [bold] castle [/]" in shown_batch.stdout
 
 
 def test_dead_letter_reasons_with_markup_are_shown_as_typed(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from imageq.worker.domain.job import Job
 from imageq.worker.domain.transitions import Transition
-from imageq.worker.messages import Actions
+from imageq.worker.messages import Actions, Submit
 from imageq.worker.metrics import JOBS_FINISHED, POLLS_PER_JOB, TIME_TO_COMPLETION
 from imageq.worker.runtime import Runtime
 from imageq.worker.steps.loading import log
@@ -24,4 +24,5 @@ def finish(rt: Runtime, job: Job, ending: Transition | None) -> Actions:
     JOBS_FINISHED.labels(str(status)).inc()
     POLLS_PER_JOB.observe(ending.changes.get("poll_count", job.poll_count))
     TIME_TO_COMPLETION.observe(finished_at - job.created_at)
-    return ending.follow_ups(batch_complete=write.batch_complete)
+    released: Actions = [Submit(job_id, lane) for job_id, lane in write.released]  # paced batch
+    return ending.follow_ups(batch_complete=write.batch_complete) + released

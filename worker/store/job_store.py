@@ -19,7 +19,6 @@ from __future__ import annotations
 import json
 import logging
 import time
-import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
 from importlib import resources
@@ -27,21 +26,16 @@ from typing import Any, Final
 
 import redis
 
-from imageq.worker.domain.batch import Batch
 from imageq.worker.domain.job import DEFAULTS, Job, encode_fields, is_default
 from imageq.worker.domain.status import TERMINAL_JOB_STATUSES, JobStatus
 from imageq.worker.domain.transitions import Slot as Slot  # where callers have always found it
 from imageq.worker.domain.transitions import Transition
 from imageq.worker.errors import CorruptRecord, JobNotFound
+from imageq.worker.store.batch_store import BatchRecords
+from imageq.worker.store.job_index import JobIndex
+from imageq.worker.store.work_index import WorkIndexes
 
 log = logging.getLogger(__name__)
-
-
-# Delete the key only while it still holds this caller's token (Redis' documented unlock).
-_RELEASE_IF_HELD = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
-return 0
-"""
 
 
 def _script(name: str) -> str:
@@ -62,62 +56,30 @@ class Write:
     applied: bool
     no_slot: bool = False
     batch_complete: bool = False
+    # (job id, lane) of a paced batch's held job this write released: its submit is due now.
+    released: tuple[tuple[str, str], ...] = ()
 
     def __bool__(self) -> bool:
         return self.applied
 
 
-class JobStore:
-    """Create, read and compare-and-set job records; read batches and dead letters."""
+class JobStore(BatchRecords, WorkIndexes):
+    """Create, read and compare-and-set job records; read batches and dead letters; `index`
+    lists them (`imageq.worker.store.job_index`)."""
 
     def __init__(self, client: redis.Redis, *, prefix: str, ttl_s: int) -> None:
         self._redis = client
         self._prefix = prefix
         self._ttl_s = ttl_s
+        self.index = JobIndex(client, prefix=prefix, ttl_s=ttl_s)
         self._write = client.register_script(_WRITE)
         self._claim = client.register_script(_CLAIM_POLLS)
 
     def __repr__(self) -> str:
         return f"JobStore(prefix={self._prefix!r})"
 
-    @property
-    def in_flight_key(self) -> str:
-        return f"{self._prefix}:in_flight"
-
-    @property
-    def dead_letters_key(self) -> str:
-        return f"{self._prefix}:dead_letters"
-
-    @property
-    def slots_key(self) -> str:
-        return f"{self._prefix}:api_slots"
-
-    @property
-    def poll_schedule_key(self) -> str:
-        return f"{self._prefix}:poll_schedule"
-
-    def claim_due_polls(self, *, now: float, limit: int, lease_s: float) -> list[tuple[str, int]]:
-        """Take up to `limit` polls due by `now` (job id, poll token), oldest first; each is due
-        again after `lease_s` unless its poll moves it first, so a poller lost mid-poll only
-        delays it, and no two pollers take the same one."""
-        raw = self._claim(
-            keys=[self.poll_schedule_key],
-            args=[now, limit, now + lease_s, self._prefix, DEFAULTS["poll_token"]],
-        )
-        claimed = []
-        for i in range(0, len(raw), 2):
-            job_id, token = _text(raw[i]), _text(raw[i + 1])
-            if token.isdigit():
-                claimed.append((job_id, int(token)))
-            else:  # one corrupt record must not stop every poller's claims
-                self.skip_corrupt(CorruptRecord(job_id, "poll_token", "not an integer"))
-        return claimed
-
     def key(self, job_id: str) -> str:
         return f"{self._prefix}:job:{job_id}"
-
-    def batch_key(self, batch_id: str) -> str:
-        return f"{self._prefix}:batch:{batch_id}"
 
     def create(self, job: Job, *, due_at: float | None = None) -> bool:
         """Store a new job (due in the in-flight index at `due_at`, if given); False (and
@@ -158,8 +120,14 @@ class JobStore:
         return jobs
 
     def delete(self, job_id: str) -> None:
+        status, batch = self._redis.hmget(self.key(job_id), ["status", "batch_id"])
         self._redis.delete(self.key(job_id))
         self._redis.zrem(self.in_flight_key, job_id)
+        self.index.forget_job(
+            job_id,
+            status=json.loads(status) if status is not None else None,
+            batch_id=json.loads(batch) if batch is not None else None,
+        )
 
     def apply(self, transition: Transition) -> Write:
         """Carry out a transition (`imageq.worker.domain.transitions`): its compare-and-set
@@ -210,108 +178,6 @@ class JobStore:
             job_id, expect=encode_fields(expect), changes=encode_fields(stamped), extra=extra
         )
 
-    def create_batch(self, batch: Batch) -> bool:
-        """Store a new batch; False (and nothing changed) if the id is taken."""
-        key = self.batch_key(batch.batch_id)
-        if not self._redis.hsetnx(key, "total", batch.total):
-            return False
-        self._redis.hset(key, mapping={field: value for field, value in batch.to_hash().items()})
-        self._redis.expire(key, self._ttl_s)
-        return True
-
-    def add_batch_jobs(self, batch_id: str, job_ids: Mapping[int, str]) -> None:
-        """Record which job each line of the batch's file became."""
-        if job_ids:
-            key = f"{self.batch_key(batch_id)}:jobs"
-            self._redis.hset(key, mapping={str(line): job for line, job in job_ids.items()})
-            self._redis.expire(key, self._ttl_s)
-
-    def get_batch(self, batch_id: str) -> Batch | None:
-        raw = self._redis.hgetall(self.batch_key(batch_id))
-        return Batch.from_hash(batch_id, raw) if raw else None
-
-    def batch_jobs(self, batch_id: str) -> dict[int, str]:
-        """Line number -> job id, for every job of the batch."""
-        raw = self._redis.hgetall(f"{self.batch_key(batch_id)}:jobs")
-        return {int(_text(line)): _text(job) for line, job in raw.items()}
-
-    def mark_batch(self, batch_id: str, flag: str) -> bool:
-        """Set a once-only flag on a batch; True for the one caller that set it."""
-        return bool(self._redis.hsetnx(self.batch_key(batch_id), flag, str(time.time())))
-
-    def note_batch(self, batch_id: str, field: str, value: Any) -> None:
-        """Keep a plain JSON note on a batch (such as its webhook's outcome)."""
-        self._redis.hset(self.batch_key(batch_id), field, json.dumps(value))
-
-    def read_batch_note(self, batch_id: str, field: str) -> Any:
-        """A note kept with `note_batch`, or None if there is none."""
-        raw = self._redis.hget(self.batch_key(batch_id), field)
-        return None if raw is None else json.loads(raw)
-
-    def dead_letters(self) -> dict[str, dict[str, Any]]:
-        """Webhook deliveries given up on: job id -> {reason, at, attempts}."""
-        raw = self._redis.hgetall(self.dead_letters_key)
-        return {_text(key): json.loads(value) for key, value in raw.items()}
-
-    def due_jobs(self, *, before: float, limit: int) -> list[str]:
-        """Jobs whose work was due before `before`, oldest first."""
-        ids = self._redis.zrangebyscore(self.in_flight_key, "-inf", before, start=0, num=limit)
-        return [_text(job_id) for job_id in ids if isinstance(job_id, bytes | str)]
-
-    def acquire_lock(self, name: str, *, ttl_s: float) -> str | None:
-        """A lock that lapses by itself after `ttl_s`: its token for the one caller that got it,
-        None for the others. Release it with `release_lock` when done."""
-        token = uuid.uuid4().hex
-        key = f"{self._prefix}:lock:{name}"
-        return token if self._redis.set(key, token, nx=True, px=int(ttl_s * 1000)) else None
-
-    def release_lock(self, name: str, token: str) -> None:
-        """Release a lock this caller holds; one that lapsed and was taken since stays."""
-        self._redis.eval(_RELEASE_IF_HELD, 1, f"{self._prefix}:lock:{name}", token)
-
-    def unindex(self, job_id: str) -> None:
-        """Take a job whose record is gone (or cannot be read) out of the in-flight index and
-        the poll schedule."""
-        with self._redis.pipeline(transaction=False) as pipe:
-            pipe.zrem(self.in_flight_key, job_id)
-            pipe.zrem(self.poll_schedule_key, job_id)
-            pipe.execute()
-
-    def skip_corrupt(self, error: CorruptRecord) -> None:
-        """Log a record that cannot be read and take it out of the indexes, so no sweep or
-        poller picks it up again; the hash is left for inspection, until its TTL."""
-        log.error("%s; taken out of the in-flight index and the poll schedule", error)
-        self.unindex(error.record_id)
-
-    def postpone(self, job_ids: list[str], until: float) -> None:
-        """Make jobs due again at `until` (only those still in the index)."""
-        if job_ids:
-            self._redis.zadd(self.in_flight_key, dict.fromkeys(job_ids, until), xx=True)
-
-    def generation_samples(self, quality: str, resolution: str) -> list[float]:
-        """Recent generation times (s) of jobs of this quality and resolution, newest first."""
-        key = f"{self._prefix}:generation_s:{quality}:{resolution}"
-        return [float(value) for value in self._redis.lrange(key, 0, -1)]
-
-    def add_generation_sample(
-        self, quality: str, resolution: str, seconds: float, *, window: int
-    ) -> None:
-        """Keep one more generation time, and only the `window` newest."""
-        key = f"{self._prefix}:generation_s:{quality}:{resolution}"
-        with self._redis.pipeline(transaction=False) as pipe:
-            pipe.lpush(key, f"{seconds:.3f}")
-            pipe.ltrim(key, 0, window - 1)
-            pipe.expire(key, self._ttl_s)
-            pipe.execute()
-
-    def in_flight_count(self) -> int:
-        """Jobs with work left to do."""
-        return int(self._redis.zcard(self.in_flight_key))
-
-    def slots_in_use(self) -> int:
-        """API slots held now (expired ones not counted)."""
-        return int(self._redis.zcount(self.slots_key, time.time(), "+inf"))
-
     def _run(
         self,
         job_id: str,
@@ -342,10 +208,20 @@ class JobStore:
             self.slots_key,
             self.poll_schedule_key,
         ]
-        result = int(self._write(keys=keys, args=[json.dumps(args)]))
+        raw = self._write(keys=keys, args=[json.dumps(args)])
+        released: tuple[tuple[str, str], ...] = ()
+        if isinstance(raw, list):  # it also released a paced batch's next job
+            raw, other, lane = raw
+            released = ((_text(other), json.loads(lane or DEFAULTS["lane"])),)
+        result = int(raw)
         if result == -1:
             raise JobNotFound(job_id)
-        return Write(applied=result > 0, no_slot=result == -2, batch_complete=result == 2)
+        return Write(
+            applied=result > 0,
+            no_slot=result == -2,
+            batch_complete=result == 2,
+            released=released,
+        )
 
 
 def _text(value: bytes | str) -> str:

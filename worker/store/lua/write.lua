@@ -1,6 +1,9 @@
 -- The job store's one write (worker/store/job_store.py): a compare-and-set on the job's hash that keeps
 -- the indexes, the API slots, the dead letters and the batch's counters in line with it.
 -- KEYS: job, in-flight index, dead letters, API slots, poll schedule; ARGV[1]: the write (JSON).
+-- Returns 1 (applied), 2 (applied, and it finished the batch's last job), 0 (expectation not met),
+-- -1 (no such job), -2 (no API slot); or, when it released a paced batch's next held job,
+-- {1 or 2, that job's id, its lane field}.
 
 local a = cjson.decode(ARGV[1])
 local job = KEYS[1]
@@ -32,6 +35,7 @@ end
 
 -- The batch's counters follow the job's status; the write that finishes its last job gets 2.
 local result = 1
+local released = nil
 local batch = a.set.batch_id or (exists and redis.call('HGET', job, 'batch_id'))
 if a.set.status and batch and batch ~= 'null' then
   local key = a.prefix .. ':batch:' .. cjson.decode(batch)
@@ -47,8 +51,51 @@ if a.set.status and batch and batch ~= 'null' then
       if finished >= total and redis.call('HSETNX', key, 'completed_at', a.now) == 1 then
         result = 2
       end
+      -- A paced batch (bulk --concurrency): a job that was running ends, so the next held one
+      -- goes; ids that are no longer held and queued (cancelled, expired) are passed over.
+      if redis.call('HEXISTS', key, 'pace') == 1 and not redis.call('HGET', job, 'held') then
+        for _ = 1, 100 do
+          local next_id = redis.call('LPOP', key .. ':held')
+          if not next_id then break end
+          local other = a.prefix .. ':job:' .. next_id
+          local other_status = redis.call('HGET', other, 'status')
+          if redis.call('HGET', other, 'held') and other_status == '"queued"' then
+            redis.call('HDEL', other, 'held')
+            redis.call('HSET', other, 'updated_at', a.now)
+            redis.call('ZADD', KEYS[2], a.now, next_id)
+            released = {next_id, redis.call('HGET', other, 'lane') or false}
+            break
+          end
+        end
+      end
     end
     redis.call('EXPIRE', key, a.ttl)
+  end
+end
+
+-- The listing indexes (worker/store/job_index.py): sorted sets of job ids scored by creation
+-- time: every job, one per status, one per batch. Each entry moves with the status in this
+-- same write; a set is trimmed of entries created more than the record TTL ago whenever it is
+-- added to, and expires a TTL after its last addition, so none outgrows the records.
+if a.set.status then
+  local old_status = exists and redis.call('HGET', job, 'status')
+  if old_status ~= a.set.status then
+    local created = a.set.created_at or redis.call('HGET', job, 'created_at') or '0'
+    local horizon = '(' .. (a.now - a.ttl)
+    local function put(index)
+      redis.call('ZREMRANGEBYSCORE', index, '-inf', horizon)
+      redis.call('ZADD', index, created, a.job_id)
+      redis.call('EXPIRE', index, a.ttl)
+    end
+    local idx = a.prefix .. ':idx:'
+    if old_status then
+      redis.call('ZREM', idx .. 'status:' .. cjson.decode(old_status), a.job_id)
+    end
+    put(idx .. 'status:' .. cjson.decode(a.set.status))
+    if not exists then
+      put(idx .. 'jobs')
+      if batch and batch ~= 'null' then put(idx .. 'batch:' .. cjson.decode(batch)) end
+    end
   end
 end
 
@@ -79,4 +126,5 @@ end
 if a.free_slot then redis.call('ZREM', KEYS[4], a.job_id) end
 if a.dead_letter then redis.call('HSET', KEYS[3], a.job_id, a.dead_letter) end
 if a.revive then redis.call('HDEL', KEYS[3], a.job_id) end
+if released then return {result, released[1], released[2]} end
 return result

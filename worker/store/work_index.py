@@ -1,0 +1,140 @@
+"""The indexes of work to do, beside the job records: the in-flight index (job id -> when its
+next piece of work is due), the poll schedule, the API slots, the dead letters; and the
+store's small helpers: locks that lapse by themselves, and recent generation times.
+
+The job store's one write (lua/write.lua) keeps these in line with each record; the methods
+here read them, and change them only where no record changes (a sweep postponing work, a
+record gone).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+import uuid
+from typing import Any
+
+import redis
+from redis.commands.core import Script
+
+from imageq.worker.domain.job import DEFAULTS
+from imageq.worker.errors import CorruptRecord
+
+log = logging.getLogger("imageq.worker.store.job_store")
+
+# Delete the key only while it still holds this caller's token (Redis' documented unlock).
+_RELEASE_IF_HELD = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+
+
+class WorkIndexes:
+    """The part of `JobStore` about the indexes of work and its helpers."""
+
+    _redis: redis.Redis
+    _prefix: str
+    _ttl_s: int
+    _claim: Script
+
+    @property
+    def in_flight_key(self) -> str:
+        return f"{self._prefix}:in_flight"
+
+    @property
+    def dead_letters_key(self) -> str:
+        return f"{self._prefix}:dead_letters"
+
+    @property
+    def slots_key(self) -> str:
+        return f"{self._prefix}:api_slots"
+
+    @property
+    def poll_schedule_key(self) -> str:
+        return f"{self._prefix}:poll_schedule"
+
+    def claim_due_polls(self, *, now: float, limit: int, lease_s: float) -> list[tuple[str, int]]:
+        """Take up to `limit` polls due by `now` (job id, poll token), oldest first; each is due
+        again after `lease_s` unless its poll moves it first, so a poller lost mid-poll only
+        delays it, and no two pollers take the same one."""
+        raw = self._claim(
+            keys=[self.poll_schedule_key],
+            args=[now, limit, now + lease_s, self._prefix, DEFAULTS["poll_token"]],
+        )
+        claimed = []
+        for i in range(0, len(raw), 2):
+            job_id, token = _text(raw[i]), _text(raw[i + 1])
+            if token.isdigit():
+                claimed.append((job_id, int(token)))
+            else:  # one corrupt record must not stop every poller's claims
+                self.skip_corrupt(CorruptRecord(job_id, "poll_token", "not an integer"))
+        return claimed
+
+    def dead_letters(self) -> dict[str, dict[str, Any]]:
+        """Webhook deliveries given up on: job id -> {reason, at, attempts}."""
+        raw = self._redis.hgetall(self.dead_letters_key)
+        return {_text(key): json.loads(value) for key, value in raw.items()}
+
+    def due_jobs(self, *, before: float, limit: int) -> list[str]:
+        """Jobs whose work was due before `before`, oldest first."""
+        ids = self._redis.zrangebyscore(self.in_flight_key, "-inf", before, start=0, num=limit)
+        return [_text(job_id) for job_id in ids if isinstance(job_id, bytes | str)]
+
+    def acquire_lock(self, name: str, *, ttl_s: float) -> str | None:
+        """A lock that lapses by itself after `ttl_s`: its token for the one caller that got it,
+        None for the others. Release it with `release_lock` when done."""
+        token = uuid.uuid4().hex
+        key = f"{self._prefix}:lock:{name}"
+        return token if self._redis.set(key, token, nx=True, px=int(ttl_s * 1000)) else None
+
+    def release_lock(self, name: str, token: str) -> None:
+        """Release a lock this caller holds; one that lapsed and was taken since stays."""
+        self._redis.eval(_RELEASE_IF_HELD, 1, f"{self._prefix}:lock:{name}", token)
+
+    def unindex(self, job_id: str) -> None:
+        """Take a job whose record is gone (or cannot be read) out of the in-flight index and
+        the poll schedule."""
+        with self._redis.pipeline(transaction=False) as pipe:
+            pipe.zrem(self.in_flight_key, job_id)
+            pipe.zrem(self.poll_schedule_key, job_id)
+            pipe.execute()
+
+    def skip_corrupt(self, error: CorruptRecord) -> None:
+        """Log a record that cannot be read and take it out of the indexes, so no sweep or
+        poller picks it up again; the hash is left for inspection, until its TTL."""
+        log.error("%s; taken out of the in-flight index and the poll schedule", error)
+        self.unindex(error.record_id)
+
+    def postpone(self, job_ids: list[str], until: float) -> None:
+        """Make jobs due again at `until` (only those still in the index)."""
+        if job_ids:
+            self._redis.zadd(self.in_flight_key, dict.fromkeys(job_ids, until), xx=True)
+
+    def generation_samples(self, quality: str, resolution: str) -> list[float]:
+        """Recent generation times (s) of jobs of this quality and resolution, newest first."""
+        key = f"{self._prefix}:generation_s:{quality}:{resolution}"
+        return [float(value) for value in self._redis.lrange(key, 0, -1)]
+
+    def add_generation_sample(
+        self, quality: str, resolution: str, seconds: float, *, window: int
+    ) -> None:
+        """Keep one more generation time, and only the `window` newest."""
+        key = f"{self._prefix}:generation_s:{quality}:{resolution}"
+        with self._redis.pipeline(transaction=False) as pipe:
+            pipe.lpush(key, f"{seconds:.3f}")
+            pipe.ltrim(key, 0, window - 1)
+            pipe.expire(key, self._ttl_s)
+            pipe.execute()
+
+    def in_flight_count(self) -> int:
+        """Jobs with work left to do."""
+        return int(self._redis.zcard(self.in_flight_key))
+
+    def slots_in_use(self) -> int:
+        """API slots held now (expired ones not counted)."""
+        return int(self._redis.zcount(self.slots_key, time.time(), "+inf"))
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
