@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -31,7 +32,14 @@ from imageq.config import get_settings
 from imageq.ops.terminal_text import shown
 from imageq.producers.api import ImageQueue
 from imageq.worker.domain.job import Job
-from imageq.worker.errors import ImageqError, InvalidParams, JobNotFound, WaitTimeout
+from imageq.worker.errors import (
+    ImageqError,
+    InvalidParams,
+    InvalidSettings,
+    JobNotFound,
+    WaitTimeout,
+)
+from imageq.worker.logs import configure_cli_logging
 
 app = typer.Typer(
     help="imageq: image generation jobs on Celery and Redis.",
@@ -267,6 +275,8 @@ def _reader(images: ImageQueue, id_: str, *, as_json: bool) -> Any:
 
 def main() -> None:
     """Console entry point (`imageq`)."""
+    with contextlib.suppress(InvalidSettings):  # the command that reads it names the setting
+        configure_cli_logging(get_settings())
     try:
         app()
     except ImageqError as error:

@@ -9,6 +9,8 @@ import sys
 from typing import Any
 
 from celery.signals import (
+    beat_init,
+    celeryd_init,
     setup_logging,
     task_postrun,
     task_prerun,
@@ -18,7 +20,7 @@ from celery.signals import (
 
 from imageq.config import get_settings
 from imageq.worker import broker
-from imageq.worker.logs import bind_task, configure_logging, secret_values, unbind
+from imageq.worker.logs import bind_task, configure_logging, lifecycle, secret_values, unbind
 from imageq.worker.metrics import serve_metrics
 
 log = logging.getLogger(__name__)
@@ -29,6 +31,28 @@ def _structured_logs(**_: Any) -> None:
     # Connected, this signal tells Celery to leave logging to us: its lines and ours alike.
     settings = get_settings()
     configure_logging(settings.observability, secrets=secret_values(settings))
+
+
+@celeryd_init.connect
+def _structured_logs_from_the_start(**_: Any) -> None:
+    # A worker sets up logging only after its first checks, whose warning (run as root) would
+    # otherwise reach stderr as raw text: set it up before them too.
+    _structured_logs()
+
+
+@beat_init.connect
+def _beat_started(sender: Any = None, **_: Any) -> None:
+    # Beat's banner is left out in JSON mode (worker/celery_output.py): its facts, as a line.
+    app = sender.app
+    log.info(
+        "beat started",
+        extra=lifecycle(
+            "beat.started",
+            broker=app.connection().as_uri(),  # the password masked
+            scheduler=str(sender.scheduler_cls),
+            max_interval_s=sender.max_interval,
+        ),
+    )
 
 
 @worker_init.connect
