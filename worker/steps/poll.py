@@ -55,8 +55,13 @@ def poll(rt: Runtime, job_id: str, token: int, facts: PollFacts | None = None) -
     )
     if log.isEnabledFor(logging.DEBUG):
         status = remote.status_word if remote else None
-        fields = lifecycle("job.polled", job_id=job_id, remote_status=status, next=repr(step))
-        log.debug("poll of job %s: %s, then %r", job_id, status, step, extra=fields)
+        then = (
+            f"finish: {step.status}"
+            if isinstance(step, Finish)
+            else f"poll in {step.delay_s:.2f} s"
+        )
+        fields = lifecycle("job.polled", job_id=job_id, remote_status=status, next=then)
+        log.debug("poll of job %s: %s, then %s", job_id, status, then, extra=fields)
     if isinstance(step, Finish):
         job = job or _pollable(rt, job_id, token)
         if job is None:
