@@ -28,8 +28,9 @@ LIFECYCLE_KEY = "lifecycle_event"
 FIELD_CHARS = 200
 """A lifecycle line's text fields (reasons, errors) are cut to this many characters."""
 
-# `scheme://user:password@` (or `scheme://:password@`, `scheme://token@`) in any text.
-_URL_CREDENTIALS = re.compile(r"\b([a-zA-Z][a-zA-Z0-9+.-]*://)[^\s/@]+@")
+# `scheme://user:password@` (or `scheme://:password@`, `scheme://token@`) in any text; left
+# as it is when already masked (Celery writes `redis://:**@host`).
+_URL_CREDENTIALS = re.compile(r"\b([a-zA-Z][a-zA-Z0-9+.-]*://)(?!:?\*+@)[^\s/@]+@")
 
 
 def json_logs(settings: ObservabilitySettings) -> bool:
