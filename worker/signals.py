@@ -6,7 +6,7 @@ from __future__ import annotations
 import importlib
 import logging
 import sys
-from typing import Any
+from typing import Any, NoReturn
 
 from celery.signals import (
     beat_init,
@@ -61,7 +61,7 @@ def _refuse_an_unpatched_gevent_pool(sender: Any = None, **_: Any) -> None:
     # (`-P gevent`); chosen in the settings alone, every greenlet would block the others.
     pool = str(getattr(sender, "pool_cls", ""))
     if "gevent" in pool and not _gevent_patched():
-        raise SystemExit(
+        _refuse(
             "imageq worker: the gevent pool needs `-P gevent` on the command line (Celery "
             "patches for gevent only then): run `imageq worker`, which passes the pool of "
             "IMAGEQ_WORKER__POOL, or `celery -A imageq.worker.app worker -P gevent`"
@@ -78,6 +78,12 @@ def _one_broker_client_per_channel(sender: Any = None, **_: Any) -> None:
         conf.broker_transport = broker.TRANSPORT
 
 
+def _refuse(reason: str) -> NoReturn:
+    """Stop the worker at start, saying why as a log line (JSON in JSON mode), not raw text."""
+    log.critical(reason)
+    raise SystemExit(1)
+
+
 def _gevent_patched() -> bool:
     if "gevent" not in sys.modules:
         return False
@@ -90,7 +96,7 @@ def _refuse_to_start_without_a_key(**_: Any) -> None:
     # Without a key every submit would fail; better one clear error at start than many later.
     settings = get_settings()
     if settings.api.key is None:
-        raise SystemExit("imageq worker: set IMAGEQ_API__KEY (the aireiter API key) to start")
+        _refuse("imageq worker: set IMAGEQ_API__KEY (the aireiter API key) to start")
     port = settings.observability.metrics_port
     if port:
         from imageq.worker.runtime import runtime

@@ -236,3 +236,23 @@ def test_beats_lines_are_json_of_celery_beat(logged: Logged) -> None:
     beat = [e["event"] for e in _events(logged.beat.lines()) if e["logger"] == "celery.beat"]
     assert "beat: Acquired lock" in beat
     assert "beat: Releasing lock" in beat
+
+
+def test_a_refused_start_says_why_in_a_json_line(
+    settings_values: dict[str, Any], tmp_path: Path
+) -> None:
+    """`imageq worker` without an API key exits 1; each line it wrote is JSON, the reason in a
+    `critical` one."""
+    values = {**settings_values, "observability": {"log_format": "json", "metrics_port": 0}}
+    values["api"] = {k: v for k, v in settings_values["api"].items() if k != "key"}
+    env = {k: v for k, v in os.environ.items() if not k.startswith("IMAGEQ_")}
+    env.update(settings_env(values))
+    done = subprocess.run(
+        [*CLI, "worker"], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 1, done.stdout + done.stderr
+    lines = [json.loads(line) for line in (done.stdout + done.stderr).splitlines()]
+    critical = [line for line in lines if line["level"] == "critical"]
+    assert [line["event"] for line in critical] == [
+        "imageq worker: set IMAGEQ_API__KEY (the aireiter API key) to start"
+    ]

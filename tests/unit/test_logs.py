@@ -10,10 +10,12 @@ import os
 import warnings
 from typing import Any
 
+import celery.apps.worker
 import pytest
+from celery import Celery
 
 from imageq.config import ObservabilitySettings
-from imageq.worker.celery_output import say_as_json
+from imageq.worker.celery_output import say_as_json, use_json_output
 from imageq.worker.logs import (
     FIELD_CHARS,
     MASK,
@@ -169,3 +171,15 @@ def test_celerys_notices_are_written_as_json_lines() -> None:
 def test_name_lifecycle_event_leaves_other_lines_alone() -> None:
     """Without the lifecycle key the event dict is unchanged."""
     assert name_lifecycle_event(None, "info", {"event": "x"}) == {"event": "x"}
+
+
+def test_json_output_replaces_the_banners_and_celerys_say(monkeypatch: pytest.MonkeyPatch) -> None:
+    """On the worker's app: a worker whose banner is a log line, a beat without one, and
+    Celery's `safe_say` (which a Celery upgrade could rename: this test would say so) as JSON."""
+    assert callable(celery.apps.worker.safe_say)
+    monkeypatch.setattr(celery.apps.worker, "safe_say", celery.apps.worker.safe_say)
+    app = Celery("test", set_as_current=False)
+    use_json_output(app, secrets=[SECRET])
+    assert app.Worker.emit_banner.__qualname__ == "_JsonWorker.emit_banner"
+    assert app.Beat(app=app, quiet=False).quiet is True
+    assert celery.apps.worker.safe_say.func is say_as_json
