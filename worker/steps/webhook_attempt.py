@@ -92,6 +92,7 @@ def _send(rt: Runtime, job: Job) -> tuple[DeliveryAttempt, bool]:
 
 
 def _log_attempt(job: Job, sent: DeliveryAttempt, outcome: Outcome) -> None:
+    """The attempt's lifecycle line: what the receiver said and what happens next."""
     result = {Delivered: "delivered", RetryIn: "retry", GiveUp: "given_up"}[type(outcome)]
     fields = lifecycle(
         "job.webhook_attempt",
