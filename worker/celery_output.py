@@ -18,7 +18,7 @@ from functools import partial
 from typing import Any, TextIO
 
 import celery.apps.worker
-from celery import Celery
+from celery import Celery, beat
 from celery.apps.beat import Beat
 from celery.apps.worker import Worker
 
@@ -72,8 +72,20 @@ class _JsonWorker(Worker):  # type: ignore[misc]  # Celery is untyped
         )
 
 
+class _PreparedService(beat.Service):  # type: ignore[misc]  # Celery is untyped
+    """Beat's service, building a lazy scheduler at once, as Beat's banner does: so its
+    modules load before "beat: Starting...", not between that line and the schedule's first
+    Redis call (a Redis lost in that gap stops beat: redbeat's set-up does not retry)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.get_scheduler(lazy=True)
+
+
 class _QuietBeat(Beat):  # type: ignore[misc]  # Celery is untyped
     """Beat without its banner, which it prints before logging is set up."""
+
+    Service = _PreparedService
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **{**kwargs, "quiet": True})
