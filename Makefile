@@ -33,12 +33,15 @@ soak: $(STAMP)
 
 venv: $(STAMP)
 
-# The HTML report's test renders it in Debian's headless Chromium; where apt-get is missing or
-# refuses, that one test skips and says so.
+# The HTML report's test renders it in Debian's headless Chromium, and the logs' test runs the
+# jq recipe of docs/logs.md; where apt-get is missing or refuses, those tests skip and say so.
 browser:
 	@command -v chromium >/dev/null 2>&1 || ! command -v apt-get >/dev/null 2>&1 || \
 		{ apt-get update -qq && apt-get install -y -qq chromium >/dev/null; } || \
 		echo "chromium not installed: the report's browser test will skip"
+	@command -v jq >/dev/null 2>&1 || ! command -v apt-get >/dev/null 2>&1 || \
+		{ apt-get update -qq && apt-get install -y -qq jq >/dev/null; } || \
+		echo "jq not installed: the logs' jq recipe test will skip (its Python twin still runs)"
 
 define new_venv
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "imageq needs Python 3.11 or newer (set PYTHON=...)")'

@@ -5,6 +5,7 @@ Every command takes `--json` (the contract: cli/contract.py and docs/cli.md).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import sys
@@ -46,7 +47,14 @@ from imageq.producers.api import ImageQueue
 from imageq.worker.domain.job import Job
 from imageq.worker.domain.params import DEFAULT_QUALITY, QUALITIES
 from imageq.worker.domain.sizes import ASPECT_RATIOS, RESOLUTIONS, ratios_at
-from imageq.worker.errors import ImageqError, InvalidParams, JobNotFound, WaitTimeout
+from imageq.worker.errors import (
+    ImageqError,
+    InvalidParams,
+    InvalidSettings,
+    JobNotFound,
+    WaitTimeout,
+)
+from imageq.worker.logs import configure_cli_logging
 
 app = typer.Typer(
     cls=ContractGroup,
@@ -322,6 +330,8 @@ def _reader(images: ImageQueue, id_: str, *, as_json: bool) -> Any:
 
 def main() -> None:
     """Console entry point (`imageq`)."""
+    with contextlib.suppress(InvalidSettings):  # the command that reads it names the setting
+        configure_cli_logging(get_settings())
     try:
         app()
     except ImageqError as error:

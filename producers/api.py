@@ -5,6 +5,7 @@ Everything is checked before anything is stored or queued; a refused job leaves 
 
 from __future__ import annotations
 
+import logging
 import time
 import uuid
 from collections.abc import Mapping, Sequence
@@ -37,6 +38,7 @@ from imageq.worker.errors import (
     JobNotFound,
     WaitTimeout,
 )
+from imageq.worker.logs import lifecycle
 from imageq.worker.messages import Actions, Submit
 from imageq.worker.runtime import connect_store
 from imageq.worker.store import job_index
@@ -44,6 +46,7 @@ from imageq.worker.store.job_index import Page
 from imageq.worker.store.job_store import JobStore
 
 _REFUSED_NOTE = "refused_rows"
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -271,14 +274,17 @@ class ImageQueue:
         same request; `JobConflict` (nothing written) if for another."""
         if not self._create(job):
             return False
-        if job.held:
-            return True
-        try:
-            self._publish([Submit(job.job_id, job.lane)])
-        except BaseException:
-            # Not queued, so not kept: the producer can enqueue the same id again.
-            self._store.delete(job.job_id)
-            raise
+        if not job.held:
+            try:
+                self._publish([Submit(job.job_id, job.lane)])
+            except BaseException:
+                # Not queued, so not kept: the producer can enqueue the same id again.
+                self._store.delete(job.job_id)
+                raise
+        fields = lifecycle(
+            "job.enqueued", job_id=job.job_id, batch_id=job.batch_id, lane=job.lane, held=job.held
+        )
+        log.info("job %s enqueued", job.job_id, extra=fields)
         return True
 
     def _create(self, job: Job) -> bool:

@@ -20,6 +20,8 @@ from kombu.entity import Queue
 # Connects the worker's signal handlers (logging, start-up checks, per-task log context).
 import imageq.worker.signals  # noqa: F401
 from imageq.config import Settings, WorkerSettings, get_settings
+from imageq.worker.celery_output import use_json_output
+from imageq.worker.logs import json_logs, secret_values
 from imageq.worker.messages import (
     BATCH_TASK,
     CALLBACK_TASK,
@@ -130,8 +132,13 @@ def send_actions(app: Celery, actions: Iterable[Action], queues: WorkerSettings)
 @cache
 def default_app() -> Celery:
     """The worker's app, from the process's settings, built once on first use; an invalid
-    setting fails here with `InvalidSettings` naming it."""
-    return create_app(get_settings())
+    setting fails here with `InvalidSettings` naming it. With JSON logs, the worker and beat
+    it runs write JSON lines only (`use_json_output`)."""
+    settings = get_settings()
+    app = create_app(settings)
+    if json_logs(settings.observability):
+        use_json_output(app, secrets=secret_values(settings))
+    return app
 
 
 def __getattr__(name: str) -> Any:

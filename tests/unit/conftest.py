@@ -7,14 +7,17 @@ or tests/e2e/.
 
 from __future__ import annotations
 
+import logging
 import multiprocessing.process
 import os
 import socket
 import subprocess
-from collections.abc import Callable, Generator
+from collections.abc import Callable, Generator, Iterator
 from typing import Any
 
 import pytest
+
+from imageq.worker.logs import StderrHandler
 
 ATTEMPTS = pytest.StashKey[list[str]]()
 
@@ -49,6 +52,19 @@ def no_sockets_or_processes(
         monkeypatch.setattr(owner, name, _refuser(what, attempts, method=True))
     for name in ("system", "fork", "forkpty", "posix_spawn", "posix_spawnp"):
         monkeypatch.setattr(os, name, _refuser(f"os.{name}", attempts, method=False))
+
+
+@pytest.fixture(autouse=True)
+def logging_as_it_was() -> Iterator[None]:
+    """A test that sets up imageq's logging (the CLI's `main` does) leaves the next test's root
+    logger as it found it: no handler of imageq's, the same level."""
+    root = logging.getLogger()
+    level = root.level
+    yield
+    for handler in root.handlers[:]:
+        if isinstance(handler, StderrHandler):
+            root.removeHandler(handler)
+    root.setLevel(level)
 
 
 @pytest.hookimpl(wrapper=True)

@@ -13,6 +13,7 @@ from typing import Any
 from imageq.worker.domain.job import Downloads
 from imageq.worker.domain.payload import batch_payload
 from imageq.worker.errors import CorruptRecord
+from imageq.worker.logs import lifecycle
 from imageq.worker.messages import Actions, BatchFinished
 from imageq.worker.runtime import Runtime
 from imageq.worker.steps.callback import SendCallback
@@ -39,6 +40,9 @@ def batch_finished(rt: Runtime, batch_id: str, round_: int, *, send: SendCallbac
     payload = batch_payload(batch, jobs)
     if batch.callback is not None and rt.store.mark_batch(batch_id, "callback_sent"):
         send(batch.callback, payload)
+        task = batch.callback.get("task")
+        fields = lifecycle("batch.callback_sent", batch_id=batch_id, task=task)
+        log.info("batch %s callback sent: %s", batch_id, task, extra=fields)
     if batch.webhook_url is not None and rt.store.mark_batch(batch_id, "webhook_sent"):
         _send_webhook(rt, batch_id, batch.webhook_url, payload)
     return []
@@ -60,4 +64,11 @@ def _send_webhook(rt: Runtime, batch_id: str, url: str, payload: dict[str, Any])
     )
     attempt = rt.webhooks.send(request)
     rt.store.note_batch(batch_id, "webhook_attempt", attempt.to_record())
-    log.info("batch %s webhook: %s", batch_id, attempt.http_status or attempt.error)
+    said = attempt.http_status or attempt.error
+    fields = lifecycle(
+        "batch.webhook_attempt",
+        batch_id=batch_id,
+        http_status=attempt.http_status,
+        error=attempt.error,
+    )
+    log.info("batch %s webhook: %s", batch_id, said, extra=fields)

@@ -12,6 +12,7 @@ from typing import Any
 from imageq.worker.domain import deliveries
 from imageq.worker.domain.job import Job
 from imageq.worker.errors import DownloadFailed
+from imageq.worker.logs import lifecycle
 from imageq.worker.messages import Actions
 from imageq.worker.metrics import DOWNLOADS, download_outcome
 from imageq.worker.outputs.fetching import DownloadLimits, save_output
@@ -56,6 +57,7 @@ def _save_all(rt: Runtime, job: Job) -> list[dict[str, Any]]:
         total_timeout_s=settings.total_timeout_s,
     )
     outputs = [dict(output) for output in job.outputs]
+    ids = {"job_id": job.job_id, "batch_id": job.batch_id}
     for index, output in enumerate(outputs):
         if output.get("saved"):
             continue
@@ -71,10 +73,15 @@ def _save_all(rt: Runtime, job: Job) -> list[dict[str, Any]]:
                 limits=limits,
             )
         except DownloadFailed as error:
-            log.info("download %d of job %s failed: %s", index, job.job_id, error.message)
+            fields = lifecycle("job.download_failed", **ids, index=index, reason=error.message)
+            log.info(
+                "download %d of job %s failed: %s", index, job.job_id, error.message, extra=fields
+            )
             output["download_error"] = error.to_record()
             DOWNLOADS.labels(download_outcome(error)).inc()
         else:
+            fields = lifecycle("job.downloaded", **ids, index=index, location=saved.location)
+            log.info("download %d of job %s saved", index, job.job_id, extra=fields)
             output.update(saved=saved.to_record(), download_error=None)
             DOWNLOADS.labels(download_outcome(None)).inc()
     return outputs

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from imageq.worker.domain.job import Job
 from imageq.worker.domain.transitions import Transition
+from imageq.worker.logs import lifecycle
 from imageq.worker.messages import Actions, Submit
 from imageq.worker.metrics import JOBS_FINISHED, POLLS_PER_JOB, TIME_TO_COMPLETION
 from imageq.worker.runtime import Runtime
@@ -20,7 +21,10 @@ def finish(rt: Runtime, job: Job, ending: Transition | None) -> Actions:
         return []
     status = ending.changes.get("status")
     finished_at = ending.changes.get("finished_at") or rt.clock()
-    log.info("job %s finished: %s", job.job_id, status)
+    error = ending.changes.get("error") or {}
+    ids = {"job_id": job.job_id, "batch_id": job.batch_id, "remote_task_id": job.remote_task_id}
+    fields = lifecycle("job.finished", **ids, status=status, reason=error.get("message"))
+    log.info("job %s finished: %s", job.job_id, status, extra=fields)
     JOBS_FINISHED.labels(str(status)).inc()
     POLLS_PER_JOB.observe(ending.changes.get("poll_count", job.poll_count))
     TIME_TO_COMPLETION.observe(finished_at - job.created_at)

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import logging
+
 from imageq.worker.domain import transitions
 from imageq.worker.domain.job import Job
 from imageq.worker.domain.status import JobStatus
 from imageq.worker.errors import ApiError
-from imageq.worker.logs import bind_job
+from imageq.worker.logs import bind_job, lifecycle
 from imageq.worker.messages import Actions, PollFacts
 from imageq.worker.metrics import POLLS
 from imageq.worker.policy.polling import Finish, next_step
@@ -39,7 +41,8 @@ def poll(rt: Runtime, job_id: str, token: int, facts: PollFacts | None = None) -
         remote = rt.client.get_task(facts.remote_task_id)
     except ApiError as caught:
         error = caught
-        log.info("poll of job %s failed: %r", job_id, caught)
+        fields = lifecycle("job.poll_failed", job_id=job_id, reason=repr(caught))
+        log.info("poll of job %s failed: %r", job_id, caught, extra=fields)
     now = rt.clock()
     step = next_step(
         remote=remote,
@@ -50,6 +53,15 @@ def poll(rt: Runtime, job_id: str, token: int, facts: PollFacts | None = None) -
         rand=rt.rand,
         outage_window_s=rt.settings.retry.outage_window_s,
     )
+    if log.isEnabledFor(logging.DEBUG):
+        status = remote.status_word if remote else None
+        then = (
+            f"finish: {step.status}"
+            if isinstance(step, Finish)
+            else f"poll in {step.delay_s:.2f} s"
+        )
+        fields = lifecycle("job.polled", job_id=job_id, remote_status=status, next=then)
+        log.debug("poll of job %s: %s, then %s", job_id, status, then, extra=fields)
     if isinstance(step, Finish):
         job = job or _pollable(rt, job_id, token)
         if job is None:

@@ -13,6 +13,7 @@ from imageq.worker.domain import submits, transitions
 from imageq.worker.domain.job import Job
 from imageq.worker.domain.transitions import Slot
 from imageq.worker.errors import ApiError
+from imageq.worker.logs import lifecycle
 from imageq.worker.messages import Actions, Submit
 from imageq.worker.metrics import JOBS_SUBMITTED, SUBMIT_SLOT_WAITS
 from imageq.worker.policy.leases import lease_s, submit_send_s
@@ -104,6 +105,9 @@ def _submitted(rt: Runtime, claimed: Job, remote: RemoteTask) -> Actions:
     )
     if recorded is None or not rt.store.apply(recorded):
         return []
+    ids = {"job_id": claimed.job_id, "batch_id": claimed.batch_id, "remote_task_id": remote.task_id}
+    fields = lifecycle("job.submitted", **ids, attempt=claimed.submit_attempts)
+    log.info("job %s submitted: remote task %s", claimed.job_id, remote.task_id, extra=fields)
     JOBS_SUBMITTED.inc()
     return recorded.follow_ups()
 
@@ -129,7 +133,6 @@ def _failed(rt: Runtime, claimed: Job, error: ApiError, *, sent_until: float) ->
     """The attempt's request failed: retry within the outage window, or end the job. The
     error recorded names the request that failed (the lookup's, if that was the one)."""
     attempt = claimed.submit_attempts
-    log.info("submit of job %s, attempt %d, failed: %r", claimed.job_id, attempt, error)
     now = rt.clock()
     assert claimed.submit_first_at is not None  # set by the claim
     delay_s = submit_retry_delay_s(
@@ -140,6 +143,13 @@ def _failed(rt: Runtime, claimed: Job, error: ApiError, *, sent_until: float) ->
         retry=rt.settings.retry,
         max_countdown_s=rt.settings.worker.max_countdown_s,
         rand=rt.rand,
+    )
+    ids = {"job_id": claimed.job_id, "batch_id": claimed.batch_id}
+    fields = lifecycle(
+        "job.submit_failed", **ids, attempt=attempt, reason=repr(error), retry_in_s=delay_s
+    )
+    log.info(
+        "submit of job %s, attempt %d, failed: %r", claimed.job_id, attempt, error, extra=fields
     )
     if delay_s is None:
         ending = transitions.fail_submit(claimed, error=error.to_record(), now=now)

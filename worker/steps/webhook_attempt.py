@@ -14,9 +14,16 @@ from imageq.worker.domain import deliveries
 from imageq.worker.domain.job import Job
 from imageq.worker.domain.payload import completion_payload
 from imageq.worker.errors import UnsafeTarget
+from imageq.worker.logs import lifecycle
 from imageq.worker.messages import Actions
 from imageq.worker.metrics import DEAD_LETTERS, NOTIFICATION_LAG, WEBHOOK_ATTEMPTS
-from imageq.worker.policy.delivery_schedule import Delivered, GiveUp, Outcome, next_delivery
+from imageq.worker.policy.delivery_schedule import (
+    Delivered,
+    GiveUp,
+    Outcome,
+    RetryIn,
+    next_delivery,
+)
 from imageq.worker.policy.leases import lease_s
 from imageq.worker.runtime import Runtime
 from imageq.worker.steps.loading import load, log
@@ -53,6 +60,7 @@ def webhook(rt: Runtime, job_id: str, attempt: int) -> Actions:
     )
     now = rt.clock()
     _count(claimed, outcome, now=now)
+    _log_attempt(claimed, sent, outcome)
     recorded = deliveries.record_webhook(
         claimed, sent=sent.to_record(), outcome=outcome, now=now, max_hop_s=max_hop_s
     )
@@ -81,6 +89,23 @@ def _send(rt: Runtime, job: Job) -> tuple[DeliveryAttempt, bool]:
         now=datetime.fromtimestamp(now, UTC),
     )
     return rt.webhooks.send(request), False
+
+
+def _log_attempt(job: Job, sent: DeliveryAttempt, outcome: Outcome) -> None:
+    """The attempt's lifecycle line: what the receiver said and what happens next."""
+    result = {Delivered: "delivered", RetryIn: "retry", GiveUp: "given_up"}[type(outcome)]
+    fields = lifecycle(
+        "job.webhook_attempt",
+        job_id=job.job_id,
+        batch_id=job.batch_id,
+        attempt=len(job.webhook_attempts) + 1,
+        http_status=sent.http_status,
+        error=sent.error,
+        result=result,
+        retry_in_s=outcome.delay_s if isinstance(outcome, RetryIn) else None,
+    )
+    said = sent.http_status or sent.error
+    log.info("webhook of job %s: %s (%s)", job.job_id, said, result, extra=fields)
 
 
 def _count(job: Job, outcome: Outcome, *, now: float) -> None:
