@@ -7,4 +7,5 @@ Exit codes, for scripts:
   3  no such job or batch
   4  gave up waiting (--timeout)
   5  Redis (the broker or the job store) did not answer
+  130  interrupted (Ctrl-C): jobs already queued keep running; bulk prints how to resume
 """

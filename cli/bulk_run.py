@@ -21,6 +21,7 @@ from rich.progress import (
     TimeElapsedColumn,
 )
 
+from imageq.cli.contract import json_mode
 from imageq.cli.exits import Exit, exit_for
 from imageq.cli.views import err, fail, summary_table
 from imageq.config import get_settings
@@ -38,7 +39,6 @@ from imageq.worker.domain.batch import Batch
 from imageq.worker.domain.status import JobStatus
 from imageq.worker.errors import BulkFileError, InvalidParams
 
-INTERRUPTED: Final = 130
 """The exit code after Ctrl-C (128 + SIGINT), as shells report it."""
 
 
@@ -76,8 +76,9 @@ def bulk(
         rows, errors = read_bulk_file(file)
     except (BulkFileError, OSError) as error:
         raise fail(str(error), Exit.INVALID) from None
+    say = _quiet if as_json else err.print  # with --json, all of it is in the one object
     for refused in errors:
-        err.print(shown(f"line {refused.line}: {refused.reason}", style="yellow"))
+        say(shown(f"line {refused.line}: {refused.reason}", style="yellow"))
     if not rows:
         raise fail(f"{file}: no valid rows", Exit.INVALID)
     batch_id = batch_id or new_batch_id()  # named first, so Ctrl-C can say how to resume
@@ -97,10 +98,10 @@ def bulk(
     except KeyboardInterrupt:
         raise _interrupted(batch_id, resume) from None
     for line, reason in report.errors:  # refused by enqueue: a webhook target, a known id...
-        err.print(shown(f"line {line}: {reason}", style="yellow"))
+        say(shown(f"line {line}: {reason}", style="yellow"))
         errors.append(RowError(line, reason))
     errors.sort(key=lambda row: row.line)
-    err.print(
+    say(
         shown(
             f"batch {batch_id}: {report.queued} queued, {report.already_known} already known,"
             f" {len(errors)} invalid row(s) skipped"
@@ -120,11 +121,11 @@ def bulk(
     refused_code = Exit.NOT_ALL_SUCCEEDED if errors else Exit.OK
     if not wait:
         hint = f"follow it: imageq batches show {batch_id}\nresume it: {resume}"
-        err.print(shown(hint), soft_wrap=True)
+        say(shown(hint), soft_wrap=True)
         typer.echo(json.dumps(result) if as_json else batch_id)
         raise typer.Exit(refused_code)
     try:
-        _follow(queue, batch_id, total=len(report.jobs), interval_s=interval)
+        _follow(queue, batch_id, total=len(report.jobs), interval_s=interval, visible=not as_json)
     except KeyboardInterrupt:
         raise _interrupted(batch_id, resume) from None
     jobs = queue.batch_jobs(batch_id)
@@ -146,6 +147,12 @@ def bulk(
 
 def _interrupted(batch_id: str, resume: str) -> typer.Exit:
     """Ctrl-C: the jobs already queued are the workers' now; say so, and how to go on."""
+    if json_mode():
+        message = (
+            f"interrupted: the jobs of batch {batch_id} already queued keep running;"
+            f" resume: {resume}"
+        )
+        return fail(message, Exit.INTERRUPTED, kind="interrupted")
     err.print(
         shown(
             f"\ninterrupted: the jobs of batch {batch_id} already queued keep running in the"
@@ -156,7 +163,7 @@ def _interrupted(batch_id: str, resume: str) -> typer.Exit:
         ),
         soft_wrap=True,  # the command on one line, to copy
     )
-    return typer.Exit(INTERRUPTED)
+    return typer.Exit(Exit.INTERRUPTED)
 
 
 def _resume_command(
@@ -168,8 +175,10 @@ def _resume_command(
     return shlex.join(words)
 
 
-def _follow(queue: ImageQueue, batch_id: str, *, total: int, interval_s: float) -> None:
-    """Show live progress until every job of the batch has ended."""
+def _follow(
+    queue: ImageQueue, batch_id: str, *, total: int, interval_s: float, visible: bool
+) -> None:
+    """Until every job of the batch has ended; with `visible`, live progress on stderr."""
     started = time.monotonic()
     columns = (
         SpinnerColumn(),
@@ -180,7 +189,7 @@ def _follow(queue: ImageQueue, batch_id: str, *, total: int, interval_s: float) 
         TimeElapsedColumn(),
         TextColumn("{task.fields[rate]}"),
     )
-    with Progress(*columns, console=err) as progress:
+    with Progress(*columns, console=err, disable=not visible) as progress:
         task = progress.add_task(batch_id, total=total, counts="", rate="")
         while True:
             batch = queue.batch(batch_id)
@@ -212,6 +221,10 @@ def _counts(batch: Batch) -> str:
         for label, status in _COUNTS
     ]
     return " · ".join(parts)
+
+
+def _quiet(*_: Any, **__: Any) -> None:
+    """Prints nothing: with --json, the command's one object says it all."""
 
 
 def _default_manifest(file: Path, batch_id: str) -> Path:

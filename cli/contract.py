@@ -37,6 +37,7 @@ ERROR_TYPES: Final = (
     "unsupported",
     "aborted",
     "unavailable",
+    "interrupted",
 )
 # Redis down or unreachable, seen through redis-py (the job store) or kombu (the broker).
 UNAVAILABLE_ERRORS: Final = (

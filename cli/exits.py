@@ -14,6 +14,7 @@ class Exit(IntEnum):
     NOT_FOUND = 3
     WAIT_TIMEOUT = 4
     UNAVAILABLE = 5
+    INTERRUPTED = 130  # Ctrl-C, as shells report it: what was queued keeps running
 
 
 def exit_for(statuses: list[JobStatus]) -> Exit:

@@ -109,10 +109,12 @@ class StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]  # of sys.
 
 
 def configure_cli_logging(settings: Settings) -> None:
-    """The CLI's logging: JSON lines at the settings' level for scripts; on a terminal only
-    warnings, as the command's own output already says what it did."""
+    """The CLI's logging: only warnings, as the command's own output already says what it
+    did; with JSON logs asked for by name (`log_format=json`), JSON lines at the settings'
+    level, the lifecycle lines (`job.enqueued` ...) included. `auto` does not turn them on: a
+    script's stderr holds the command's own messages (with --json, its one error object)."""
     observability = settings.observability
-    level = None if json_logs(observability) else "WARNING"
+    level = None if observability.log_format == "json" else "WARNING"
     configure_logging(observability, secrets=secret_values(settings), level=level)
 
 

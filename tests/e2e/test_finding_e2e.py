@@ -232,7 +232,7 @@ def test_fire_and_forget_bulk_returns_at_once_and_paces_itself(
     assert summary["manifest"] is None
     assert summary["queued"] == 4
     assert [row["line"] for row in summary["refused"]] == [2]
-    assert "line 2: aspect_ratio: '7:3' is not one of" in result.stderr
+    assert summary["refused"][0]["reason"].startswith("aspect_ratio: '7:3' is not one of")
     assert sorted(tmp_path.iterdir()) == [path]
     batch_id = summary["batch_id"]
     assert f"--batch-id {batch_id}" in summary["resume"]
@@ -278,11 +278,47 @@ def test_ctrl_c_says_the_jobs_keep_running_and_how_to_resume(
     assert resume in stderr
     again = imageq(cli_env, *resume.split()[1:], "--json")
     assert again.returncode == 0, again.stderr
-    assert "0 queued, 2 already known" in again.stderr
+    assert again.stderr == ""  # with --json, all of it is in the one object
     done = as_json(again, "bulk")
+    assert (done["queued"], done["already_known"]) == (0, 2)
     assert done["summary"]["succeeded"] == 2
     assert done["manifest"] == str(tmp_path / "slow.ctrl-c-1.manifest.jsonl")
     assert {job.status for job in queue.batch_jobs("ctrl-c-1").values()} <= TERMINAL_JOB_STATUSES
+
+
+def test_ctrl_c_with_json_is_one_error_object(
+    cli_env: dict[str, str], worker: WorkerProcess, queue: ImageQueue, tmp_path: Path
+) -> None:
+    """Ctrl-C with --json: exit 130 and one error object on stderr, typed `interrupted`, that
+    names the resume command."""
+    path = tmp_path / "slow.jsonl"
+    row = {"prompt": "slow sim:latency=2", "aspect_ratio": "1:1", "resolution": "1K"}
+    path.write_text(json.dumps(row) + "\n")
+    command = [sys.executable, "-m", "imageq.cli", "bulk", str(path), "--batch-id", "ctrl-c-2",
+               "--wait", "--json"]  # fmt: skip
+    follow = subprocess.Popen(command, env=cli_env, stderr=subprocess.PIPE, text=True)
+    try:
+        wait_for(
+            lambda: (
+                [job.status for job in queue.batch_jobs("ctrl-c-2").values()]
+                == [JobStatus.SUBMITTED]
+            ),
+            timeout_s=30,
+            what="the batch's job to be submitted",
+        )
+        follow.send_signal(signal.SIGINT)
+        _, stderr = follow.communicate(timeout=30)
+    finally:
+        follow.kill()
+    assert follow.returncode == 130, stderr
+    # Its stderr: the error object, beside the log lines these tests ask for (JSON logs).
+    objects = [json.loads(line) for line in stderr.splitlines()]
+    [error] = [value for value in objects if "error" in value]
+    assert all("event" in value for value in objects if value is not error)
+    text = resources.files("imageq.cli").joinpath("schemas", "error.json").read_text()
+    jsonschema.validate(error, json.loads(text))
+    assert error["error"]["type"] == "interrupted"
+    assert f"imageq bulk {path} --batch-id ctrl-c-2 --wait" in error["error"]["message"]
 
 
 def test_indexes_are_trimmed_to_the_record_ttl_and_skip_gone_records(

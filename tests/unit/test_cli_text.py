@@ -270,12 +270,21 @@ def test_a_bulk_row_known_with_another_request_is_a_row_error(cli: Cli, tmp_path
     record = dict(cli.store.records["b1-000002"])
     rows[1]["prompt"] = "a lake"
     path.write_text("".join(json.dumps(row) + "\n" for row in rows))
-    result = cli.run("bulk", str(path), "--batch-id", "b1", "--json")
+    result = cli.run("bulk", str(path), "--batch-id", "b1")
     assert result.exit_code == 1
     assert flat("line 2: job_id: 'b1-000002' is already a job with a different prompt") in flat(
         result.stderr
     )
     assert "0 queued, 2 already known, 1 invalid row(s)" in result.stderr
+    # With --json, the same in the one object on stdout, and nothing on stderr.
+    as_json = cli.run("bulk", str(path), "--batch-id", "b1", "--json")
+    assert as_json.exit_code == 1
+    assert as_json.stderr == ""
+    summary = json.loads(as_json.stdout)
+    assert (summary["queued"], summary["already_known"]) == (0, 3 - 1)
+    [refused] = summary["refused"]
+    assert refused["line"] == 2
+    assert "already a job with a different prompt" in refused["reason"]
     assert cli.store.records["b1-000002"] == record
     assert len(cli.app.sent) == 3
 
