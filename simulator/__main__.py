@@ -56,7 +56,7 @@ async def serve_until_signalled(config: SimConfig) -> None:
     sock = bind(config.host, config.port)
     runner = await start_runner(create_app(config), sock)
     try:
-        log.info("serving with %r", config)  # the config's repr masks the API key
+        log.info("serving: %s", config.summary())
         print(f"simulator listening on {base_url_of(sock)}", flush=True)
         await stop.wait()
     finally:
