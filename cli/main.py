@@ -202,12 +202,13 @@ def cancel(id_: Annotated[str, typer.Argument(metavar="JOB_ID|BATCH_ID")]) -> No
 
 @app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
 def worker(ctx: typer.Context) -> None:
-    """Run a worker: `celery -A imageq.worker.app worker`, lean.
+    """Run a worker: `celery -A imageq.worker.app worker --without-gossip --without-mingle`.
 
-    No gossip, mingle or heartbeat (imageq uses none of them); the pool of IMAGEQ_WORKER__POOL;
-    any extra arguments go to Celery.
+    Heartbeats on (Flower lists workers by them), no gossip or mingle (imageq uses neither;
+    docs/flower.md has their costs); the pool of IMAGEQ_WORKER__POOL; any extra arguments go to
+    Celery (`--without-heartbeat`, `-E`, ...).
     """
-    lean = ["--without-gossip", "--without-mingle", "--without-heartbeat"]
+    lean = ["--without-gossip", "--without-mingle"]
     # Named on the command line, so that Celery patches for gevent before anything else loads.
     named = any(arg in ("-P", "--pool") or arg.startswith("--pool=") for arg in ctx.args)
     pool = [] if named else ["--pool", get_settings().worker.pool]

@@ -236,6 +236,13 @@ class WorkerSettings(BaseModel):
     # A message fetched longer ago than this is handed out again, so it must stay well above
     # the longest countdown (countdown tasks are fetched at once and held until due).
     visibility_timeout_s: int = Field(600, gt=0)
+    task_events: bool = Field(
+        False,
+        description=(
+            "Send Celery task events (received, started, succeeded, failed), so that Flower"
+            " lists every task with its arguments; they cost CPU on every task (docs/flower.md)."
+        ),
+    )
 
 
 class ScheduleSettings(BaseModel):
