@@ -31,6 +31,7 @@ from imageq.worker.messages import (
     Action,
     message,
 )
+from imageq.worker.task_events import EVENTS
 
 
 def celery_config(settings: Settings) -> dict[str, Any]:
@@ -137,7 +138,8 @@ TASK_MODULES: Final = ("imageq.worker.tasks", "imageq.producers.scheduling.sched
 
 def create_app(settings: Settings) -> Celery:
     """A Celery app configured from `settings` (producers build their own with theirs)."""
-    app = Celery("imageq", include=list(TASK_MODULES), set_as_current=False)
+    # Task events through a dispatcher that loses none on the threads pool (task_events.py).
+    app = Celery("imageq", include=list(TASK_MODULES), set_as_current=False, events=EVENTS)
     app.conf.update(celery_config(settings))
     return app
 

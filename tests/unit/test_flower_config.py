@@ -14,6 +14,7 @@ from typer.testing import CliRunner
 from imageq.cli import main as cli
 from imageq.config import Settings
 from imageq.worker.app import celery_config, create_app
+from imageq.worker.task_events import BatchSafeDispatcher
 
 PASSWORD = "s3cr3t/pw@x"
 QUOTED = "s3cr3t%2Fpw%40x"
@@ -64,3 +65,33 @@ def test_worker_command_keeps_heartbeats(monkeypatch: pytest.MonkeyPatch) -> Non
     assert {"--without-gossip", "--without-mingle"} <= set(argv)
     assert "--without-heartbeat" not in argv
     assert argv[-2:] == ["-c", "4"]
+
+
+class AppendingProducer:
+    """A producer that, while 'writing to the socket', lets another thread add an event."""
+
+    def __init__(self, buffer: list[Any], late: dict[str, Any]) -> None:
+        self.sent: list[Any] = []
+        self._buffer, self._late = buffer, late
+
+    def publish(self, body: Any, **_: Any) -> None:
+        self.sent.append(list(body))
+        if self._late not in self._buffer and self._late not in body:
+            self._buffer.append(self._late)
+
+
+def test_events_added_during_a_flush_are_kept_for_the_next() -> None:
+    """A task event appended while a batch is being published is sent with the next batch,
+    not dropped (Celery 5.6.3 dropped it: celery/celery#10435)."""
+    app = create_app(Settings(_env_file=None))
+    dispatcher = app.events.Dispatcher(connection=None, enabled=False)
+    assert isinstance(dispatcher, BatchSafeDispatcher)
+    buffer = dispatcher._group_buffer["task"]
+    first, late = {"type": "task-received"}, {"type": "task-succeeded"}
+    buffer.append(first)
+    dispatcher.producer = AppendingProducer(buffer, late)
+    dispatcher.flush()
+    assert buffer == [late]
+    dispatcher.flush()
+    assert dispatcher.producer.sent == [[first], [late]]
+    assert buffer == []
