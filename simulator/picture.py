@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import io
+import threading
 from dataclasses import dataclass
 from typing import Final
 
@@ -23,6 +24,9 @@ _PROMPT_TEXT: Final = 0.09  # prompt text height, of the shorter side
 _LABEL_TEXT: Final = 0.06
 _TEXT: Final = (255, 255, 255)
 _LABEL: Final = (255, 236, 200)
+# The cached fonts are shared, and a FreeType face is not safe to use from two threads at once
+# (python-pillow/Pillow#9497); the simulator draws in its executor's threads.
+_FONTS_IN_USE: Final = threading.Lock()
 
 
 @dataclass(frozen=True)
@@ -51,7 +55,8 @@ def caption_png(caption: Caption) -> bytes:
     if caption.width < 1 or caption.height < 1:
         raise ValueError(f"PNG size must be positive, got {caption.width}x{caption.height}")
     image = _background(caption.prompt, caption.width, caption.height)
-    _write(ImageDraw.Draw(image), caption)
+    with _FONTS_IN_USE:
+        _write(ImageDraw.Draw(image), caption)
     out = io.BytesIO()
     image.save(out, format="PNG", compress_level=_COMPRESS_LEVEL)
     return out.getvalue()
