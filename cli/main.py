@@ -204,9 +204,8 @@ def cancel(id_: Annotated[str, typer.Argument(metavar="JOB_ID|BATCH_ID")]) -> No
 def worker(ctx: typer.Context) -> None:
     """Run a worker: `celery -A imageq.worker.app worker --without-gossip --without-mingle`.
 
-    Heartbeats on (Flower lists workers by them), no gossip or mingle (imageq uses neither;
-    docs/flower.md has their costs); the pool of IMAGEQ_WORKER__POOL; any extra arguments go to
-    Celery (`--without-heartbeat`, `-E`, ...).
+    Heartbeats stay on: Flower lists workers by them (docs/flower.md has what each costs).
+    The pool is IMAGEQ_WORKER__POOL; extra arguments go to Celery (`--without-heartbeat`, ...).
     """
     lean = ["--without-gossip", "--without-mingle"]
     # Named on the command line, so that Celery patches for gevent before anything else loads.

@@ -61,7 +61,7 @@ class SimConfig:
         return parse_distribution(self.request_delay, allow_realistic=False)
 
     def summary(self) -> str:
-        """One short line for the log: the latency, then only what differs from the defaults
+        """For the start-up line: the latency, then only what differs from the defaults
         (never the key, nor the address, which the "listening on" line gives)."""
         defaults = SimConfig(api_key="-")
         changed = [

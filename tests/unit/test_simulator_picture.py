@@ -120,7 +120,7 @@ def test_fonts_are_loaded_once_per_size() -> None:
 
 
 def test_the_start_up_summary_is_one_short_line_without_the_key() -> None:
-    """The simulator logs its latency and what differs from the defaults, nothing else."""
+    """The start-up line gives the latency and what differs from the defaults, nothing else."""
     config = SimConfig(api_key="sk-secret-value", latency="uniform:4,12", status_words="varied")
     summary = config.summary()
     assert summary == "latency uniform:4,12, status words varied"
