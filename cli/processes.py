@@ -25,13 +25,14 @@ def worker(
     ctx: typer.Context,
     as_json: Annotated[bool, typer.Option("--json", help=f"Refused: it {LONG_RUNNING}.")] = False,
 ) -> None:
-    """Run a worker: `celery -A imageq.worker.app worker`, lean.
+    """Run a worker: `celery -A imageq.worker.app worker --without-gossip --without-mingle`.
 
-    No gossip, mingle or heartbeat (imageq uses none of them); the pool of IMAGEQ_WORKER__POOL;
-    any extra arguments go to Celery. For JSON logs: IMAGEQ_OBSERVABILITY__LOG_FORMAT=json.
+    Heartbeats stay on: Flower lists workers by them (docs/flower.md has what each costs).
+    The pool is IMAGEQ_WORKER__POOL; extra arguments go to Celery (`--without-heartbeat`, ...).
+    For JSON logs: IMAGEQ_OBSERVABILITY__LOG_FORMAT=json.
     """
     _refuse_json("worker", as_json=as_json)
-    lean = ["--without-gossip", "--without-mingle", "--without-heartbeat"]
+    lean = ["--without-gossip", "--without-mingle"]
     # Named on the command line, so that Celery patches for gevent before anything else loads.
     named = any(arg in ("-P", "--pool") or arg.startswith("--pool=") for arg in ctx.args)
     pool = [] if named else ["--pool", get_settings().worker.pool]

@@ -347,6 +347,13 @@ class WorkerSettings(BaseModel):
         description="A message fetched longer ago than this is handed out again; at least twice"
         " the longest countdown.",
     )
+    task_events: bool = Field(
+        False,
+        description=(
+            "Send Celery task events (received, started, succeeded, failed), so that Flower"
+            " lists every task with its arguments; they cost CPU on every task (docs/flower.md)."
+        ),
+    )
 
 
 class ScheduleSettings(BaseModel):

@@ -1,8 +1,9 @@
 """Command line: `imageq-simulator --api-key KEY [options]` (`python -m imageq.simulator` too);
 serves until SIGINT or SIGTERM.
 
-Prints exactly one line to stdout, `simulator listening on http://HOST:PORT`, once it accepts
-connections, so a parent process can learn the port (use `--port 0` for a free one).
+Prints exactly one line to stdout once it accepts connections, `simulator listening on
+http://HOST:PORT (latency realistic, ...)` (the address, then the latency and any setting not at
+its default), so a parent process can learn the port (use `--port 0` for a free one).
 """
 
 from __future__ import annotations
@@ -18,8 +19,6 @@ from collections.abc import Sequence
 from imageq.simulator.routes import create_app
 from imageq.simulator.server import base_url_of, bind, start_runner
 from imageq.simulator.sim_config import SimConfig
-
-log = logging.getLogger("imageq.simulator")
 
 
 def parse_args(argv: Sequence[str] | None = None) -> SimConfig:
@@ -56,8 +55,7 @@ async def serve_until_signalled(config: SimConfig) -> None:
     sock = bind(config.host, config.port)
     runner = await start_runner(create_app(config), sock)
     try:
-        log.info("serving with %r", config)  # the config's repr masks the API key
-        print(f"simulator listening on {base_url_of(sock)}", flush=True)
+        print(f"simulator listening on {base_url_of(sock)} ({config.summary()})", flush=True)
         await stop.wait()
     finally:
         await runner.cleanup()

@@ -12,7 +12,8 @@ from aiohttp.typedefs import Handler
 from imageq.simulator.bodies import code_error, query_body, status_error, submit_body
 from imageq.simulator.markers import Fault, fault_for_attempt
 from imageq.simulator.phases import Phase
-from imageq.simulator.png import gradient_png, padded_png
+from imageq.simulator.picture import Caption, caption_png
+from imageq.simulator.png import padded_png
 from imageq.simulator.sim_config import SimConfig
 from imageq.simulator.state import SimState, Task
 from imageq.simulator.submission import SubmitError, parse_submit
@@ -125,9 +126,9 @@ async def serve_file(request: web.Request) -> web.StreamResponse:
     task.file_requests += 1
     if task.file_requests <= markers.file_404s:
         return web.json_response(status_error(404, "file not found (sim:file404)"), status=404)
-    # Encoding a 4K image the first time takes a moment; keep the event loop free meanwhile.
+    # Drawing a 4K image the first time takes a moment; keep the event loop free meanwhile.
     loop = asyncio.get_running_loop()
-    png = await loop.run_in_executor(None, gradient_png, *task.submission.size)
+    png = await loop.run_in_executor(None, caption_png, _caption(task, n, sim.config))
     return web.Response(body=padded_png(png, markers.file_pad_bytes), content_type="image/png")
 
 
@@ -175,6 +176,20 @@ def _answer_query(request: web.Request, task: Task | None) -> web.StreamResponse
         task, sim.clock, now_s=sim.clock.now(), base_url=base_url, images=sim.config.images_per_task
     )
     return web.json_response(body)
+
+
+def _caption(task: Task, n: int, config: SimConfig) -> Caption:
+    submission = task.submission
+    width, height = submission.size
+    return Caption(
+        prompt=submission.prompt,
+        aspect_ratio=submission.aspect_ratio,
+        resolution=submission.resolution,
+        width=width,
+        height=height,
+        index=n,
+        count=config.images_per_task,
+    )
 
 
 def _fault_response(fault: Fault, retry_after_s: int) -> web.StreamResponse:

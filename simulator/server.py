@@ -21,7 +21,7 @@ from imageq.simulator.routes import SIM, create_app
 from imageq.simulator.sim_config import SimConfig
 
 _T = TypeVar("_T")
-READY_LINE: Final = re.compile(rb"simulator listening on (http://\S+)\r?\n")
+READY_LINE: Final = re.compile(rb"simulator listening on (http://\S+)[^\n]*\n")
 # Requests still running at shutdown (e.g. sleeping a request_delay) get this long to finish.
 _SHUTDOWN_TIMEOUT_S: Final = 1.0
 

@@ -60,6 +60,18 @@ class SimConfig:
         """The parsed delay before every API answer; `realistic` has no meaning here."""
         return parse_distribution(self.request_delay, allow_realistic=False)
 
+    def summary(self) -> str:
+        """For the start-up line: the latency, then only what differs from the defaults
+        (never the key, nor the address, which the "listening on" line gives)."""
+        defaults = SimConfig(api_key="-")
+        changed = [
+            f"{name.replace('_', ' ')} {value}"
+            for name, value in vars(self).items()
+            if name not in ("api_key", "host", "port", "latency")
+            and value != getattr(defaults, name)
+        ]
+        return ", ".join([f"latency {self.latency}", *changed])
+
     def __repr__(self) -> str:
         # The dataclass repr would print the API key into logs and tracebacks.
         shown = {k: v for k, v in vars(self).items() if k != "api_key"}

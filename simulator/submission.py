@@ -26,6 +26,8 @@ class Submission:
     resolution: str
     size: Size
     markers: Markers
+    prompt: str
+    aspect_ratio: str
 
 
 def parse_submit(body: object) -> Submission:
@@ -60,4 +62,6 @@ def parse_submit(body: object) -> Submission:
         markers = parse_markers(prompt)
     except MarkerError as error:
         raise SubmitError(str(error)) from error
-    return Submission(out_task_id, params, quality, resolution, size, markers)
+    return Submission(
+        out_task_id, params, quality, resolution, size, markers, prompt=prompt, aspect_ratio=ratio
+    )

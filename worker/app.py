@@ -12,7 +12,7 @@ import ssl
 from collections.abc import Iterable
 from functools import cache
 from typing import Any, Final
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, unquote, urlsplit, urlunsplit
 
 from celery import Celery
 from kombu.entity import Queue
@@ -33,6 +33,7 @@ from imageq.worker.messages import (
     Action,
     message,
 )
+from imageq.worker.task_events import EVENTS
 
 
 def celery_config(settings: Settings) -> dict[str, Any]:
@@ -61,6 +62,9 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "worker_disable_rate_limits": True,
         "task_reject_on_worker_lost": True,
         "worker_prefetch_multiplier": 1,
+        # Task events for Flower, off by default: they cost CPU on every task (docs/flower.md).
+        # Heartbeats (worker events) are the worker command's: `imageq worker` sends them.
+        "worker_send_task_events": worker.task_events,
         "worker_pool": worker.pool,
         "worker_concurrency": worker.concurrency,
         "task_queues": [
@@ -88,9 +92,15 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         # standby beat can wait beside the active one and take over once its lock lapses.
         "beat_scheduler": "imageq.producers.scheduling.scheduler:ScheduleFileScheduler",
         "beat_max_loop_interval": settings.schedule.loop_interval_s,
-        "redbeat_redis_url": settings.redis.broker_url,
+        # The credentials go in the options, not the URL: Celery masks a `password` key when it
+        # shows the configuration (`celery inspect conf`, Flower's worker pages), not a URL's.
+        "redbeat_redis_url": _without_credentials(settings.redis.broker_url),
         # Given explicitly, so redbeat does not fall back to the broker's transport options.
-        "redbeat_redis_options": {"socket_timeout": 10, "socket_connect_timeout": 5},
+        "redbeat_redis_options": {
+            "socket_timeout": 10,
+            "socket_connect_timeout": 5,
+            **_credentials(settings.redis.broker_url),
+        },
         "redbeat_key_prefix": f"{settings.redis.key_prefix}:redbeat:",
         "redbeat_lock_timeout": settings.schedule.lock_timeout_s,
         # The sweeper re-sends work a lost worker or message left overdue (worker/steps/sweep.py).
@@ -109,6 +119,20 @@ def _tls(broker_url: str) -> dict[str, Any]:
     return {"broker_use_ssl": {"ssl_cert_reqs": ssl.CERT_REQUIRED}}
 
 
+def _credentials(url: str) -> dict[str, str]:
+    """The user name and password of a Redis URL, as redis-py's keyword arguments."""
+    parts = urlsplit(url)
+    found = {"username": parts.username, "password": parts.password}
+    return {name: unquote(value) for name, value in found.items() if value}
+
+
+def _without_credentials(url: str) -> str:
+    """The URL with its user name and password taken out."""
+    parts = urlsplit(url)
+    host = parts.netloc.rpartition("@")[2]
+    return urlunsplit(parts._replace(netloc=host))
+
+
 TASK_MODULES: Final = ("imageq.worker.tasks", "imageq.producers.scheduling.schedule_tasks")
 """Where the tasks are, by name: the worker imports them at start; nothing imports them here
 (the scheduled run's task is producer code, which the worker reaches only by its task name)."""
@@ -116,7 +140,8 @@ TASK_MODULES: Final = ("imageq.worker.tasks", "imageq.producers.scheduling.sched
 
 def create_app(settings: Settings) -> Celery:
     """A Celery app configured from `settings` (producers build their own with theirs)."""
-    app = Celery("imageq", include=list(TASK_MODULES), set_as_current=False)
+    # Task events through a dispatcher that loses none on the threads pool (task_events.py).
+    app = Celery("imageq", include=list(TASK_MODULES), set_as_current=False, events=EVENTS)
     app.conf.update(celery_config(settings))
     return app
 

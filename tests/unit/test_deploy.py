@@ -23,7 +23,7 @@ IMAGEQ_VARIABLE = re.compile(r"\bIMAGEQ_[A-Z0-9_]+\b")
 METRICS_PORT = Settings.model_fields["observability"].default.metrics_port
 EXPORTER_PORT = Settings.model_fields["observability"].default.exporter_port
 # The one health entry point, `imageq health`, as the image and the worker service run it.
-IMAGE_HEALTHCHECK = ["imageq", "health", "--json", "--timeout", "5"]
+IMAGE_HEALTHCHECK = ["imageq", "health", "--json", "--timeout", "5", "--skip", "schedules"]
 # What compose runs from the image beyond the worker: Flower, and the simulator of the demo profile.
 IMAGE_EXTRAS = ("ops", "simulator")
 
