@@ -1,7 +1,9 @@
 # One image for every imageq process: the worker (the default command), the scheduler (beat),
-# Flower, the producers' CLI and the API simulator; docker-compose.yml picks the command.
+# Flower, the metrics exporter and the producers' CLI; docker-compose.yml picks the command.
+# The API simulator is a stage of its own (`--target simulator`), so that production images
+# carry none of its dependencies. `docker build .` builds the last stage: the production image.
 # Patch release and Debian release pinned, so a rebuild gets the same base (bump them together).
-FROM python:3.11.13-slim-bookworm
+FROM python:3.11.13-slim-bookworm AS imageq
 
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
@@ -12,7 +14,7 @@ WORKDIR /app
 
 # Exact versions of every dependency (and of the build backend), so the image runs what the
 # tests ran; its own layer, rebuilt only when a pin changes. The header says how to regenerate.
-# It holds the `ops` extra (Flower) and the `simulator` one (aiohttp), for compose's services.
+# It holds the `ops` extra (Flower), for compose's Flower service.
 COPY requirements.lock ./
 RUN pip install --no-cache-dir -r requirements.lock
 
@@ -45,3 +47,15 @@ HEALTHCHECK --interval=30s --timeout=20s --start-period=30s --retries=3 \
     CMD ["imageq", "health", "--json", "--timeout", "5", "--skip", "schedules"]
 
 CMD ["celery", "-A", "imageq.worker.app", "worker", "--loglevel=INFO"]
+
+# The API simulator, for compose's demo profile: the image above plus the `simulator` extra
+# (aiohttp), pinned by its own lock (the same pins, and aiohttp's).
+FROM imageq AS simulator
+USER root
+COPY requirements-simulator.lock ./
+RUN pip install --no-cache-dir -r requirements-simulator.lock
+USER imageq
+CMD ["imageq-simulator", "--host", "0.0.0.0", "--port", "8080"]
+
+# The default target: the production image, without the simulator's dependencies.
+FROM imageq

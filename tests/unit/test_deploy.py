@@ -24,8 +24,10 @@ METRICS_PORT = Settings.model_fields["observability"].default.metrics_port
 EXPORTER_PORT = Settings.model_fields["observability"].default.exporter_port
 # The one health entry point, `imageq health`, as the image and the worker service run it.
 IMAGE_HEALTHCHECK = ["imageq", "health", "--json", "--timeout", "5", "--skip", "schedules"]
-# What compose runs from the image beyond the worker: Flower, and the simulator of the demo profile.
-IMAGE_EXTRAS = ("ops", "simulator")
+# What compose runs from the production image beyond the worker: Flower. The simulator of the
+# demo profile is a stage of its own, with its own lock.
+IMAGE_EXTRAS = ("ops",)
+SIMULATOR_EXTRAS = ("ops", "simulator")
 
 
 def load_yaml(name: str) -> dict[str, Any]:
@@ -170,8 +172,9 @@ def test_dockerfile_is_slim_pinned_and_not_root() -> None:
     """A slim Python base pinned to a release, installs from the lock, runs as a named user."""
     instructions = dockerfile_instructions()
     bases = [arguments for instruction, arguments in instructions if instruction == "FROM"]
-    assert len(bases) == 1
-    assert re.fullmatch(r"python:3\.11\.\d+-slim(-[a-z]+)?", bases[0]), bases[0]
+    # One pulled base; the simulator's stage and the final (default) one build on it.
+    assert re.fullmatch(r"python:3\.11\.\d+-slim(-[a-z]+)? AS imageq", bases[0]), bases[0]
+    assert bases[1:] == ["imageq AS simulator", "imageq"], bases
     users = [arguments for instruction, arguments in instructions if instruction == "USER"]
     assert users, "no USER: the image would run as root"
     assert users[-1] not in ("root", "0")
@@ -186,10 +189,10 @@ def test_dockerfile_is_slim_pinned_and_not_root() -> None:
     assert healthcheck.endswith("CMD " + json.dumps(IMAGE_HEALTHCHECK)), healthcheck
 
 
-def locked_versions() -> dict[str, str]:
-    """Normalised name -> exact version, from requirements.lock; every entry must be `==`."""
+def locked_versions(lock: str = "requirements.lock") -> dict[str, str]:
+    """Normalised name -> exact version, from a lock file; every entry must be `==`."""
     pins: dict[str, str] = {}
-    for line in (ROOT / "requirements.lock").read_text().splitlines():
+    for line in (ROOT / lock).read_text().splitlines():
         line = line.split("#", 1)[0].strip()
         if not line:
             continue
@@ -218,10 +221,23 @@ def test_lock_pins_every_runtime_dependency() -> None:
             assert canonicalize_name(extra) in pins, f"{line}: {extra} is not in the lock"
 
 
-def test_lock_is_compiled_with_the_image_extras() -> None:
-    """The lock's header regenerates it with exactly the extras the image needs."""
-    header = (ROOT / "requirements.lock").read_text().split("\n\n", 1)[0]
-    assert sorted(re.findall(r"--extra=([\w-]+)", header)) == sorted(IMAGE_EXTRAS)
+@pytest.mark.parametrize(
+    ("lock", "extras"),
+    [("requirements.lock", IMAGE_EXTRAS), ("requirements-simulator.lock", SIMULATOR_EXTRAS)],
+)
+def test_lock_is_compiled_with_the_image_extras(lock: str, extras: tuple[str, ...]) -> None:
+    """Each lock's header regenerates it with exactly the extras its image needs."""
+    header = (ROOT / lock).read_text().split("\n\n", 1)[0]
+    assert sorted(re.findall(r"--extra=([\w-]+)", header)) == sorted(extras)
+
+
+def test_production_image_has_no_simulator_dependency() -> None:
+    """The production lock holds no aiohttp; the simulator's lock pins everything else alike."""
+    production = locked_versions("requirements.lock")
+    simulator = locked_versions("requirements-simulator.lock")
+    assert "aiohttp" not in production
+    assert "aiohttp" in simulator
+    assert {name: simulator[name] for name in production} == production
 
 
 def test_image_copies_imageq_and_every_folder_it_links() -> None:
