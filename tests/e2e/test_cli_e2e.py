@@ -109,8 +109,9 @@ def test_bulk_runs_valid_rows_reports_invalid_and_writes_manifest(
     manifest = tmp_path / "manifest.jsonl"
     result = imageq(cli_env, "bulk", str(path), "--wait", "--manifest", str(manifest), "--json")
     assert result.returncode == 1, result.stderr  # rows were skipped
-    for line in invalid_lines:
-        assert f"line {line}:" in result.stderr
+    refused = json.loads(result.stdout)["refused"]  # with --json, in the one object
+    assert [row["line"] for row in refused] == invalid_lines
+    assert all(row["reason"] for row in refused)
     entries = [json.loads(line) for line in manifest.read_text().splitlines()]
     assert [entry["line"] for entry in entries] == sorted(valid_lines + invalid_lines)
     by_line = {entry["line"]: entry for entry in entries}
@@ -137,7 +138,7 @@ def test_bulk_resume_submits_nothing_twice(
     assert first.returncode == 0, first.stderr
     again = imageq(cli_env, "bulk", str(path), "--batch-id", "resume-1", "--wait", "--json")
     assert again.returncode == 0, again.stderr
-    assert "0 queued, 4 already known" in again.stderr
+    assert (json.loads(again.stdout)["queued"], json.loads(again.stdout)["already_known"]) == (0, 4)
     counts = simulator.stats()["submits_by_out_task_id"]
     assert [counts[f"resume-1-{line:06d}"] for line in range(1, 5)] == [1, 1, 1, 1]
 
