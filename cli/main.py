@@ -62,15 +62,6 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
 )
-app.add_typer(webhooks, name="webhooks")
-app.add_typer(schedules, name="schedules")
-app.command()(bulk)
-app.command()(top)
-app.command()(report)
-app.command("health")(health_command)
-app.command("metrics-exporter")(metrics_exporter)
-app.command()(jobs)
-app.add_typer(batches, name="batches")
 
 RATIO_HELP: Final = f"One of {', '.join(ASPECT_RATIOS)}; at 4K only {', '.join(ratios_at('4K'))}."
 RESOLUTION_HELP: Final = f"One of {', '.join(RESOLUTIONS)}."
@@ -288,10 +279,21 @@ def cancel(
     raise typer.Exit(Exit.OK if cancelled else Exit.NOT_ALL_SUCCEEDED)
 
 
-# Registered here, after cancel, so that `imageq --help` lists them where it always has.
+# Registered here, after submit, status, watch and cancel (defined above), so that
+# `imageq --help` lists them in the order of use: a job's commands, many jobs', watching the
+# cluster, running its processes; then the groups (Typer lists those last).
+app.command()(bulk)
+app.command()(jobs)
+app.command()(top)
+app.command()(report)
+app.command("health")(health_command)
 app.command(context_settings=PASS_THROUGH)(worker)
 app.command(context_settings=PASS_THROUGH)(scheduler)
+app.command("metrics-exporter")(metrics_exporter)
 app.command()(demo)
+app.add_typer(batches, name="batches")
+app.add_typer(webhooks, name="webhooks")
+app.add_typer(schedules, name="schedules")
 
 
 def _show(job: Job, *, as_json: bool) -> None:
