@@ -19,31 +19,22 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from imageq.producers.api import (
-        BatchReport,
-        Enqueued,
-        ImageQueue,
-        cancel,
-        enqueue,
-        enqueue_job,
-        enqueue_many,
-        get,
-        wait,
-    )
+    from imageq.producers.api import BatchReport, Enqueued, ImageQueue
     from imageq.producers.jobs import JobOptions
+    from imageq.producers.shortcuts import cancel, enqueue, enqueue_job, enqueue_many, get, wait
     from imageq.producers.verify import verify_webhook
     from imageq.worker.errors import ImageqError
 
 _HOMES = {
     "BatchReport": "imageq.producers.api",
     "Enqueued": "imageq.producers.api",
-    "enqueue_job": "imageq.producers.api",
+    "enqueue_job": "imageq.producers.shortcuts",
     "ImageQueue": "imageq.producers.api",
-    "cancel": "imageq.producers.api",
-    "enqueue": "imageq.producers.api",
-    "enqueue_many": "imageq.producers.api",
-    "get": "imageq.producers.api",
-    "wait": "imageq.producers.api",
+    "cancel": "imageq.producers.shortcuts",
+    "enqueue": "imageq.producers.shortcuts",
+    "enqueue_many": "imageq.producers.shortcuts",
+    "get": "imageq.producers.shortcuts",
+    "wait": "imageq.producers.shortcuts",
     "JobOptions": "imageq.producers.jobs",
     "verify_webhook": "imageq.producers.verify",
     "ImageqError": "imageq.worker.errors",

@@ -1,4 +1,5 @@
-"""`ImageQueue`: the way in for Python producers, and module-level shortcuts over a default one.
+"""`ImageQueue`: the way in for Python producers (`imageq.producers.shortcuts` has the
+module-level shortcuts over a default one).
 
 Everything is checked before anything is stored or queued; a refused job leaves no trace.
 """
@@ -10,12 +11,11 @@ import time
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from functools import cache
 from typing import Any, Unpack
 
 from celery import Celery
 
-from imageq.config import Settings, get_settings
+from imageq.config import Settings
 from imageq.producers.idempotency import check_same_request
 from imageq.producers.jobs import (
     JobOptions,
@@ -321,41 +321,3 @@ class ImageQueue:
 
 def new_batch_id() -> str:
     return f"b_{uuid.uuid4().hex[:16]}"
-
-
-@cache
-def default_queue() -> ImageQueue:
-    """The process's `ImageQueue`, built from `get_settings()` on first use."""
-    return ImageQueue(get_settings())
-
-
-def enqueue(prompt: str, *, lane: Lane = "interactive", **options: Unpack[JobOptions]) -> str:
-    """`ImageQueue.enqueue` on the default queue."""
-    return default_queue().enqueue(prompt, lane=lane, **options)
-
-
-def enqueue_job(
-    prompt: str, *, lane: Lane = "interactive", **options: Unpack[JobOptions]
-) -> Enqueued:
-    """`ImageQueue.enqueue_job` on the default queue."""
-    return default_queue().enqueue_job(prompt, lane=lane, **options)
-
-
-def get(job_id: str) -> Job:
-    """`ImageQueue.get` on the default queue."""
-    return default_queue().get(job_id)
-
-
-def wait(job_id: str, timeout_s: float) -> Job:
-    """`ImageQueue.wait` on the default queue."""
-    return default_queue().wait(job_id, timeout_s)
-
-
-def enqueue_many(rows: Sequence[Mapping[str, Any]], **options: Any) -> BatchReport:
-    """`ImageQueue.enqueue_many` on the default queue."""
-    return default_queue().enqueue_many(rows, **options)
-
-
-def cancel(job_id: str) -> bool:
-    """`ImageQueue.cancel` on the default queue."""
-    return default_queue().cancel(job_id)
