@@ -389,6 +389,33 @@ class ScheduleSettings(BaseModel):
         return self
 
 
+class CostSettings(BaseModel):
+    """What jobs cost, in the API's credits: recording, estimates and batch budgets."""
+
+    query_after_completion: bool = Field(
+        False,
+        description="When a finished job's poll answer lacks `credits_used`, make one POST query"
+        " by its task id to learn it (one more request per job).",
+    )
+    sample_window: int = Field(
+        50,
+        ge=1,
+        description="How many recent jobs' credits are kept per quality and resolution.",
+    )
+    estimate_min_samples: int = Field(
+        3,
+        ge=1,
+        description="Fewest recent jobs of a quality and resolution for `bulk --estimate` to"
+        " call its estimate for them sound.",
+    )
+    default_job_credits: float = Field(
+        100.0,
+        ge=0,
+        description="What a job is reckoned to cost, for a batch budget's in-flight reserve,"
+        " while no job of its quality and resolution has reported credits.",
+    )
+
+
 class DemoSettings(BaseModel):
     """`make demo` only: which Redis it may use."""
 
@@ -426,6 +453,7 @@ class Settings(BaseSettings):
     )
     worker: WorkerSettings = Field(WorkerSettings(), description="The worker and its queues.")
     schedule: ScheduleSettings = Field(ScheduleSettings(), description="Scheduled bulk runs.")
+    cost: CostSettings = Field(CostSettings(), description="What jobs and batches cost.")
     demo: DemoSettings = Field(DemoSettings(), description="`make demo` only.")
 
     @model_validator(mode="after")

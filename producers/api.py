@@ -121,6 +121,7 @@ class ImageQueue:
         hold: bool = False,
         concurrency: int | None = None,
         refused: Sequence[tuple[int, str]] = (),
+        max_credits: float | None = None,
     ) -> BatchReport:
         """Validate every row (`prompt` and `JobOptions`), then queue the valid ones as one
         batch; a refused row is reported by line and does not stop the others. Rows without a
@@ -131,7 +132,8 @@ class ImageQueue:
         many of its new jobs are submitted now, and each job of it that ends submits the next
         (in Redis, so nothing needs to keep running here). `refused` are rows the caller
         refused before (line, reason): kept on the batch with those refused here, for its
-        manifest (`refused_rows`).
+        manifest (`refused_rows`). With `max_credits` the batch has a credit budget: once
+        reached, its remaining jobs end cancelled, reason `budget` (`imageq.worker.domain.cost`).
         """
         lines = list(lines) if lines is not None else list(range(1, len(rows) + 1))
         batch_id = check_job_id(batch_id, field="batch_id") if batch_id else new_batch_id()
@@ -161,6 +163,7 @@ class ImageQueue:
             webhook_url=check_webhook_url(self._settings, webhook_url),
             callback=plain_json("callback", callback, limit=None) if callback else None,
             name=name,
+            max_credits=max_credits,
         )
         self._store.create_batch(batch)
         self._store.add_batch_jobs(batch_id, {line: job.job_id for line, job in jobs.items()})

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any, Final
 
+from imageq.simulator.credits import task_credits
 from imageq.simulator.phases import FINISHED, Phase
 from imageq.simulator.sim_config import Envelope
 from imageq.simulator.state import Clock, Task
@@ -48,9 +50,16 @@ def submit_body(task: Task, clock: Clock, envelope: Envelope) -> dict[str, Any]:
 
 
 def query_body(
-    task: Task, clock: Clock, *, now_s: float, base_url: str, images: int
+    task: Task,
+    clock: Clock,
+    *,
+    now_s: float,
+    base_url: str,
+    images: int,
+    credits: Mapping[str, Mapping[str, int]] | None,
 ) -> dict[str, Any]:
-    """The answer to a query; output URLs are absolute, under `base_url`."""
+    """The answer to a query; output URLs are absolute, under `base_url`; `credits_used` from
+    the `credits` table, left out when it is None."""
     phase = task.phase(now_s)
     finished = phase in FINISHED
     output = (
@@ -58,21 +67,25 @@ def query_body(
         if phase is Phase.COMPLETED
         else []
     )
-    return {
-        "statusCode": 200,
-        "message": "",
-        "data": {
-            "task_id": task.task_id,
-            "out_task_id": task.submission.out_task_id,
-            "status": task.words.word(phase),
-            "created_at": iso_ms(clock.to_epoch(task.created_s)),
-            "completed_at": iso_ms(clock.to_epoch(task.due_s)) if finished else None,
-            "input": {"model": MODEL, "params": task.submission.params},
-            "credits_used": CREDITS_PER_TASK if phase is Phase.COMPLETED else 0,
-            "output": output,
-            "error": FAILURE_MESSAGE if phase is Phase.FAILED else None,
-        },
+    data: dict[str, Any] = {
+        "task_id": task.task_id,
+        "out_task_id": task.submission.out_task_id,
+        "status": task.words.word(phase),
+        "created_at": iso_ms(clock.to_epoch(task.created_s)),
+        "completed_at": iso_ms(clock.to_epoch(task.due_s)) if finished else None,
+        "input": {"model": MODEL, "params": task.submission.params},
+        "output": output,
+        "error": FAILURE_MESSAGE if phase is Phase.FAILED else None,
     }
+    if credits is not None:
+        submission = task.submission
+        data["credits_used"] = task_credits(
+            credits,
+            quality=submission.quality,
+            resolution=submission.resolution,
+            completed=phase is Phase.COMPLETED,
+        )
+    return {"statusCode": 200, "message": "", "data": data}
 
 
 def image_url(base_url: str, task_id: str, n: int) -> str:

@@ -102,13 +102,15 @@ async def query_by_body(request: web.Request) -> web.StreamResponse:
         )
     sim = request.app[SIM]
     if _nonblank(task_id):
-        return _answer_query(request, sim.find(task_id=task_id))
-    return _answer_query(request, sim.find(out_task_id=out_task_id))
+        return _answer_query(request, sim.find(task_id=task_id), credits=True)
+    return _answer_query(request, sim.find(out_task_id=out_task_id), credits=True)
 
 
 async def query_by_path(request: web.Request) -> web.StreamResponse:
     """`GET /v1/tasks/{task_id}`: the same answer as the POST query."""
-    return _answer_query(request, request.app[SIM].find(task_id=request.match_info["task_id"]))
+    sim = request.app[SIM]
+    task = sim.find(task_id=request.match_info["task_id"])
+    return _answer_query(request, task, credits=sim.config.credits_in_v1_tasks)
 
 
 async def serve_file(request: web.Request) -> web.StreamResponse:
@@ -159,7 +161,7 @@ async def set_faults(request: web.Request) -> web.StreamResponse:
     return web.json_response({"ok": True})
 
 
-def _answer_query(request: web.Request, task: Task | None) -> web.StreamResponse:
+def _answer_query(request: web.Request, task: Task | None, *, credits: bool) -> web.StreamResponse:
     sim = request.app[SIM]
     if task is None:
         return web.json_response(status_error(404, "task not found"), status=404)
@@ -173,7 +175,12 @@ def _answer_query(request: web.Request, task: Task | None) -> web.StreamResponse
         return _fault_response(fault, markers.retry_after_s)
     base_url = f"{request.scheme}://{request.host}"
     body = query_body(
-        task, sim.clock, now_s=sim.clock.now(), base_url=base_url, images=sim.config.images_per_task
+        task,
+        sim.clock,
+        now_s=sim.clock.now(),
+        base_url=base_url,
+        images=sim.config.images_per_task,
+        credits=sim.config.credits if credits else None,
     )
     return web.json_response(body)
 

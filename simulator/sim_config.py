@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Literal
 
+from imageq.simulator.credits import MADE_UP_CREDITS
 from imageq.simulator.latency import Distribution, parse_distribution
 
 Envelope = Literal["gpt_image_2_official", "platform"]
@@ -33,6 +35,10 @@ class SimConfig:
     fault_rate_503: float = 0.0
     fault_rate_drop: float = 0.0
     seed: int | None = None
+    # The query answer always reports `credits_used`; GET /v1/tasks/{id} (whose shape the API
+    # does not document) only with this on, so a client's "the poll lacks it" path is testable.
+    credits_in_v1_tasks: bool = False
+    credits: Mapping[str, Mapping[str, int]] = field(default_factory=lambda: MADE_UP_CREDITS)
 
     def __post_init__(self) -> None:
         if not self.api_key:
@@ -67,7 +73,7 @@ class SimConfig:
         changed = [
             f"{name.replace('_', ' ')} {value}"
             for name, value in vars(self).items()
-            if name not in ("api_key", "host", "port", "latency")
+            if name not in ("api_key", "host", "port", "latency", "credits")
             and value != getattr(defaults, name)
         ]
         return ", ".join([f"latency {self.latency}", *changed])

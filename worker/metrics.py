@@ -39,6 +39,11 @@ API_REQUEST_DURATION: Final = Histogram(
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 0.75, 1, 1.5, 2.5, 5, 10, 20, 30),
 )
 API_RATE_LIMITED: Final = Counter("imageq_api_rate_limited", "API answers of HTTP 429.")
+CREDITS_USED: Final = Counter(
+    "imageq_credits_used",
+    "Credits the API reported for finished jobs, by quality and resolution.",
+    ["quality", "resolution"],
+)
 POLLS: Final = Counter("imageq_polls", "Polls of the API for a job's status.")
 POLLS_PER_JOB: Final = Histogram(
     "imageq_polls_per_job",

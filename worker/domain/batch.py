@@ -25,6 +25,13 @@ class Batch:
     webhook_url: str | None = None
     callback: dict[str, Any] | None = None
     name: str | None = None
+    # Credits the API reported for its finished jobs (the store adds each as the job ends).
+    credits_used: float = 0.0
+    # The optional credit budget (bulk --max-credits); estimates of its jobs in flight under it.
+    max_credits: float | None = None
+    credits_in_flight: float = 0.0
+    # Set once the budget refused a submit: the batch submits nothing more.
+    budget_reached: bool = False
 
     @property
     def finished(self) -> int:
@@ -43,13 +50,16 @@ class Batch:
 
     def to_hash(self) -> dict[str, str]:
         """The fields a producer sets; the counters are the store's to keep."""
-        return {
+        fields = {
             "total": str(self.total),
             "created_at": str(self.created_at),
             "meta": json.dumps(
                 {"webhook_url": self.webhook_url, "callback": self.callback, "name": self.name}
             ),
         }
+        if self.max_credits is not None:
+            fields["max_credits"] = repr(float(self.max_credits))
+        return fields
 
     @classmethod
     def from_hash(cls, batch_id: str, raw: Mapping[bytes | str, bytes | str]) -> Batch:
@@ -77,6 +87,10 @@ class Batch:
             webhook_url=_optional(batch_id, meta, "webhook_url", str),
             callback=_optional(batch_id, meta, "callback", dict),
             name=_optional(batch_id, meta, "name", str),
+            credits_used=read("credits_used", float, 0.0),
+            max_credits=read("max_credits", _maybe_float, None),
+            credits_in_flight=max(0.0, read("credits_in_flight", float, 0.0)),
+            budget_reached="budget_reached" in values,
         )
 
 

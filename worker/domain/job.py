@@ -99,6 +99,8 @@ class Job:
     webhook_lease_until: float = 0.0
     # Attempts made before the latest replay: the retry schedule restarts after a replay.
     webhook_replay_base: int = 0
+    # Credits the API says the job used (None: not reported); the batch's total adds it up.
+    credits_used: float | None = None
 
     @property
     def out_task_id(self) -> str:
@@ -185,6 +187,7 @@ class JobFields(TypedDict, total=False):
     webhook_next_at: float | None
     webhook_lease_until: float
     webhook_replay_base: int
+    credits_used: float | None
 
 
 def is_default(name: str, encoded: str) -> bool:

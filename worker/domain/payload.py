@@ -2,6 +2,10 @@
 
 Versioned by `schema_version`; `worker/domain/schemas/completion-v1.schema.json` documents it and
 the tests validate every payload they see against it.
+
+Version rules: a new optional field is a compatible change and keeps the version (receivers
+must ignore fields they do not know); removing, renaming or retyping a field makes a new
+version. `credits_used` is such an optional field: present only when the API reported it.
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ BATCH_EVENT_TYPE: Final = "imageq.batch.finished"
 
 def completion_payload(job: Job) -> dict[str, Any]:
     """Build the payload of a terminal job. Pure: the same job gives the same payload."""
-    return {
+    payload = {
         "schema_version": SCHEMA_VERSION,
         "type": EVENT_TYPE,
         "job_id": job.job_id,
@@ -39,6 +43,9 @@ def completion_payload(job: Job) -> dict[str, Any]:
         "metadata": job.metadata,
         "poll_count": job.poll_count,
     }
+    if job.credits_used is not None:
+        payload["credits_used"] = job.credits_used
+    return payload
 
 
 def batch_payload(batch: Batch, jobs: Mapping[int, Job | None]) -> dict[str, Any]:
@@ -50,6 +57,7 @@ def batch_payload(batch: Batch, jobs: Mapping[int, Job | None]) -> dict[str, Any
         "name": batch.name,
         "total": batch.total,
         "counts": {status: count for status, count in sorted(batch.counts.items()) if count},
+        "credits_used": batch.credits_used,
         "timestamps": {
             "created_at": iso_time(batch.created_at),
             "completed_at": iso_time(batch.completed_at),

@@ -16,6 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import Any, Final, TypedDict
 
+from imageq.worker.domain.cost import BUDGET_CANCELLED
 from imageq.worker.domain.job import Delivery, Downloads, Job, JobFields
 from imageq.worker.domain.status import JobStatus
 from imageq.worker.messages import (
@@ -102,6 +103,16 @@ def fail_submit(claimed: Job, *, error: dict[str, Any], now: float) -> Transitio
     return _end(claimed, expect, Finish(JobStatus.FAILED, error=error), now=now, saving=False)
 
 
+def cancel_for_budget(claimed: Job, *, now: float) -> Transition | None:
+    """The claimed job's batch has reached its credit budget: it ends cancelled, reason
+    `budget`, without reaching the API."""
+    if claimed.status is not JobStatus.QUEUED:
+        return None
+    expect: JobFields = {"status": JobStatus.QUEUED, "submit_attempts": claimed.submit_attempts}
+    outcome = Finish(JobStatus.CANCELLED, error=dict(BUDGET_CANCELLED))
+    return _end(claimed, expect, outcome, now=now, saving=False)
+
+
 def poll_on(
     job_id: str,
     *,
@@ -131,7 +142,14 @@ def poll_on(
 
 
 def finish_poll(
-    job: Job, *, token: int, outcome: Finish, now: float, poll_count: int, storage_on: bool
+    job: Job,
+    *,
+    token: int,
+    outcome: Finish,
+    now: float,
+    poll_count: int,
+    storage_on: bool,
+    credits_used: float | None = None,
 ) -> Transition | None:
     """A poll (holding the current `token`) found the job over: it ends with `outcome`, its
     outputs to be saved first if storage is on and it succeeded with some."""
@@ -139,7 +157,9 @@ def finish_poll(
         return None
     saving = storage_on and outcome.status is JobStatus.SUCCEEDED and bool(outcome.output_urls)
     expect: JobFields = {"status": JobStatus.SUBMITTED, "poll_token": token}
-    return _end(job, expect, outcome, now=now, saving=saving, poll_count=poll_count)
+    return _end(
+        job, expect, outcome, now=now, saving=saving, poll_count=poll_count, credits=credits_used
+    )
 
 
 def time_out(job: Job, *, now: float, grace_s: float) -> Transition | None:
@@ -201,6 +221,7 @@ def _end(
     now: float,
     saving: bool,
     poll_count: int | None = None,
+    credits: float | None = None,
 ) -> Transition:
     """The one write that ends a job: its terminal status, outputs and error; the slot given
     back; then its outputs saved (if `saving`) or its notifications sent."""
@@ -218,6 +239,9 @@ def _end(
     }
     if poll_count is not None:
         changes["poll_count"] = poll_count
+    if credits is not None:
+        # The store adds it to the batch's total in this same write (lua/write.lua).
+        changes["credits_used"] = credits
     then = (ScheduleDownload(job.job_id, attempt=1),) if saving else notifications(job)
     return Transition(
         job.job_id,

@@ -6,7 +6,7 @@ from imageq.worker.domain.job import Job
 from imageq.worker.domain.transitions import Transition
 from imageq.worker.logs import lifecycle
 from imageq.worker.messages import Actions, Submit
-from imageq.worker.metrics import JOBS_FINISHED, POLLS_PER_JOB, TIME_TO_COMPLETION
+from imageq.worker.metrics import CREDITS_USED, JOBS_FINISHED, POLLS_PER_JOB, TIME_TO_COMPLETION
 from imageq.worker.runtime import Runtime
 from imageq.worker.steps.loading import log
 
@@ -28,5 +28,11 @@ def finish(rt: Runtime, job: Job, ending: Transition | None) -> Actions:
     JOBS_FINISHED.labels(str(status)).inc()
     POLLS_PER_JOB.observe(ending.changes.get("poll_count", job.poll_count))
     TIME_TO_COMPLETION.observe(finished_at - job.created_at)
+    credits = ending.changes.get("credits_used")
+    if credits is not None:
+        params = job.generation_params
+        CREDITS_USED.labels(params.quality, params.resolution).inc(credits)
+        window = rt.settings.cost.sample_window
+        rt.store.add_credit_sample(params.quality, params.resolution, credits, window=window)
     released: Actions = [Submit(job_id, lane) for job_id, lane in write.released]  # paced batch
     return ending.follow_ups(batch_complete=write.batch_complete) + released

@@ -13,6 +13,7 @@ from imageq.worker.messages import Actions, PollFacts
 from imageq.worker.metrics import POLLS
 from imageq.worker.policy.polling import Finish, next_step
 from imageq.worker.runtime import Runtime
+from imageq.worker.steps.costs import credits_of
 from imageq.worker.steps.finish import finish
 from imageq.worker.steps.loading import load, log
 from imageq.worker.upstream.responses import RemoteTask
@@ -66,8 +67,10 @@ def poll(rt: Runtime, job_id: str, token: int, facts: PollFacts | None = None) -
         job = job or _pollable(rt, job_id, token)
         if job is None:
             return []
+        credits = None
         if remote is not None and step.status is JobStatus.SUCCEEDED:
             _learn_generation_time(rt, job, remote, now)
+            credits = credits_of(rt, remote)
         ending = transitions.finish_poll(
             job,
             token=token,
@@ -75,6 +78,7 @@ def poll(rt: Runtime, job_id: str, token: int, facts: PollFacts | None = None) -
             now=now,
             poll_count=facts.poll_count + 1,
             storage_on=rt.storage is not None,
+            credits_used=credits,
         )
         return finish(rt, job, ending)
     moving = transitions.poll_on(

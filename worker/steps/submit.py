@@ -57,6 +57,8 @@ def submit(rt: Runtime, job_id: str) -> Actions:
         return []
     before_send = job.submit_sent_until  # as it was before this attempt
     job = claim.applied_to(job)
+    if not _within_budget(rt, job):
+        return finish(rt, job, transitions.cancel_for_budget(job, now=rt.clock()))
     if look_first:
         try:
             # An earlier attempt can have timed out or lost its connection (or its worker)
@@ -80,6 +82,21 @@ def submit(rt: Runtime, job_id: str) -> Actions:
         reached = may_have_reached_api(error)
         return _failed(rt, job, error, sent_until=rt.clock() if reached else before_send)
     return _submitted(rt, job, remote)
+
+
+def _within_budget(rt: Runtime, claimed: Job) -> bool:
+    """Whether the job's batch's credit budget, if any, lets it reach the API (atomic across
+    workers: `CostRecords.admit_to_budget`)."""
+    if claimed.batch_id is None:
+        return True
+    params = claimed.generation_params
+    return rt.store.admit_to_budget(
+        claimed.batch_id,
+        claimed.job_id,
+        quality=params.quality,
+        resolution=params.resolution,
+        default=rt.settings.cost.default_job_credits,
+    )
 
 
 def _slot(rt: Runtime, job: Job, *, expires_at: float) -> Slot | None:

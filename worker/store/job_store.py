@@ -32,6 +32,7 @@ from imageq.worker.domain.transitions import Slot as Slot  # where callers have 
 from imageq.worker.domain.transitions import Transition
 from imageq.worker.errors import CorruptRecord, JobNotFound
 from imageq.worker.store.batch_store import BatchRecords
+from imageq.worker.store.cost_store import CostRecords
 from imageq.worker.store.job_index import JobIndex
 from imageq.worker.store.work_index import WorkIndexes
 
@@ -63,7 +64,7 @@ class Write:
         return self.applied
 
 
-class JobStore(BatchRecords, WorkIndexes):
+class JobStore(BatchRecords, CostRecords, WorkIndexes):
     """Create, read and compare-and-set job records; read batches and dead letters; `index`
     lists them (`imageq.worker.store.job_index`)."""
 

@@ -73,6 +73,10 @@ class ApiClient:
             return task
         return self._query({"task_id": task_id})
 
+    def query_task(self, task_id: str) -> RemoteTask:
+        """The task by the documented POST query, whose answer reports `credits_used`."""
+        return self._query({"task_id": task_id})
+
     def find_by_out_task_id(self, out_task_id: str) -> RemoteTask | None:
         """The task the API holds for our own id, or None if it has none."""
         try:

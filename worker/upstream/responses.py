@@ -14,6 +14,7 @@ from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from typing import Any, Final
 
+from imageq.worker.domain.cost import parse_credits
 from imageq.worker.domain.status import RemoteStatus, remote_status
 from imageq.worker.errors import (
     ApiError,
@@ -42,6 +43,8 @@ class RemoteTask:
     error: str | None = None
     created_at: float | None = None
     completed_at: float | None = None
+    # What the task cost, when the answer says (`credits_used`); None when it does not.
+    credits_used: float | None = None
 
     @property
     def generation_s(self) -> float | None:
@@ -75,6 +78,7 @@ def parse_task(body: object) -> RemoteTask:
         error=_error_text(data),
         created_at=parse_time(data.get("created_at")),
         completed_at=parse_time(data.get("completed_at")),
+        credits_used=parse_credits(data.get("credits_used")),
     )
 
 

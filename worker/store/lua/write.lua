@@ -46,6 +46,15 @@ if a.set.status and batch and batch ~= 'null' then
     if old then redis.call('HINCRBY', key, old, -1) end
     redis.call('HINCRBY', key, new, 1)
     if a.terminal[new] and not (old and a.terminal[old]) then
+      -- Its credits join the batch's total; the estimate its budget held in flight is freed.
+      if a.set.credits_used and a.set.credits_used ~= 'null' then
+        redis.call('HINCRBYFLOAT', key, 'credits_used', a.set.credits_used)
+      end
+      local held_credits = redis.call('HGET', key .. ':reserved', a.job_id)
+      if held_credits then
+        redis.call('HINCRBYFLOAT', key, 'credits_in_flight', -tonumber(held_credits))
+        redis.call('HDEL', key .. ':reserved', a.job_id)
+      end
       local finished = redis.call('HINCRBY', key, 'finished', 1)
       local total = tonumber(redis.call('HGET', key, 'total') or '-1')
       if finished >= total and redis.call('HSETNX', key, 'completed_at', a.now) == 1 then
