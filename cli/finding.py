@@ -30,6 +30,7 @@ from imageq.producers.manifest import (
     write_manifest,
 )
 from imageq.worker.domain.batch import Batch
+from imageq.worker.domain.cost import BUDGET_REASON, batch_credits, credits_text
 from imageq.worker.domain.job import Job
 from imageq.worker.domain.payload import iso_time
 from imageq.worker.domain.status import JobStatus
@@ -100,6 +101,7 @@ def batch_row(batch: Batch) -> dict[str, Any]:
         "counts": {name: batch.counts.get(name, 0) for name in BATCH_COLUMNS},
         "created_at": iso_time(batch.created_at),
         "completed_at": iso_time(batch.completed_at),
+        **batch_credits(batch),
     }
 
 
@@ -177,7 +179,7 @@ def list_batches(
         typer.echo(json.dumps(result))
         return
     table = Table(title=f"{len(rows)} batch(es), newest first")
-    for name in ("batch", "name", "created", "progress", *BATCH_COLUMNS):
+    for name in ("batch", "name", "created", "progress", *BATCH_COLUMNS, "credits"):
         table.add_column(
             name.replace("_", " "),
             justify="left" if name in ("batch", "name", "created") else "right",
@@ -192,6 +194,7 @@ def list_batches(
             row["created_at"] or "-",
             f"{row['finished']}/{row['total']}" + (" done" if row["complete"] else ""),
             *(str(row["counts"][name]) for name in BATCH_COLUMNS),
+            _credits(row),
         )
     out.print(table)
     _next_page_hint(page.next_cursor)
@@ -237,14 +240,19 @@ def show_batch(
 
 def _batch_view(row: dict[str, Any], entries: list[dict[str, Any]]) -> Table:
     state = "complete" if row["complete"] else "running"
-    title = f"batch {row['batch_id']}: {row['finished']}/{row['total']} finished ({state})"
+    title = (
+        f"batch {row['batch_id']}: {row['finished']}/{row['total']} finished ({state}),"
+        f" credits {_credits(row)}"
+    )
     table = Table(title=shown(title))
     for name in ("line", "job", "status", "prompt", "result"):
         table.add_column(name, justify="right" if name == "line" else "left")
     for entry in entries:
         status = entry["status"]
         style = STATUS_COLOURS[JobStatus(status)].terminal if status in _STATUSES else "yellow"
-        if entry["error"]:
+        if entry["reason"] == BUDGET_REASON:
+            result = "cancelled: the batch's credit budget was reached"
+        elif entry["error"]:
             result = f"{entry['error']['type']}: {entry['error']['message']}"
         else:
             result = " ".join(output["url"] for output in entry["outputs"]) or "-"
@@ -256,6 +264,12 @@ def _batch_view(row: dict[str, Any], entries: list[dict[str, Any]]) -> Table:
             shown(_short(result)),
         )
     return table
+
+
+def _credits(row: dict[str, Any]) -> str:
+    return credits_text(
+        row["credits_used"], budget=row["max_credits"], reached=row["budget_reached"]
+    )
 
 
 def _time_range(since: str | None, until: str | None) -> dict[str, float | None]:

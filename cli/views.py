@@ -17,6 +17,7 @@ from imageq.cli.exits import Exit
 from imageq.ops.palette import STATUS_COLOURS
 from imageq.ops.terminal_text import shown
 from imageq.worker.domain.batch import Batch
+from imageq.worker.domain.cost import batch_credits, credits_text
 from imageq.worker.domain.job import Job
 from imageq.worker.domain.payload import completion_payload, iso_time
 from imageq.worker.domain.status import TERMINAL_JOB_STATUSES
@@ -55,6 +56,7 @@ def job_table(job: Job) -> Table:
     )
     table.add_row("remote task", shown(job.remote_task_id or "-"))
     table.add_row("polls", str(job.poll_count))
+    table.add_row("credits", credits_text(job.credits_used))
     table.add_row("elapsed", f"{_elapsed(job):.1f} s")
     if job.batch_id:
         table.add_row("batch", shown(job.batch_id))
@@ -79,6 +81,7 @@ def batch_json(batch: Batch, jobs: dict[int, Job]) -> dict[str, Any]:
         "counts": {name: batch.counts.get(name, 0) for name in BATCH_COLUMNS},
         "created_at": iso_time(batch.created_at),
         "completed_at": iso_time(batch.completed_at),
+        **batch_credits(batch),
         "jobs": [
             {"line": line, "job_id": job.job_id, "status": str(job.status)}
             for line, job in sorted(jobs.items())
@@ -88,10 +91,11 @@ def batch_json(batch: Batch, jobs: dict[int, Job]) -> dict[str, Any]:
 
 def batch_table(batch: Batch) -> Table:
     table = Table(title=shown(f"batch {batch.batch_id}"))
-    for name in ("total", *BATCH_COLUMNS):
+    for name in ("total", *BATCH_COLUMNS, "credits"):
         table.add_column(name.replace("_", " "), justify="right")
     counts = [str(batch.counts.get(name, 0)) for name in BATCH_COLUMNS]
-    table.add_row(str(batch.total), *counts)
+    spent = credits_text(batch.credits_used, budget=batch.max_credits, reached=batch.budget_reached)
+    table.add_row(str(batch.total), *counts, spent)
     return table
 
 

@@ -1,7 +1,8 @@
 """The manifest of a bulk run: one JSON line per row of the bulk file, in the file's order.
 
 Each entry says what became of its row: its prompt and metadata, the job's status, outputs
-and error, and when it was created and finished (ISO 8601 UTC); for a row refused before
+and error, and when it was created and finished (ISO 8601 UTC), what it cost (`credits_used`)
+and, for a job imageq cancelled itself, why (`reason`: `budget`); for a row refused before
 anything was queued, the reason (and its prompt and metadata, as far as they could be read).
 Building entries is pure; only `write_manifest` touches the disk.
 """
@@ -41,6 +42,9 @@ def manifest_entry_for_job(line: int, job: Job) -> dict[str, Any]:
         "remote_task_id": job.remote_task_id,
         "created_at": payload["timestamps"]["created_at"],
         "finished_at": payload["timestamps"]["finished_at"],
+        "credits_used": job.credits_used,
+        # Why imageq itself cancelled the job ("budget": its batch's credit budget was reached).
+        "reason": (job.error or {}).get("reason") if terminal else None,
     }
 
 
@@ -57,6 +61,8 @@ def manifest_entry_for_error(error: RowError) -> dict[str, Any]:
         "remote_task_id": None,
         "created_at": None,
         "finished_at": None,
+        "credits_used": None,
+        "reason": None,
     }
 
 

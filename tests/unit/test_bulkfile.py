@@ -399,6 +399,8 @@ def test_entry_for_succeeded_job() -> None:
         "remote_task_id": "task-9",
         "created_at": "2026-09-21T14:13:10.000Z",
         "finished_at": "2026-09-21T14:13:20.250Z",
+        "credits_used": None,
+        "reason": None,
     }
 
 
@@ -438,6 +440,8 @@ def test_entry_for_invalid_row() -> None:
         "remote_task_id": None,
         "created_at": None,
         "finished_at": None,
+        "credits_used": None,
+        "reason": None,
     }
 
 

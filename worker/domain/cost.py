@@ -9,7 +9,9 @@ import statistics
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Final
+from typing import Any, Final
+
+from imageq.worker.domain.batch import Batch
 
 BUDGET_REASON: Final = "budget"
 """The `reason` of a job cancelled because its batch's credit budget was reached."""
@@ -116,3 +118,21 @@ def _sum(pairs: Iterable[tuple[float | None, int]]) -> float | None:
             return None
         total += value * rows
     return total
+
+
+def batch_credits(batch: Batch) -> dict[str, Any]:
+    """A batch's credits for its views (`status`, `batches`, the report): spent, budget, and
+    whether the budget has stopped it."""
+    return {
+        "credits_used": round(batch.credits_used, 6),
+        "max_credits": batch.max_credits,
+        "budget_reached": batch.budget_reached,
+    }
+
+
+def credits_text(used: float | None, *, budget: float | None = None, reached: bool = False) -> str:
+    """Credits for a person: `30`, `30 of 35`, `30 of 35, budget reached`; `-` for none."""
+    if used is None:
+        return "-"
+    text = f"{used:g}" + (f" of {budget:g}" if budget is not None else "")
+    return text + (", budget reached" if reached else "")
