@@ -22,13 +22,14 @@ from rich.progress import (
 )
 
 from imageq.cli.contract import json_mode
+from imageq.cli.estimate import estimate_json, estimate_rows, print_estimate
 from imageq.cli.exits import Exit, exit_for
 from imageq.cli.views import err, fail, summary_table
 from imageq.config import get_settings
 from imageq.ops.palette import STATUS_COLOURS
 from imageq.ops.terminal_text import shown
 from imageq.producers.api import ImageQueue, new_batch_id
-from imageq.producers.bulkfile import RowError, read_bulk_file
+from imageq.producers.bulkfile import BulkRow, RowError, read_bulk_file
 from imageq.producers.manifest import (
     manifest_entry_for_error,
     manifest_entry_for_job,
@@ -57,6 +58,13 @@ def bulk(
         float, typer.Option(min=0, max=3600, help="Seconds between refreshes.")
     ] = 0.5,
     as_json: Annotated[bool, typer.Option("--json", help="Summary as JSON.")] = False,
+    estimate: Annotated[
+        bool, typer.Option("--estimate", help="Print the expected cost and time; queue nothing.")
+    ] = False,
+    max_credits: Annotated[
+        float | None,
+        typer.Option(min=0, help="Credit budget: past it, the remaining jobs end cancelled."),
+    ] = None,
 ) -> None:
     """Run every valid row of FILE as one batch; print each refused row's line and reason.
 
@@ -66,6 +74,11 @@ def bulk(
     batch in Redis: each job that ends starts the next, whether or not this command still runs.
     A row whose job id is already known for the same job is not queued again; for a different
     job it is refused, as an invalid row.
+
+    --estimate: the expected credits and time of FILE's valid rows, from recent jobs of each
+    quality and resolution (and which have too few samples); nothing is queued. --max-credits N:
+    once the batch's spent credits plus its jobs in flight reach N, it submits nothing more and
+    its remaining jobs end cancelled, reason `budget` (see docs/cost.md).
     """
     if manifest is not None and not wait:
         hint = "the manifest is written when the batch ends; or later: imageq batches show ID"
@@ -81,8 +94,13 @@ def bulk(
         say(shown(f"line {refused.line}: {refused.reason}", style="yellow"))
     if not rows:
         raise fail(f"{file}: no valid rows", Exit.INVALID)
+    if estimate:
+        _estimate(rows, refused=len(errors), concurrency=concurrency, as_json=as_json)
+        return
     batch_id = batch_id or new_batch_id()  # named first, so Ctrl-C can say how to resume
-    resume = _resume_command(file, batch_id, concurrency=concurrency, manifest=manifest)
+    resume = _resume_command(
+        file, batch_id, concurrency=concurrency, manifest=manifest, max_credits=max_credits
+    )
     queue = ImageQueue(get_settings())
     try:
         report = queue.enqueue_many(
@@ -92,6 +110,7 @@ def bulk(
             webhook_url=webhook,
             concurrency=concurrency,
             refused=[(row.line, row.reason) for row in errors],
+            max_credits=max_credits,
         )
     except InvalidParams as error:
         raise fail(str(error), Exit.INVALID) from None
@@ -106,6 +125,7 @@ def bulk(
             f"batch {batch_id}: {report.queued} queued, {report.already_known} already known,"
             f" {len(errors)} invalid row(s) skipped"
             + (f", paced {concurrency} at a time" if concurrency else "")
+            + (f", budget {max_credits:g} credits" if max_credits is not None else "")
         )
     )
     result: dict[str, Any] = {
@@ -114,6 +134,7 @@ def bulk(
         "already_known": report.already_known,
         "refused": [{"line": row.line, "reason": row.reason} for row in errors],
         "concurrency": concurrency,
+        "max_credits": max_credits,
         "resume": resume,
         "manifest": None,
         "summary": None,
@@ -145,6 +166,16 @@ def bulk(
     raise typer.Exit(refused_code or code)
 
 
+def _estimate(rows: list[BulkRow], *, refused: int, concurrency: int | None, as_json: bool) -> None:
+    """`--estimate`: print what the rows would cost and take; nothing is queued."""
+    settings = get_settings()
+    # Without --concurrency, as many run at once as the in-flight cap (or a worker) allows.
+    at_once = concurrency or settings.limits.max_in_flight or settings.worker.concurrency
+    found = estimate_rows(settings, rows, concurrency=at_once)
+    result = estimate_json(found, rows=len(rows), refused=refused, concurrency=at_once)
+    print_estimate(result, as_json=as_json, min_samples=settings.cost.estimate_min_samples)
+
+
 def _interrupted(batch_id: str, resume: str) -> typer.Exit:
     """Ctrl-C: the jobs already queued are the workers' now; say so, and how to go on."""
     if json_mode():
@@ -167,11 +198,17 @@ def _interrupted(batch_id: str, resume: str) -> typer.Exit:
 
 
 def _resume_command(
-    file: Path, batch_id: str, *, concurrency: int | None, manifest: Path | None
+    file: Path,
+    batch_id: str,
+    *,
+    concurrency: int | None,
+    manifest: Path | None,
+    max_credits: float | None = None,
 ) -> str:
     words = ["imageq", "bulk", str(file), "--batch-id", batch_id, "--wait"]
     words += ["--concurrency", str(concurrency)] if concurrency else []
     words += ["--manifest", str(manifest)] if manifest else []
+    words += ["--max-credits", f"{max_credits:g}"] if max_credits is not None else []
     return shlex.join(words)
 
 
