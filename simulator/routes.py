@@ -102,6 +102,7 @@ async def query_by_body(request: web.Request) -> web.StreamResponse:
         )
     sim = request.app[SIM]
     if _nonblank(task_id):
+        sim.post_queries_by_task_id[str(task_id)] += 1
         return _answer_query(request, sim.find(task_id=task_id), credits=True)
     return _answer_query(request, sim.find(out_task_id=out_task_id), credits=True)
 

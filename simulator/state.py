@@ -66,6 +66,8 @@ class SimState:
     submits_by_out_task_id: Counter[str] = field(default_factory=Counter)
     accepted_submits_by_out_task_id: Counter[str] = field(default_factory=Counter)
     queries_by_task_id: Counter[str] = field(default_factory=Counter)
+    # Of those, the POST queries (`/api/openapi/query`) by task id: the ones with credits.
+    post_queries_by_task_id: Counter[str] = field(default_factory=Counter)
     requests: int = 0
     # The host is "down" (`SimulatorServer.refuse_connections`): API requests on connections
     # opened before are dropped unanswered, as a host going away would.
@@ -102,6 +104,7 @@ class SimState:
         self.submits_by_out_task_id.clear()
         self.accepted_submits_by_out_task_id.clear()
         self.queries_by_task_id.clear()
+        self.post_queries_by_task_id.clear()
         self.requests = 0
         self.rng = random.Random(self.config.seed)
 
@@ -161,6 +164,7 @@ class SimState:
             "submits_by_out_task_id": dict(self.submits_by_out_task_id),
             "accepted_submits_by_out_task_id": dict(self.accepted_submits_by_out_task_id),
             "queries_by_task_id": dict(self.queries_by_task_id),
+            "post_queries_by_task_id": dict(self.post_queries_by_task_id),
             "tasks": tasks,
             "requests": self.requests,
             "max_concurrent_unfinished": max_concurrent(self.tasks.values()),
