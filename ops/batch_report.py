@@ -23,6 +23,7 @@ from PIL import Image
 
 from imageq.ops.palette import STATUS_COLOURS
 from imageq.worker.domain.batch import Batch
+from imageq.worker.domain.cost import credits_text
 from imageq.worker.domain.job import Job
 from imageq.worker.domain.status import JobStatus
 
@@ -205,6 +206,8 @@ def _header(batch: Batch, jobs: dict[int, Job]) -> str:
     state = "complete" if batch.is_complete else "running"
     total = f"{state} · {max(end - batch.created_at, 0):.1f} s total"
     name = f" · batch {escape(batch.batch_id)}" if batch.name else ""
+    spent = credits_text(batch.credits_used, budget=batch.max_credits, reached=batch.budget_reached)
+    total += f" · {escape(spent)} credits"
     return (
         '<header><div class="eyebrow">imageq batch report</div>'
         f"<h1>{escape(batch.name or batch.batch_id)}</h1>"
@@ -227,6 +230,7 @@ def _card(line: int, job: Job, load: ThumbnailLoader, size_px: int) -> str:
         params.get("quality"),
         *(f"{out['width']}x{out['height']} px" for out in job.outputs[:1]),
         *(f"{key}={value}" for key, value in sorted(params.get("extra", {}).items())),
+        f"{job.credits_used:g} credits" if job.credits_used is not None else None,
     ]
     if params.get("reference_images"):
         facts.append(f"{len(params['reference_images'])} reference image(s)")

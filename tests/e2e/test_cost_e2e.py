@@ -179,6 +179,13 @@ def test_credits_per_job_and_batch_in_cli_and_payload(
     assert job["credits_used"] == LOW_2K
     text = priced.imageq("status", batch_id)
     assert str(total) in text.stdout  # the table's credits column
+    page = tmp_path / "report.html"
+    written = json.loads(priced.imageq("report", batch_id, "--html", str(page), "--json").stdout)
+    validate(written, "report.json")
+    assert written["batch"]["credits_used"] == total
+    html = page.read_text()
+    assert f"{total} credits" in html
+    assert f"{LOW_2K} credits" in html  # the job's card
 
     hooks = wait_for(
         lambda: (found := receiver.for_path(str(job_path))) and len(found) == 3 and found,
@@ -300,7 +307,7 @@ def test_estimate_sums_the_medians_and_queues_nothing(
     validate(result, "bulk.json")
     assert result["credits"] == 2 * 12 + 60
     assert result["job_seconds"] == 2 * 2.0 + 8.0
-    assert result["wall_s"] == (2 * 2.0 + 8.0) / 2
+    assert result["wall_s"] == 8.0  # 12 s over 2 at once, but the medium job alone takes 8
     assert result["enough_samples"] is False
     assert [(g["quality"], g["samples"], g["enough_samples"]) for g in result["groups"]] == [
         ("low", 3, True),

@@ -81,8 +81,9 @@ def estimate_file(
     concurrency: int,
 ) -> Estimate:
     """Each row costs its group's median credits and takes its median generation time; the
-    wall time spreads the job time over `concurrency` jobs at once. A total is None when a
-    group has no sample at all; a group with fewer than `min_samples` is marked not enough."""
+    wall time spreads the job time over `concurrency` jobs at once, and is never shorter than
+    the slowest group's one job. A total is None when a group has no sample at all; a group
+    with fewer than `min_samples` is marked not enough."""
     counts = Counter(groups)
     parts = []
     for (quality, resolution), rows in sorted(counts.items()):
@@ -101,7 +102,10 @@ def estimate_file(
         )
     credits_total = _sum((part.credits_median, part.rows) for part in parts)
     seconds_total = _sum((part.generation_s_median, part.rows) for part in parts)
-    wall = None if seconds_total is None else seconds_total / max(1, concurrency)
+    wall = None
+    if seconds_total is not None:
+        slowest = max((part.generation_s_median or 0.0 for part in parts), default=0.0)
+        wall = max(seconds_total / max(1, concurrency), slowest)
     return Estimate(tuple(parts), credits_total, seconds_total, wall)
 
 
