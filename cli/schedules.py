@@ -163,7 +163,9 @@ def _outcome_text(last: Mapping[str, Any]) -> Text:
     batch = last["batch"]
     ended = ", ".join(f"{count} {name}" for name, count in batch["counts"].items() if count)
     style = "green" if last["outcome"] == "complete" else ""
-    return shown(f"{last['outcome']} {batch['finished']}/{batch['total']} ({ended})", style=style)
+    spent = f", {batch['credits_used']:g} credits"
+    text = f"{last['outcome']} {batch['finished']}/{batch['total']} ({ended}){spent}"
+    return shown(text, style=style)
 
 
 def check_text(view: Mapping[str, Any]) -> Group:

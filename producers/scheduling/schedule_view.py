@@ -173,6 +173,7 @@ def _batch(batch: Batch) -> dict[str, Any]:
         "finished": batch.finished,
         "complete": batch.is_complete,
         "counts": {name: batch.counts.get(name, 0) for name in BATCH_COUNTS},
+        "credits_used": round(batch.credits_used, 6),
     }
 
 
