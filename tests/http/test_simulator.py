@@ -295,12 +295,17 @@ def test_submitdrop_creates_the_task_but_drops_the_answer(sim: SimulatorServer) 
 
 
 def test_query_by_get_and_post_agree(sim: SimulatorServer) -> None:
-    """GET /v1/tasks/{id}, POST by task_id and POST by out_task_id give the same document."""
+    """GET /v1/tasks/{id}, POST by task_id and POST by out_task_id give the same document,
+    but for the credits, which (by default) only the POST query reports."""
     out_task_id = new_id()
     task_id = submit(sim, out_task_id=out_task_id).json()["data"][0]["task_id"]
     by_get = get_task(sim, task_id).json()
-    assert post_query(sim, task_id=task_id).json() == by_get
-    assert post_query(sim, out_task_id=out_task_id).json() == by_get
+    by_post = post_query(sim, task_id=task_id).json()
+    assert by_post["data"].pop("credits_used") == 0  # not completed yet
+    assert by_post == by_get
+    by_out_task_id = post_query(sim, out_task_id=out_task_id).json()
+    assert by_out_task_id["data"].pop("credits_used") == 0
+    assert by_out_task_id == by_get
     assert by_get["statusCode"] == 200
     data = by_get["data"]
     assert (data["task_id"], data["out_task_id"], data["status"]) == (
@@ -339,7 +344,8 @@ def test_disabled_v1_tasks_answers_404_for_every_id(start_sim: StartSim) -> None
 
 
 def test_status_progresses_submitted_processing_completed(sim: SimulatorServer) -> None:
-    """A task reports submitted, then processing, then completed with output and credits."""
+    """A task reports submitted, then processing, then completed with output; its credits are
+    in the POST query's answer, not (by default) in the GET's."""
     task_id = submit_ok(sim, "a fox sim:latency=0.6")
     seen: list[str] = []
 
@@ -352,9 +358,31 @@ def test_status_progresses_submitted_processing_completed(sim: SimulatorServer) 
     data = wait_for(probe)
     assert seen == ["submitted", "processing", "completed"]
     assert ISO_MS.match(data["completed_at"])
-    assert data["credits_used"] == 100
+    assert "credits_used" not in data
+    assert post_query(sim, task_id=task_id).json()["data"]["credits_used"] == 100  # high 1K
     assert data["error"] is None
     assert data["output"] == [{"url": f"{sim.base_url}/files/{task_id}/0.png"}]
+
+
+@pytest.mark.parametrize(
+    ("quality", "resolution", "credits"), [("low", "1K", 10), ("medium", "2K", 60)]
+)
+def test_credits_by_quality_and_resolution_in_both_answers_on_request(
+    start_sim: StartSim, quality: str, resolution: str, credits: int
+) -> None:
+    """With `credits_in_v1_tasks` the GET answer reports the made-up price too; before the
+    task completes it reports 0; the POST queries are counted per task."""
+    server = start_sim(credits_in_v1_tasks=True)
+    task_id = submit_ok(server, "a fox sim:latency=0.3", quality=quality, resolution=resolution)
+    assert get_task(server, task_id).json()["data"]["credits_used"] == 0
+
+    def completed() -> dict[str, Any] | None:
+        data: dict[str, Any] = get_task(server, task_id).json()["data"]
+        return data if data["status"] == "completed" else None
+
+    assert wait_for(completed)["credits_used"] == credits
+    assert post_query(server, task_id=task_id).json()["data"]["credits_used"] == credits
+    assert server.stats()["post_queries_by_task_id"] == {task_id: 1}
 
 
 def test_fail_marker_finishes_failed_without_output(sim: SimulatorServer) -> None:
@@ -518,6 +546,7 @@ def test_stats_and_reset(start_sim: StartSim) -> None:
         "submits_by_out_task_id": {},
         "accepted_submits_by_out_task_id": {},
         "queries_by_task_id": {},
+        "post_queries_by_task_id": {},
         "tasks": {},
         "requests": 0,
         "max_concurrent_unfinished": 0,
