@@ -77,8 +77,9 @@ def bulk(
 
     --estimate: the expected credits and time of FILE's valid rows, from recent jobs of each
     quality and resolution (and which have too few samples); nothing is queued. --max-credits N:
-    once the batch's spent credits plus its jobs in flight reach N, it submits nothing more and
-    its remaining jobs end cancelled, reason `budget` (see docs/cost.md).
+    once the batch's spent credits plus the estimates of its jobs in flight and of the next one
+    would pass N, it submits nothing more and its remaining jobs end cancelled, reason `budget`
+    (see docs/cost.md).
     """
     if manifest is not None and not wait:
         hint = "the manifest is written when the batch ends; or later: imageq batches show ID"
