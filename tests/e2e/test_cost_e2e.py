@@ -192,6 +192,14 @@ def test_credits_per_job_and_batch_in_cli_and_payload(
         timeout_s=WAIT_S,
         what="three webhooks",
     )
+    # The history the worker recorded prices the same file again, before anything is queued.
+    again = priced.imageq("bulk", str(file), "--estimate", "--json",
+                          IMAGEQ_COST__ESTIMATE_MIN_SAMPLES="1")  # fmt: skip
+    estimate = json.loads(again.stdout)
+    validate(estimate, "bulk.json")
+    assert (estimate["credits"], estimate["enough_samples"]) == (total, True)
+    assert estimate["job_seconds"] > 0
+
     credits = {}
     for received in hooks:
         payload = Webhook(WEBHOOK_SECRET).verify(received.body, received.headers)
