@@ -12,6 +12,7 @@ from importlib import resources
 from typing import Final
 
 import redis
+from redis.commands.core import Script
 
 _BUDGET: Final = (
     resources.files("imageq.worker.store").joinpath("lua", "budget.lua").read_text("utf-8")
@@ -24,6 +25,7 @@ class CostRecords:
     _redis: redis.Redis
     _prefix: str
     _ttl_s: int
+    _budget_script: Script | None = None
 
     def batch_key(self, batch_id: str) -> str:
         return f"{self._prefix}:batch:{batch_id}"
@@ -57,5 +59,6 @@ class CostRecords:
         workers racing to submit never pass the budget together."""
         key = self.batch_key(batch_id)
         keys = [key, f"{key}:reserved", self._credits_key(quality, resolution)]
-        script = self._redis.register_script(_BUDGET)
-        return bool(script(keys=keys, args=[job_id, default, self._ttl_s]))
+        if self._budget_script is None:
+            self._budget_script = self._redis.register_script(_BUDGET)
+        return bool(self._budget_script(keys=keys, args=[job_id, default, self._ttl_s]))
