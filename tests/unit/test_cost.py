@@ -18,7 +18,6 @@ from imageq.worker.domain.cost import (
     batch_credits,
     credits_text,
     estimate_file,
-    job_estimate,
     parse_credits,
 )
 from imageq.worker.domain.job import Job
@@ -106,12 +105,6 @@ def test_estimate_without_samples_is_unknown() -> None:
         None,
         False,
     )
-
-
-@pytest.mark.parametrize(("samples", "expected"), [([], 100.0), ([10, 50, 20], 20.0)])
-def test_job_estimate_is_the_median_or_the_default(samples: list[float], expected: float) -> None:
-    """The budget's in-flight reserve for one job."""
-    assert job_estimate(samples, default=100.0) == expected
 
 
 def test_batch_reads_its_credits_and_budget() -> None:

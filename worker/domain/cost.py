@@ -109,12 +109,6 @@ def estimate_file(
     return Estimate(tuple(parts), credits_total, seconds_total, wall)
 
 
-def job_estimate(samples: Sequence[float], *, default: float) -> float:
-    """What one job is expected to cost, for a budget's in-flight reserve: the median of recent
-    jobs like it, or `default` when there is none."""
-    return statistics.median(samples) if samples else default
-
-
 def _sum(pairs: Iterable[tuple[float | None, int]]) -> float | None:
     total = 0.0
     for value, rows in pairs:
