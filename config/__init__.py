@@ -3,6 +3,7 @@
 from imageq.config.settings import (
     DEFAULT_WEBHOOK_SCHEDULE_S,
     ApiSettings,
+    BudgetSettings,
     LimitSettings,
     ObservabilitySettings,
     PollingSettings,
@@ -20,6 +21,7 @@ from imageq.config.settings import (
 __all__ = [
     "DEFAULT_WEBHOOK_SCHEDULE_S",
     "ApiSettings",
+    "BudgetSettings",
     "LimitSettings",
     "ObservabilitySettings",
     "PollingSettings",

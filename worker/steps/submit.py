@@ -22,6 +22,7 @@ from imageq.worker.policy.submit_retry import may_have_reached_api, submit_retry
 from imageq.worker.runtime import Runtime
 from imageq.worker.steps.finish import finish
 from imageq.worker.steps.loading import load, log
+from imageq.worker.steps.put_off import put_off_submit
 from imageq.worker.upstream.responses import RemoteTask
 
 # After an earlier request's window closes, the next attempt comes this much later.
@@ -35,6 +36,9 @@ def submit(rt: Runtime, job_id: str) -> Actions:
     now = rt.clock()
     if (busy := submits.submit_busy(job, now=now)) is not None:
         return [busy]
+    grant = rt.gate.acquire("submit", f"submit:{job_id}")
+    if not grant.allowed:
+        return put_off_submit(rt, job_id, job.lane, grant)
     look_first = submits.looks_up_first(job)
     send_s = submit_send_s(rt.settings.api)
     slot = _slot(rt, job, expires_at=now + send_s + rt.settings.polling.deadline_s)
@@ -63,7 +67,10 @@ def submit(rt: Runtime, job_id: str) -> Actions:
             # after the API had accepted it: adopt that task rather than submit again.
             remote = rt.client.find_by_out_task_id(job.out_task_id)
         except ApiError as error:
+            rt.gate.settle(grant, error)
             return _failed(rt, job, error, sent_until=before_send)
+        # One turn of the budget covers the lookup and the submit that may follow it.
+        rt.gate.settle(grant, None)
         if remote is not None:
             return _submitted(rt, job, remote)
         sending = submits.send_submit(job, now=rt.clock(), send_s=send_s)
@@ -75,10 +82,13 @@ def submit(rt: Runtime, job_id: str) -> Actions:
     try:
         remote = rt.client.submit(job.out_task_id, job.generation_params)
     except ApiError as error:
+        rt.gate.settle(grant, error)
         # The request is over (answered, timed out or dropped): if it may have reached the API
         # the next attempt looks the job up first, but need not wait for its window.
         reached = may_have_reached_api(error)
         return _failed(rt, job, error, sent_until=rt.clock() if reached else before_send)
+    if not look_first:
+        rt.gate.settle(grant, None)
     return _submitted(rt, job, remote)
 
 

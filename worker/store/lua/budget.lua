@@ -1,0 +1,93 @@
+-- The request budget of one API key and its pause on 429, in one atomic step
+-- (see imageq/worker/policy/request_budget.py, which this mirrors, and docs/rate-limits.md).
+-- Time is Redis's own (TIME), so every worker on every host reads the same clock.
+-- KEYS[1]: the key's state hash (tat, pause_until, strikes, probe, probe_until)
+-- KEYS[2]: booked turns, a sorted set of requester -> when its turn is
+-- ARGV[1]: "acquire" | "pause" | "probe_ok"
+--   acquire: ARGV[2] requester, [3] interval_s (0: no budget), [4] allowance, [5] horizon_s,
+--            [6] probe_lease_s, [7] ttl_s
+--     -> {allowed 0|1, wait_s, reason, probe 0|1}
+--   pause:   ARGV[2] retry_after_s (-1: none), [3] base_s, [4] max_s, [5] ttl_s -> {pause_s}
+--   probe_ok: ends the probe phase; the full rate resumes -> {}
+local key, booked = KEYS[1], KEYS[2]
+local clock = redis.call('TIME')
+local now = tonumber(clock[1]) + tonumber(clock[2]) / 1000000
+local op = ARGV[1]
+
+if op == 'pause' then
+  local state = redis.call('HMGET', key, 'pause_until', 'strikes', 'probe')
+  local pause_until = tonumber(state[1] or '0')
+  local strikes = tonumber(state[2] or '0')
+  local retry_after, base, most = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
+  -- A 429 while a pause is on came from a request sent before it: it may lengthen the pause,
+  -- but is no new strike (else a burst of in-flight 429s would double the pause many times).
+  local striking = pause_until <= now
+  local pause
+  if retry_after >= 0 then
+    pause = math.min(retry_after, most)
+  else
+    pause = math.min(base * 2 ^ strikes, most)
+  end
+  local ends = math.max(pause_until, now + pause)
+  if striking then
+    redis.call('HSET', key, 'strikes', strikes + 1)
+  end
+  redis.call('HSET', key, 'pause_until', tostring(ends), 'probe', '1', 'probe_until', '0',
+    'tat', tostring(ends))
+  redis.call('DEL', booked)
+  redis.call('EXPIRE', key, tonumber(ARGV[5]))
+  return {tostring(ends - now)}
+end
+
+if op == 'probe_ok' then
+  redis.call('HSET', key, 'probe', '0', 'strikes', '0')
+  return {}
+end
+
+local requester = ARGV[2]
+local interval, allowance, horizon = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
+local state = redis.call('HMGET', key, 'pause_until', 'probe', 'probe_until', 'tat')
+local pause_until = tonumber(state[1] or '0')
+if pause_until > now then
+  return {0, tostring(pause_until - now), 'pause', 0}
+end
+if state[2] == '1' then
+  local lease_until = tonumber(state[3] or '0')
+  if lease_until > now then
+    return {0, tostring(lease_until - now), 'probe', 0}
+  end
+  -- Past the probe the rate resumes at once, but without a burst on top.
+  redis.call('HSET', key, 'probe_until', tostring(now + tonumber(ARGV[6])),
+    'tat', tostring(now + allowance * interval))
+  return {1, '0', 'probe', 1}
+end
+if interval <= 0 then
+  return {1, '0', 'free', 0}
+end
+local turn = redis.call('ZSCORE', booked, requester)
+if turn then
+  turn = tonumber(turn)
+  -- A few ms early is the countdown's precision, not a request before its turn.
+  if turn <= now + 0.005 then
+    redis.call('ZREM', booked, requester)
+    return {1, '0', 'booked', 0}
+  end
+  return {0, tostring(turn - now), 'booked', 0}
+end
+local tat = math.max(tonumber(state[4] or '0'), now)
+local new_tat = tat + interval
+local ahead = new_tat - now - allowance * interval
+if ahead <= 0 then
+  redis.call('HSET', key, 'tat', tostring(new_tat))
+  redis.call('EXPIRE', key, tonumber(ARGV[7]))
+  return {1, '0', 'budget', 0}
+end
+if ahead <= horizon then
+  redis.call('HSET', key, 'tat', tostring(new_tat))
+  redis.call('ZADD', booked, now + ahead, requester)
+  -- Turns nobody came back for (a worker died) are forgotten after a minute.
+  redis.call('ZREMRANGEBYSCORE', booked, '-inf', now - 60)
+  redis.call('EXPIRE', booked, tonumber(ARGV[7]))
+  return {0, tostring(ahead), 'booked', 0}
+end
+return {0, tostring(ahead - horizon), 'budget', 0}
