@@ -38,6 +38,8 @@ def parse_args(argv: Sequence[str] | None = None) -> SimConfig:
     add("--fault-rate-429", type=float, default=0.0, help="share of API requests answered 429")
     add("--fault-rate-503", type=float, default=0.0, help="share of API requests answered 503")
     add("--fault-rate-drop", type=float, default=0.0, help="share of queries dropped")
+    add("--rate-limit", dest="rate_limit_per_s", type=float, default=0.0,
+        help="requests/s per API key; past it, 429 with Retry-After (0: none)")  # fmt: skip
     add("--seed", type=int, default=None, help="seed of latencies, words and random faults")
     args = parser.parse_args(argv)
     try:
