@@ -32,7 +32,7 @@ class Forced:
 @dataclass
 class RateLimits:
     """Per key: a sliding one-second window of the requests let through, forced 429s, and the
-    log of every API request (epoch seconds, endpoint, HTTP status)."""
+    log of every API request (arrival, endpoint, HTTP status, answer: epoch seconds)."""
 
     limit_per_s: float = 0.0
     window_s: float = 1.0
@@ -67,8 +67,9 @@ class RateLimits:
         return True, None
 
     def record(self, digest: str, at: float, endpoint: str, status: int) -> None:
-        """Log one API request: when it arrived (epoch seconds), where, and the answer."""
-        self._log[digest].append([at, endpoint, status])
+        """Log one API request: when it arrived (epoch seconds), where, the answer's status,
+        and when the answer was ready (now)."""
+        self._log[digest].append([at, endpoint, status, time.time()])
 
     def requests(self) -> dict[str, Any]:
         """The document served at `GET /_sim/requests`."""

@@ -184,7 +184,8 @@ async def set_faults(request: web.Request) -> web.StreamResponse:
 
 
 async def list_requests(request: web.Request) -> web.StreamResponse:
-    """`GET /_sim/requests`: every API request by key digest, `[epoch_s, endpoint, status]`."""
+    """`GET /_sim/requests`: every API request by key digest, as
+    `[arrived_epoch_s, endpoint, status, answered_epoch_s]`."""
     return web.json_response(request.app[LIMITS].requests())
 
 

@@ -23,7 +23,7 @@ BUDGET = BudgetSettings(requests_per_s=10, burst=3, poll_reserve=1, horizon_s=2)
 def run(kind: str, times: list[float], budget: BudgetSettings = BUDGET) -> list[str]:
     """Each request at its time against one bucket: 'go', or the reason it waits."""
     terms = terms_for(kind, budget)  # type: ignore[arg-type]
-    tat, out = 0.0, []
+    tat, out = 0.0, list[str]()
     for now in times:
         taken = take_turn(tat, now=now, terms=terms)
         tat = taken.tat
@@ -44,7 +44,7 @@ def test_at_most_burst_plus_rate_times_t_go_in_any_t_seconds(seconds: float) -> 
     """Asking every millisecond, with booked turns taken when they come: the grants in any
     window of T seconds are at most burst + rate * T, and the rate exactly over a long run."""
     terms = terms_for("poll", BUDGET)
-    tat, granted, booked = 0.0, [], []
+    tat, granted, booked = 0.0, list[float](), list[float]()
     for ms in range(20_000):
         now = 100 + ms / 1000
         while booked and booked[0] <= now:

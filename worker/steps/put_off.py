@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+from imageq.worker.domain.job import Job
 from imageq.worker.domain.status import JobStatus
 from imageq.worker.domain.transitions import Transition
 from imageq.worker.messages import Actions, PollFacts, SchedulePoll, Submit
@@ -32,13 +33,25 @@ def put_off_s(rt: Runtime, grant: Grant) -> float:
         case "pause":
             wait_s = grant.wait_s + _PROBE_RECHECK_S * rt.rand()
         case _:
-            wait_s = grant.wait_s + rt.rand() * budget.horizon_s / 2
+            # The script told it its place in the waiting line; a little spread on top.
+            wait_s = grant.wait_s + rt.rand() * budget.horizon_s / 4
     return min(wait_s, rt.settings.worker.max_countdown_s)
 
 
-def put_off_submit(rt: Runtime, job_id: str, lane: str, grant: Grant) -> Actions:
-    """The submit stays queued: the same message again, after its countdown."""
-    return [Submit(job_id, lane, countdown_s=put_off_s(rt, grant))]
+def put_off_submit(rt: Runtime, job: Job, grant: Grant) -> Actions:
+    """The submit stays queued: the same message again, after its countdown, and the job due
+    then (so the sweeper does not send copies of a submit that is only waiting its turn)."""
+    delay_s = put_off_s(rt, grant)
+    now = rt.clock()
+    waiting = Transition(
+        job.job_id,
+        expect={"status": JobStatus.QUEUED, "submit_attempts": job.submit_attempts},
+        changes={"updated_at": now},
+        due_at=now + delay_s,
+    )
+    if not rt.store.apply(waiting):
+        return []
+    return [Submit(job.job_id, job.lane, countdown_s=delay_s)]
 
 
 def put_off_poll(rt: Runtime, job_id: str, token: int, facts: PollFacts, grant: Grant) -> Actions:

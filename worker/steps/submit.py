@@ -36,9 +36,6 @@ def submit(rt: Runtime, job_id: str) -> Actions:
     now = rt.clock()
     if (busy := submits.submit_busy(job, now=now)) is not None:
         return [busy]
-    grant = rt.gate.acquire("submit", f"submit:{job_id}")
-    if not grant.allowed:
-        return put_off_submit(rt, job_id, job.lane, grant)
     look_first = submits.looks_up_first(job)
     send_s = submit_send_s(rt.settings.api)
     slot = _slot(rt, job, expires_at=now + send_s + rt.settings.polling.deadline_s)
@@ -51,6 +48,11 @@ def submit(rt: Runtime, job_id: str) -> Actions:
     )
     if claim is None:
         return []
+    # Only a submit that would go asks the budget: a copy (the sweeper's, say) of a job taken
+    # already must not use up a turn.
+    grant = rt.gate.acquire("submit", f"submit:{job_id}")
+    if not grant.allowed:
+        return put_off_submit(rt, job, grant)
     claimed = rt.store.apply(claim)
     if claimed.no_slot:
         # The API has all the jobs in flight it may have; ask again shortly.

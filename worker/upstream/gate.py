@@ -36,7 +36,8 @@ class RequestGate:
 
     def __init__(self, client: redis.Redis, *, budget: BudgetSettings, prefix: str, digest: str):
         self._budget = budget
-        self._keys = [f"{prefix}:budget:{digest}", f"{prefix}:budget:{digest}:booked"]
+        base = f"{prefix}:budget:{digest}"
+        self._keys = [base, f"{base}:booked", f"{base}:line"]
         self._script = client.register_script(_SCRIPT)
 
     def __repr__(self) -> str:

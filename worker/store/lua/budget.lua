@@ -1,15 +1,20 @@
 -- The request budget of one API key and its pause on 429, in one atomic step
 -- (see imageq/worker/policy/request_budget.py, which this mirrors, and docs/rate-limits.md).
 -- Time is Redis's own (TIME), so every worker on every host reads the same clock.
--- KEYS[1]: the key's state hash (tat, pause_until, strikes, probe, probe_until)
+-- KEYS[1]: the key's state hash (tat, pause_until, strikes, probe, probe_until, and lost:
+--          how many booked turns came too late and were not used)
 -- KEYS[2]: booked turns, a sorted set of requester -> when its turn is
+-- KEYS[3]: the waiting line, a sorted set of requester -> when it first found no turn near
 -- ARGV[1]: "acquire" | "pause" | "probe_ok"
 --   acquire: ARGV[2] requester, [3] interval_s (0: no budget), [4] allowance, [5] horizon_s,
 --            [6] probe_lease_s, [7] ttl_s
 --     -> {allowed 0|1, wait_s, reason, probe 0|1}
+--     A request with no turn within the horizon joins the waiting line and is told to come
+--     back when the turns for those ahead of it are booked, so a long queue of submits asks
+--     about twice each, not once per horizon.
 --   pause:   ARGV[2] retry_after_s (-1: none), [3] base_s, [4] max_s, [5] ttl_s -> {pause_s}
 --   probe_ok: ends the probe phase; the full rate resumes -> {}
-local key, booked = KEYS[1], KEYS[2]
+local key, booked, line = KEYS[1], KEYS[2], KEYS[3]
 local clock = redis.call('TIME')
 local now = tonumber(clock[1]) + tonumber(clock[2]) / 1000000
 local op = ARGV[1]
@@ -34,7 +39,7 @@ if op == 'pause' then
   end
   redis.call('HSET', key, 'pause_until', tostring(ends), 'probe', '1', 'probe_until', '0',
     'tat', tostring(ends))
-  redis.call('DEL', booked)
+  redis.call('DEL', booked, line)
   redis.call('EXPIRE', key, tonumber(ARGV[5]))
   return {tostring(ends - now)}
 end
@@ -67,12 +72,17 @@ end
 local turn = redis.call('ZSCORE', booked, requester)
 if turn then
   turn = tonumber(turn)
-  -- A few ms early is the countdown's precision, not a request before its turn.
-  if turn <= now + 0.005 then
-    redis.call('ZREM', booked, requester)
+  if turn > now + 0.005 then
+    return {0, tostring(turn - now), 'booked', 0}
+  end
+  redis.call('ZREM', booked, requester)
+  -- A few ms early is the countdown's precision. Up to one interval late the turn is still
+  -- this request's; later, sending it would bunch it with the turns after it, so the turn is
+  -- lost and the request asks afresh (the budget is under-used, never exceeded).
+  if now <= turn + interval then
     return {1, '0', 'booked', 0}
   end
-  return {0, tostring(turn - now), 'booked', 0}
+  redis.call('HINCRBY', key, 'lost', 1)
 end
 local tat = math.max(tonumber(state[4] or '0'), now)
 local new_tat = tat + interval
@@ -80,6 +90,7 @@ local ahead = new_tat - now - allowance * interval
 if ahead <= 0 then
   redis.call('HSET', key, 'tat', tostring(new_tat))
   redis.call('EXPIRE', key, tonumber(ARGV[7]))
+  redis.call('ZREM', line, requester)
   return {1, '0', 'budget', 0}
 end
 if ahead <= horizon then
@@ -88,6 +99,11 @@ if ahead <= horizon then
   -- Turns nobody came back for (a worker died) are forgotten after a minute.
   redis.call('ZREMRANGEBYSCORE', booked, '-inf', now - 60)
   redis.call('EXPIRE', booked, tonumber(ARGV[7]))
+  redis.call('ZREM', line, requester)
   return {0, tostring(ahead), 'booked', 0}
 end
-return {0, tostring(ahead - horizon), 'budget', 0}
+redis.call('ZADD', line, 'NX', now, requester)
+redis.call('ZREMRANGEBYSCORE', line, '-inf', now - 600)
+redis.call('EXPIRE', line, tonumber(ARGV[7]))
+local place = redis.call('ZRANK', line, requester)
+return {0, tostring(ahead - horizon + place * interval), 'budget', 0}
