@@ -54,6 +54,8 @@ def submit(rt: Runtime, job_id: str) -> Actions:
     if not grant.allowed:
         return put_off_submit(rt, job, grant)
     claimed = rt.store.apply(claim)
+    if not claimed:
+        rt.gate.unused(grant)
     if claimed.no_slot:
         # The API has all the jobs in flight it may have; ask again shortly.
         SUBMIT_SLOT_WAITS.inc()

@@ -84,6 +84,11 @@ class RequestGate:
         elif grant.probe:
             self._script(keys=self._keys, args=["probe_ok"])
 
+    def unused(self, grant: Grant) -> None:
+        """The request was not sent after all: a probe's lease goes to the next request."""
+        if grant.probe:
+            self._script(keys=self._keys, args=["probe_off"])
+
 
 class OpenGate:
     """No budget and no pause: every request goes at once."""
@@ -92,6 +97,9 @@ class OpenGate:
         return _ALWAYS
 
     def settle(self, grant: Grant, error: ApiError | None) -> None:
+        return None
+
+    def unused(self, grant: Grant) -> None:
         return None
 
 

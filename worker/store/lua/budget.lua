@@ -14,6 +14,7 @@
 --     about twice each, not once per horizon.
 --   pause:   ARGV[2] retry_after_s (-1: none), [3] base_s, [4] max_s, [5] ttl_s -> {pause_s}
 --   probe_ok: ends the probe phase; the full rate resumes -> {}
+--   probe_off: the probe was not sent after all; the next request may probe -> {}
 local key, booked, line = KEYS[1], KEYS[2], KEYS[3]
 local clock = redis.call('TIME')
 local now = tonumber(clock[1]) + tonumber(clock[2]) / 1000000
@@ -31,7 +32,11 @@ if op == 'pause' then
   if retry_after >= 0 then
     pause = math.min(retry_after, most)
   else
-    pause = math.min(base * 2 ^ strikes, most)
+    -- Without Retry-After: the base, doubled for each 429 in a row before this one (an
+    -- in-flight 429 gets the length of the pause already on, not a longer one).
+    local doublings = strikes
+    if not striking then doublings = math.max(strikes - 1, 0) end
+    pause = math.min(base * 2 ^ doublings, most)
   end
   local ends = math.max(pause_until, now + pause)
   if striking then
@@ -46,6 +51,11 @@ end
 
 if op == 'probe_ok' then
   redis.call('HSET', key, 'probe', '0', 'strikes', '0')
+  return {}
+end
+
+if op == 'probe_off' then
+  redis.call('HSET', key, 'probe_until', '0')
   return {}
 end
 
