@@ -155,12 +155,14 @@ def test_a_429_pauses_every_worker_then_one_probe(tmp_path: Path) -> None:
         f" probe answered in {1000 * (probe[3] - probe[0]):.1f} ms; next request"
         f" {1000 * (following[0] - probe[3]):.1f} ms after its answer"
     )
+    resumed = [entry[0] for entry in quiet if probe[0] < entry[0] <= probe[0] + 3]
+    whole_run = most_in_window([entry[0] for entry in log], 1.0)
+    print(f"then {len(resumed)} requests in the 3 s after the probe; most in 1 s: {whole_run}")
     assert len(late) <= 1
     assert 5.0 <= silence_s <= 6.0
     assert probe[2] == 200
     assert following[0] >= probe[3], "the probe went alone"
-    resumed = [entry[0] for entry in quiet if probe[0] < entry[0] <= probe[0] + 3]
-    assert most_in_window(resumed, 1.0) <= rate + burst
+    assert whole_run <= rate + burst
     assert len(resumed) >= 0.8 * 3 * rate, "the full rate resumed"
     extended = [job.deadline_extended_s for job in jobs if job.deadline_extended_s > 0]
     assert extended, "polls the pause delayed moved their jobs' deadlines"

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from imageq.worker.domain.job import Job
+from imageq.worker.domain.job import Job, JobFields
 from imageq.worker.domain.status import JobStatus
 from imageq.worker.domain.transitions import Transition
 from imageq.worker.messages import Actions, PollFacts, SchedulePoll, Submit
@@ -58,7 +58,7 @@ def put_off_poll(rt: Runtime, job_id: str, token: int, facts: PollFacts, grant: 
     """Move the poll later (not counted as a poll); a pause moves the deadline with it."""
     delay_s = put_off_s(rt, grant)
     now = rt.clock()
-    changes: dict[str, float | int] = {"poll_token": token + 1, "next_poll_at": now + delay_s}
+    changes: JobFields = {"poll_token": token + 1, "next_poll_at": now + delay_s}
     extra_s = 0.0
     if grant.reason in ("pause", "probe"):
         job = load(rt, job_id)
@@ -76,7 +76,7 @@ def put_off_poll(rt: Runtime, job_id: str, token: int, facts: PollFacts, grant: 
     moving = Transition(
         job_id,
         expect={"status": JobStatus.SUBMITTED, "poll_token": token},
-        changes=changes,  # type: ignore[arg-type]  # keys and types are JobFields'
+        changes=changes,
         due_at=now + delay_s,
         then=(SchedulePoll(job_id, token + 1, delay_s, facts),),
     )

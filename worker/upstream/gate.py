@@ -34,8 +34,19 @@ def key_digest(api_key: str) -> str:
 class RequestGate:
     """Ask before each API request (`acquire`), say how it went after (`settle`)."""
 
-    def __init__(self, client: redis.Redis, *, budget: BudgetSettings, prefix: str, digest: str):
+    def __init__(
+        self,
+        client: redis.Redis,
+        *,
+        budget: BudgetSettings,
+        prefix: str,
+        digest: str,
+        poll_late_s: float = 0.0,
+    ):
         self._budget = budget
+        # How late a booked poll may come and still use its turn: the poller runs due polls
+        # once a tick, so its polls come up to a tick late (countdowns: a few ms).
+        self._poll_late_s = poll_late_s
         base = f"{prefix}:budget:{digest}"
         self._keys = [base, f"{base}:booked", f"{base}:line"]
         self._script = client.register_script(_SCRIPT)
@@ -57,6 +68,7 @@ class RequestGate:
                 terms.horizon_s,
                 self._budget.probe_lease_s,
                 _TTL_S,
+                max(terms.interval_s, self._poll_late_s if kind == "poll" else 0.0),
             ],
         )
         grant = Grant(bool(allowed), float(wait), _text(reason), bool(probe))  # type: ignore[arg-type]
@@ -123,6 +135,7 @@ def open_gate(settings: Settings) -> Gate:
         budget=settings.budget,
         prefix=settings.redis.key_prefix,
         digest=key_digest(settings.api.key.get_secret_value()),
+        poll_late_s=settings.polling.poller_tick_s if settings.polling.mode == "poller" else 0.0,
     )
 
 

@@ -5,9 +5,9 @@
 --          how many booked turns came too late and were not used)
 -- KEYS[2]: booked turns, a sorted set of requester -> when its turn is
 -- KEYS[3]: the waiting line, a sorted set of requester -> when it first found no turn near
--- ARGV[1]: "acquire" | "pause" | "probe_ok"
+-- ARGV[1]: "acquire" | "pause" | "probe_ok" | "probe_off"
 --   acquire: ARGV[2] requester, [3] interval_s (0: no budget), [4] allowance, [5] horizon_s,
---            [6] probe_lease_s, [7] ttl_s
+--            [6] probe_lease_s, [7] ttl_s, [8] late_s (how late a booked turn may still be used)
 --     -> {allowed 0|1, wait_s, reason, probe 0|1}
 --     A request with no turn within the horizon joins the waiting line and is told to come
 --     back when the turns for those ahead of it are booked, so a long queue of submits asks
@@ -21,7 +21,7 @@ local now = tonumber(clock[1]) + tonumber(clock[2]) / 1000000
 local op = ARGV[1]
 
 if op == 'pause' then
-  local state = redis.call('HMGET', key, 'pause_until', 'strikes', 'probe')
+  local state = redis.call('HMGET', key, 'pause_until', 'strikes')
   local pause_until = tonumber(state[1] or '0')
   local strikes = tonumber(state[2] or '0')
   local retry_after, base, most = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
@@ -86,10 +86,10 @@ if turn then
     return {0, tostring(turn - now), 'booked', 0}
   end
   redis.call('ZREM', booked, requester)
-  -- A few ms early is the countdown's precision. Up to one interval late the turn is still
-  -- this request's; later, sending it would bunch it with the turns after it, so the turn is
-  -- lost and the request asks afresh (the budget is under-used, never exceeded).
-  if now <= turn + interval then
+  -- A few ms early is the countdown's precision. Up to `late_s` late (one interval; with the
+  -- poller, one poller tick for polls) the turn is still this request's; later, sending it
+  -- would bunch it with the turns after it, so the turn is lost and the request asks afresh.
+  if now <= turn + tonumber(ARGV[8]) then
     return {1, '0', 'booked', 0}
   end
   redis.call('HINCRBY', key, 'lost', 1)
