@@ -89,10 +89,10 @@ def counts_in_windows(times: list[float], seconds: float, start: float, end: flo
 
 
 def test_four_workers_share_one_budget(tmp_path: Path) -> None:
-    """R = 30/s, burst 3: no 1-second window holds more than R + burst requests; every
+    """R = 40/s, burst 3: no 1-second window holds more than R + burst requests; every
     10-second window while submits were still queued (the budget saturated) holds 10 R
     within 1 %; every job finishes once."""
-    rate, burst, n = 30, 3, 300
+    rate, burst, n = 40, 3, 400
     with cluster(
         tmp_path, workers=WORKERS, latency="fixed:0.3", overrides=budget(rate, burst)
     ) as parts:
