@@ -248,6 +248,24 @@ class StorageSettings(BaseModel):
         ge=1,
         description="Download attempts before the job completes with the error recorded.",
     )
+    endpoint_url: str = Field(
+        "",
+        description="The S3-compatible endpoint of an `s3://` storage URL, e.g. a MinIO server"
+        " (empty: AWS's own endpoint for the region).",
+    )
+    region: str = Field("", description="The region of an `s3://` storage (empty: the default).")
+    access_key_id: SecretStr = Field(
+        SecretStr(""),
+        description="The access key id of an `s3://` storage (empty: the default AWS chain).",
+    )
+    secret_access_key: SecretStr = Field(
+        SecretStr(""), description="The secret access key that goes with `access_key_id`."
+    )
+    public_url: str = Field(
+        "",
+        description="A base http(s) URL that serves the storage URL's objects; each saved"
+        " output's record then carries `url`, this base plus its key (empty: none).",
+    )
 
 
 class LimitSettings(BaseModel):

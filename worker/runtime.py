@@ -11,7 +11,7 @@ from functools import cache
 import redis
 
 from imageq.config import Settings, get_settings
-from imageq.worker.outputs.storage import Storage, open_storage
+from imageq.worker.outputs.storage import Storage, open_configured_storage
 from imageq.worker.store.job_store import JobStore
 from imageq.worker.upstream.client import ApiClient
 from imageq.worker.upstream.gate import OPEN_GATE, Gate, open_gate
@@ -56,7 +56,7 @@ def build_runtime(settings: Settings) -> Runtime:
         store=connect_store(settings),
         webhooks=WebhookSender(sessions, timeout_s=settings.webhook.timeout_s),
         sessions=sessions,
-        storage=open_storage(settings.storage.url) if settings.storage.enabled else None,
+        storage=open_configured_storage(settings.storage) if settings.storage.enabled else None,
         gate=open_gate(settings),
     )
 

@@ -5,7 +5,8 @@ the tests validate every payload they see against it.
 
 Version rules: a new optional field is a compatible change and keeps the version (receivers
 must ignore fields they do not know); removing, renaming or retyping a field makes a new
-version. `credits_used` is such an optional field: present only when the API reported it.
+version. `credits_used` is such an optional field: present only when the API reported it;
+so is `saved.url`, present only when the storage has a public base URL.
 """
 
 from __future__ import annotations

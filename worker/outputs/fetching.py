@@ -47,7 +47,8 @@ class DownloadLimits:
 
 @dataclass(frozen=True)
 class SavedImage:
-    """One output as stored: where, how big, its digest, and what it turned out to be."""
+    """One output as stored: where, how big, its digest, what it turned out to be, and the
+    http(s) URL that serves it when the storage has a public base URL."""
 
     location: str
     bytes: int
@@ -55,10 +56,15 @@ class SavedImage:
     content_type: str
     width: int
     height: int
+    url: str | None = None
 
     def to_record(self) -> dict[str, object]:
-        """Plain JSON for the job record and the completion payload: the fields, by name."""
-        return asdict(self)
+        """Plain JSON for the job record and the completion payload: the fields, by name; `url`
+        only when there is one (it is an optional field of the payload)."""
+        record = asdict(self)
+        if record["url"] is None:
+            del record["url"]
+        return record
 
 
 def redact_url(url: str) -> str:
@@ -170,7 +176,8 @@ def save_output(
         message = f"storing {key} failed: {type(error).__name__} {error.strerror or ''}".strip()
         raise DownloadFailed(message, retryable=True) from None
     sha256 = hashlib.sha256(body).hexdigest()
-    return SavedImage(location, len(body), sha256, content_type, width, height)
+    public_url = storage.public_url(key)
+    return SavedImage(location, len(body), sha256, content_type, width, height, public_url)
 
 
 def _get(session: requests.Session, url: str, *, timeout: tuple[float, float]) -> requests.Response:
