@@ -158,7 +158,9 @@ def test_a_429_pauses_every_worker_then_one_probe(tmp_path: Path) -> None:
     resumed = [entry[0] for entry in quiet if probe[0] < entry[0] <= probe[0] + 3]
     whole_run = most_in_window([entry[0] for entry in log], 1.0)
     print(f"then {len(resumed)} requests in the 3 s after the probe; most in 1 s: {whole_run}")
-    assert len(late) <= 1
+    # Those were let through before the 429 was answered and its pause recorded: within the
+    # 50 ms, the budget lets through at most its burst plus one turn (rate x 0.05 s < 1).
+    assert len(late) <= burst + 1, late
     assert 5.0 <= silence_s <= 6.0
     assert probe[2] == 200
     assert following[0] >= probe[3], "the probe went alone"
