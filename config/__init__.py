@@ -3,7 +3,6 @@
 from imageq.config.settings import (
     DEFAULT_WEBHOOK_SCHEDULE_S,
     ApiSettings,
-    BudgetSettings,
     CostSettings,
     LimitSettings,
     ObservabilitySettings,
@@ -22,7 +21,6 @@ from imageq.config.settings import (
 __all__ = [
     "DEFAULT_WEBHOOK_SCHEDULE_S",
     "ApiSettings",
-    "BudgetSettings",
     "CostSettings",
     "LimitSettings",
     "ObservabilitySettings",
