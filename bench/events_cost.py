@@ -22,7 +22,6 @@ from collections.abc import Callable, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
-from subprocess import Popen, TimeoutExpired
 from tempfile import TemporaryDirectory
 from typing import Any, Final
 
@@ -31,6 +30,7 @@ import requests
 from bench import procfs
 from bench.designs import PRODUCTION, CleanEnvWorker, Round, Timing, imageq_values, start_all
 from bench.designs import stop_all as stop_workers
+from bench.round import stop_process
 from bench.webhook_sink import ArrivalReceiver
 from bench.workload import make_jobs
 from imageq.config import Settings
@@ -239,15 +239,6 @@ def main(argv: Sequence[str] | None = None) -> None:
     (args.out / "results.json").write_text(json.dumps(document, indent=2) + "\n")
     (args.out / "report.md").write_text(render(summary, rounds, args))
     print(render(summary, rounds, args))
-
-
-def stop_process(process: Popen[bytes]) -> None:
-    process.terminate()
-    try:
-        process.wait(timeout=10)
-    except TimeoutExpired:
-        process.kill()
-        process.wait()
 
 
 def _wait_until(condition: Callable[[], bool], *, limit_s: float) -> bool:

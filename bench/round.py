@@ -78,7 +78,7 @@ def run_round(plan: RoundPlan) -> dict[str, Any]:
             ["--api-key", API_KEY, "--latency", "realistic",
              "--request-delay", plan.request_delay, "--seed", str(plan.seed)]
         )  # fmt: skip
-        stack.callback(_stop, simulator)
+        stack.callback(stop_process, simulator)
         receiver = stack.enter_context(ArrivalReceiver())
         design = make_design(
             plan.design,
@@ -225,7 +225,8 @@ def _wait_until(condition: Callable[[], bool], *, limit_s: float) -> bool:
     return True
 
 
-def _stop(process: Popen[bytes]) -> None:
+def stop_process(process: Popen[bytes]) -> None:
+    """Stop a child process: terminate, then kill if it has not gone within 10 s."""
     process.terminate()
     try:
         process.wait(timeout=10)

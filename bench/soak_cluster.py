@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import copy
 import random
-import subprocess
 import tempfile
 from collections import Counter
 from contextlib import ExitStack
@@ -21,6 +20,7 @@ import requests
 
 from bench.api_gate import ApiGate
 from bench.designs import API_KEY, WEBHOOK_SECRET, CleanEnvWorker, start_all, stop_all
+from bench.round import stop_process
 from bench.soak_plan import SoakPlan
 from bench.soak_receiver import SwitchableReceiver
 from imageq.config import Settings
@@ -68,7 +68,7 @@ class SoakCluster:
         simulator, self.sim_url = start_simulator_process(
             ["--api-key", API_KEY, "--latency", "realistic", "--seed", str(self._plan.seed)]
         )
-        stack.callback(_stop_process, simulator)
+        stack.callback(stop_process, simulator)
         self.pids.append(simulator.pid)
         sim_port = urlsplit(self.sim_url).port
         assert sim_port is not None  # the simulator announces http://host:port
@@ -149,12 +149,3 @@ def imageq_values(plan: SoakPlan, redis_url: str, api_url: str) -> dict[str, Any
     for group, changes in plan.settings.items():
         values.setdefault(group, {}).update(changes)
     return values
-
-
-def _stop_process(process: subprocess.Popen[bytes]) -> None:
-    process.terminate()
-    try:
-        process.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
