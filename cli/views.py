@@ -66,6 +66,8 @@ def job_table(job: Job) -> Table:
         size = f"{output['width']}x{output['height']} {output['url']}"
         table.add_row(f"output {index}", shown(size))
         table.add_row("", shown(f"saved: {where}"))
+        if saved and saved.get("url"):
+            table.add_row("", shown(f"served at: {saved['url']}"))
     if job.error:
         table.add_row("error", shown(f"{job.error.get('type')}: {job.error.get('message')}"))
     return table

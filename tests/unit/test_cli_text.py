@@ -136,6 +136,21 @@ def test_a_stored_prompt_with_control_characters_is_shown_escaped(cli: Cli) -> N
     assert "\x1b" not in result.stdout
 
 
+@pytest.mark.parametrize("url", ["https://images.example/imageq/s/0.png", None])
+def test_status_shows_where_a_saved_output_is_served_when_it_is(cli: Cli, url: str | None) -> None:
+    """A saved output's public URL (S3 storage with a public base URL) is shown; none, no line."""
+    params = {"prompt": "a castle", "aspect_ratio": "1:1", "resolution": "1K", "quality": "high"}
+    saved = {"location": "s3://bucket/imageq/s/0.png", "bytes": 9, "sha256": "ab", "width": 1,
+             "height": 1, "content_type": "image/png", **({"url": url} if url else {})}  # fmt: skip
+    output = {"url": "https://api.example/files/0.png", "width": 1, "height": 1, "saved": saved}
+    cli.store.create(Job(job_id="s", params=params, outputs=[output]))
+    result = cli.run("status", "s")
+    assert result.exit_code == 0, result.output
+    assert "saved: s3://bucket/imageq/s/0.png" in result.stdout
+    assert ("served at: https://images.example/imageq/s/0.png" in result.stdout) is bool(url)
+    assert ("served at" in result.stdout) is bool(url)
+
+
 def test_report_of_an_unknown_batch_with_markup_exits_3(cli: Cli, tmp_path: Path) -> None:
     """report names the batch as typed."""
     result = cli.run("report", "[/]", "--html", str(tmp_path / "r.html"))
