@@ -6,7 +6,9 @@ lets webhooks and downloads reach that /28 by its allow-list alone.
 
 200 jobs run as one batch; both hosts do work; host A (whose beat holds the scheduler lock) is
 SIGKILLed mid-run, every process of it at once; host B finishes everything. Every job is accepted
-by the API once and notified once. Skips, saying why, where namespaces cannot be made.
+by the API once and notified once (a delivery host A made but had not recorded when it died may
+come again from host B, as docs/guarantees.md says). Skips, saying why, where namespaces cannot
+be made.
 """
 
 from __future__ import annotations
@@ -22,9 +24,11 @@ from typing import Any
 
 import pytest
 
+from imageq.config import Settings
 from imageq.devenv.redis_server import find_redis_server
 from imageq.devenv.webhook_receiver import COUNTS_PATH
 from imageq.devenv.worker_process import settings_env
+from imageq.worker.webhooks.guard import target_policy
 from imageq.worker.webhooks.signing import webhook_id
 from tests.e2e.netns import (
     Network,
@@ -47,8 +51,10 @@ REDIS_PORT, API_PORT, HOOKS_PORT = 6379, 8080, 8090
 # interval + jitter: 2.2 s) plus sweep.grace_s (3 s) has passed; host B's standby beat takes
 # the scheduler lock within schedule.lock_timeout_s + one loop (6 s) and sweeps every
 # sweep.interval_s (1 s); then host B runs the re-sent polls (about a hundred, on 16 threads).
-# That is about 8-10 s on a quiet machine (measured 5-8 s), and the bound leaves room for a
-# loaded one. Kombu's own restore (after the 600 s visibility timeout) plays no part.
+# That is about 8 s (measured over 6 runs at load averages 7-13 on 2 cores: every open task
+# polled again within 4.9-9.0 s, every job notified within 7.5-10.3 s of the API finishing it);
+# the bound leaves room for a busier machine. Kombu's own restore (after the 600 s visibility
+# timeout) plays no part.
 RECOVERY_BOUND_S = 30.0
 FETCH = "import sys, urllib.request as u; print(u.urlopen(sys.argv[1], timeout=5).read().decode())"
 
@@ -179,12 +185,18 @@ def netns_cluster(net: Network, tmp_path: Path) -> NetnsCluster:
 
 def test_the_network_is_the_tests_own(net: Network) -> None:
     """Every host routes only its own /28 (no default route); the root namespace has no
-    address or link on it."""
+    address or link on it; the address guard allows that /28 and nothing wider."""
     for host in HOSTS:
         routes = [line for line in net.routes(host) if not line.startswith("fe80::/64 ")]
         assert routes == [f"{net.subnet} dev eth0 proto kernel scope link src {net.address(host)} "]
     assert not [address for address in root_addresses() if address in net.subnet]
     assert not [link for link in root_links() if link.startswith("v-")]
+    # The address guard, as the hosts are configured, opens that /28 and nothing around it.
+    values = cluster_settings(net, str(net.subnet))
+    policy = target_policy(Settings(_env_file=None, **values).webhook)
+    assert [host for host in HOSTS if policy.refusal(net.address(host))] == []
+    around = [net.subnet.network_address - 1, net.subnet.broadcast_address + 1, "127.0.0.1"]
+    assert all(policy.refusal(str(address)) for address in around)
 
 
 def test_two_hosts_share_200_jobs_and_one_survives_the_others_death(
@@ -205,7 +217,7 @@ def test_two_hosts_share_200_jobs_and_one_survives_the_others_death(
 
     def shared_mid_run() -> bool:
         by_client: dict[str, int] = parts.receiver()["accepted_by_client"]
-        return min(by_client.get(a, 0), by_client.get(b, 0)) >= 25
+        return min(by_client.get(a, 0), by_client.get(b, 0)) >= 15
 
     wait_for(shared_mid_run, timeout_s=60, what="both hosts notifying", every_s=0.3)
     assert len(parts.simulator()["accepted_submits_by_out_task_id"]) == N
