@@ -108,7 +108,7 @@ def _alive(pid: int) -> bool:
     except ProcessLookupError:
         return False
     except PermissionError:
-        return True
+        pass  # someone else's process: alive all the same
     return True
 
 
@@ -129,8 +129,10 @@ class Network:
     hosts: Sequence[str]
     subnet: ipaddress.IPv4Network = field(default_factory=free_test_network)
     run_id: str = field(default_factory=lambda: f"{PREFIX}{os.getpid()}")
-    _processes: dict[str, list[subprocess.Popen[bytes]]] = field(default_factory=dict)
-    _made: list[str] = field(default_factory=list)
+    _processes: dict[str, list[subprocess.Popen[bytes]]] = field(
+        default_factory=dict, init=False, repr=False
+    )
+    _made: list[str] = field(default_factory=list, init=False, repr=False)
 
     def namespace(self, host: str) -> str:
         return f"{self.run_id}-{host}"
@@ -144,6 +146,8 @@ class Network:
         return str(self.subnet.network_address + 1 + list(self.hosts).index(host))
 
     def create(self) -> Self:
+        if len(self.hosts) > self.subnet.num_addresses - 2:
+            raise ValueError(f"{len(self.hosts)} hosts do not fit in {self.subnet}")
         bridge = self.bridge_namespace
         self._add_namespace(bridge)
         ip("-n", bridge, "link", "add", BRIDGE, "type", "bridge")
