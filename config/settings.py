@@ -68,6 +68,51 @@ class RedisSettings(BaseModel):
         ge=4,
         description="Job-store connection pool size per process (raised to concurrency + 4).",
     )
+    sentinels: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Redis Sentinel addresses (`host:port`, comma-separated). When set, the"
+        " broker and the job store are the master Sentinel names: only the database number"
+        " (the path) of `broker_url` and `store_url` is used, and `password` is the Redis one.",
+    )
+    sentinel_master: str = Field(
+        "imageq", description="With sentinels: the name of the monitored master."
+    )
+    sentinel_password: SecretStr | None = Field(
+        None, description="With sentinels: the password of the sentinels themselves."
+    )
+    password: SecretStr | None = Field(
+        None,
+        description="With sentinels: the password of the Redis master and replicas (without"
+        " sentinels the password goes in the URLs).",
+    )
+    wait_replicas: int = Field(
+        0,
+        ge=0,
+        description="Replicas that must acknowledge each write a failover must not lose (Redis"
+        " `WAIT`); 0 turns the wait off (a single server has no replica).",
+    )
+    wait_timeout_s: float = Field(
+        1.0,
+        gt=0,
+        description="How long such a write waits for the replicas; past it the write fails with"
+        " `WriteNotReplicated`.",
+    )
+
+    @field_validator("sentinels", mode="before")
+    @classmethod
+    def _split_commas(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    @field_validator("sentinels")
+    @classmethod
+    def _host_and_port(cls, value: list[str]) -> list[str]:
+        for address in value:
+            host, _, port = address.rpartition(":")
+            if not host or not port.isdigit():
+                raise ValueError(f"a sentinel address is `host:port`, not {address!r}")
+        return value
 
 
 class PollingSettings(BaseModel):
