@@ -214,8 +214,15 @@ class SentinelGroup:
 
     def rejoin(self, server: RedisServer, *, timeout_s: float) -> float:
         """Start a stopped server again on its port as a replica of the current master (how an
-        operator brings a failed master back); seconds until the master streams to it."""
+        operator brings a failed master back), once every sentinel names that master (a
+        sentinel still on the old one could take the old address back for the master); seconds
+        until the master streams to it."""
         started = time.monotonic()
+        _wait_until(
+            lambda: self._all_name(self.master.port),
+            timeout_s=timeout_s,
+            what="every sentinel naming the new master",
+        )
         server.stop()
         fresh = self._replica_of(self.master.port, port=server.port).start()
         self.replicas = [fresh if other is server else other for other in self.replicas]
@@ -232,6 +239,10 @@ class SentinelGroup:
             if port is not None and ports.count(port) > len(self.sentinels) // 2:
                 return int(port)
         return None
+
+    def _all_name(self, port: int) -> bool:
+        infos = [self._master_info(sentinel) for sentinel in self.sentinels]
+        return all(info is not None and int(info["port"]) == port for info in infos)
 
     def kill_master(self) -> int:
         """SIGKILL the current master; the port it had."""

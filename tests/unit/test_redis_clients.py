@@ -8,7 +8,6 @@ import json
 from typing import Any
 
 import pytest
-from flower.utils.broker import Broker, RedisSentinel
 from pydantic import ValidationError
 from redbeat.schedulers import get_redis
 from redis.sentinel import SentinelConnectionPool
@@ -175,13 +174,15 @@ def test_flower_reads_the_queues_through_the_sentinels() -> None:
     """Flower builds its queue reader from the app's broker URI and transport options, as its
     Broker page does: a Sentinel reader for the master, with the Redis password. (It reads
     database 0 whatever the URL says: docs/operating.md tells to keep the broker there.)"""
+    broker = pytest.importorskip("flower.utils.broker")  # the `ops` extra
     redis_settings = sentinel_settings(broker_url="redis://sentinel/0")
     settings = Settings(_env_file=None, redis=redis_settings.model_dump())
     app = create_app(settings)
     with app.connection() as connection:
         uri = connection.as_uri(include_password=True)
-    reader = Broker(uri, broker_options=app.conf.broker_transport_options, broker_use_ssl=None)
-    assert isinstance(reader, RedisSentinel)
+    options = app.conf.broker_transport_options
+    reader = broker.Broker(uri, broker_options=options, broker_use_ssl=None)
+    assert isinstance(reader, broker.RedisSentinel)
     assert reader.master_name == "prod"
     kwargs = reader.redis.connection_pool.connection_kwargs
     assert kwargs["password"] == REDIS_PW
