@@ -70,9 +70,9 @@ class RedisSettings(BaseModel):
     )
     sentinels: Annotated[list[str], NoDecode] = Field(
         default_factory=list,
-        description="Redis Sentinel addresses (`host:port`, comma-separated). When set, the"
-        " broker and the job store are the master Sentinel names: only the database number"
-        " (the path) of `broker_url` and `store_url` is used, and `password` is the Redis one.",
+        description="Redis Sentinel addresses (`host:port`, comma-separated); when set, the"
+        " broker and the job store are on the master they name, and only the database number"
+        " (the path) of `broker_url` and `store_url` is used.",
     )
     sentinel_master: str = Field(
         "imageq", description="With sentinels: the name of the monitored master."
