@@ -114,6 +114,14 @@ class RedisSettings(BaseModel):
                 raise ValueError(f"a sentinel address is `host:port`, not {address!r}")
         return value
 
+    @model_validator(mode="after")
+    def _no_tls_through_sentinels(self) -> RedisSettings:
+        # Refused rather than quietly connecting in clear text to a master meant to be on TLS.
+        tls = [url for url in (self.broker_url, self.store_url) if url.startswith("rediss:")]
+        if self.sentinels and tls:
+            raise ValueError("TLS (`rediss://`) through sentinels is not supported")
+        return self
+
 
 class PollingSettings(BaseModel):
     """When to ask the API about a submitted job, and when to give up on it."""

@@ -49,6 +49,12 @@ def test_sentinels_are_split_and_checked() -> None:
         Settings(_env_file=None, redis={"sentinels": "10.0.0.1"})
 
 
+def test_tls_through_sentinels_is_refused_not_dropped() -> None:
+    """A `rediss://` URL with sentinels would reach the master in clear text: refused."""
+    with pytest.raises(ValidationError, match="TLS"):
+        sentinel_settings(store_url="rediss://sentinel/1")
+
+
 @pytest.mark.parametrize(
     ("url", "db"), [("redis://h/0", 0), ("redis://h:1/7", 7), ("redis://h", 0), ("redis://h/", 0)]
 )
