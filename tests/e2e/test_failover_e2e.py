@@ -17,7 +17,7 @@ pytestmark = [pytest.mark.e2e, pytest.mark.faults, pytest.mark.timeout(180)]
 N = 100
 FAILOVER_BOUND_S = 10.0
 """From the kill to a new master, with `down-after-milliseconds` 1000: the sentinels need 1 s
-to call the master down, then a vote and a promotion (measured 1.9 to 2.5 s here)."""
+to call the master down, then a vote and a promotion (measured 1.9 to 2.6 s here)."""
 RECOVERY_BOUND_S = 30.0
 """From the kill until every job that was in flight has polled again or finished: the failover,
 then workers' reconnection backoff (Celery's broker retry, redis-py's), then the sweeper's grace
