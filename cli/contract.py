@@ -23,7 +23,7 @@ from typer.core import TyperGroup
 
 from imageq.cli.exits import Exit
 from imageq.ops.terminal_text import shown
-from imageq.worker.errors import ImageqError
+from imageq.worker.errors import ImageqError, WriteNotReplicated
 
 JSON_FLAG: Final = "--json"
 JSON_HELP: Final = "Print one JSON object (errors too, on stderr), for scripts."
@@ -39,11 +39,13 @@ ERROR_TYPES: Final = (
     "unavailable",
     "interrupted",
 )
-# Redis down or unreachable, seen through redis-py (the job store) or kombu (the broker).
+# Redis down or unreachable, seen through redis-py (the job store) or kombu (the broker); or
+# a write its replicas did not acknowledge (during a failover): all worth trying again.
 UNAVAILABLE_ERRORS: Final = (
     redis.exceptions.ConnectionError,
     redis.exceptions.TimeoutError,
     OperationalError,
+    WriteNotReplicated,
 )
 
 _as_json: ContextVar[bool] = ContextVar("imageq_cli_as_json", default=False)
@@ -84,7 +86,10 @@ def command_schema(path: Sequence[str]) -> dict[str, Any]:
 
 
 def unavailable_message(error: Exception) -> str:
-    """What to say when Redis did not answer (redis-py names host and port, never a password)."""
+    """What to say when Redis did not answer (redis-py names host and port, never a password),
+    or its replicas did not acknowledge a write (try again with the same job id)."""
+    if isinstance(error, WriteNotReplicated):
+        return f"Redis replicas did not confirm in time: {error}; try again"
     return f"Redis did not answer: {error}"
 
 
@@ -121,12 +126,12 @@ class ContractGroup(TyperGroup):
         except typer.TyperException as error:  # the parser's: a missing argument, a bad value
             print_error(error.format_message(), error.exit_code, kind="usage")
             return error.exit_code
-        except ImageqError as error:
-            print_error(f"{type(error).__name__}: {error}", Exit.INVALID, kind="invalid")
-            return Exit.INVALID
         except UNAVAILABLE_ERRORS as error:
             print_error(unavailable_message(error), Exit.UNAVAILABLE)
             return Exit.UNAVAILABLE
+        except ImageqError as error:
+            print_error(f"{type(error).__name__}: {error}", Exit.INVALID, kind="invalid")
+            return Exit.INVALID
         except typer.Abort:
             print_error("aborted", Exit.NOT_ALL_SUCCEEDED, kind="aborted")
             return Exit.NOT_ALL_SUCCEEDED

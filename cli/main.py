@@ -336,9 +336,9 @@ def main() -> None:
         configure_cli_logging(get_settings())
     try:
         app()
-    except ImageqError as error:
-        err.print(shown(f"{type(error).__name__}: {error}", style="red"))
-        sys.exit(Exit.INVALID)
     except UNAVAILABLE_ERRORS as error:
         err.print(shown(unavailable_message(error), style="red"))
         sys.exit(Exit.UNAVAILABLE)
+    except ImageqError as error:
+        err.print(shown(f"{type(error).__name__}: {error}", style="red"))
+        sys.exit(Exit.INVALID)

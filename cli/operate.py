@@ -19,6 +19,7 @@ from imageq.ops.batch_report import build_report, write_report
 from imageq.ops.top import Snapshot, collect, render, snapshot, snapshot_json
 from imageq.producers.api import ImageQueue
 from imageq.worker.errors import JobNotFound
+from imageq.worker.redis_clients import redis_client
 from imageq.worker.store.job_store import JobStore
 
 
@@ -94,6 +95,4 @@ def report(
 
 
 def _store_client(settings: Settings) -> redis.Redis:
-    return redis.Redis.from_url(
-        settings.redis.store_url, socket_timeout=10, socket_connect_timeout=5
-    )
+    return redis_client(settings.redis, "store", socket_timeout=10, socket_connect_timeout=5)

@@ -68,6 +68,59 @@ class RedisSettings(BaseModel):
         ge=4,
         description="Job-store connection pool size per process (raised to concurrency + 4).",
     )
+    sentinels: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Redis Sentinel addresses (`host:port`, comma-separated); when set, the"
+        " broker and the job store are on the master they name, and only the database number"
+        " (the path) of `broker_url` and `store_url` is used.",
+    )
+    sentinel_master: str = Field(
+        "imageq", description="With sentinels: the name of the monitored master."
+    )
+    sentinel_password: SecretStr | None = Field(
+        None, description="With sentinels: the password of the sentinels themselves."
+    )
+    password: SecretStr | None = Field(
+        None,
+        description="With sentinels: the password of the Redis master and replicas (without"
+        " sentinels the password goes in the URLs).",
+    )
+    wait_replicas: int = Field(
+        0,
+        ge=0,
+        description="Replicas that must acknowledge each write a failover must not lose (Redis"
+        " `WAIT`); 0 turns the wait off (a single server has no replica).",
+    )
+    wait_timeout_s: float = Field(
+        1.0,
+        gt=0,
+        description="How long such a write waits for the replicas; past it the write fails with"
+        " `WriteNotReplicated`.",
+    )
+
+    @field_validator("sentinels", mode="before")
+    @classmethod
+    def _split_commas(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    @field_validator("sentinels")
+    @classmethod
+    def _host_and_port(cls, value: list[str]) -> list[str]:
+        for address in value:
+            host, _, port = address.rpartition(":")
+            if not host or not port.isdigit():
+                raise ValueError(f"a sentinel address is `host:port`, not {address!r}")
+        return value
+
+    @model_validator(mode="after")
+    def _no_tls_through_sentinels(self) -> RedisSettings:
+        # Refused rather than quietly connecting in clear text to a master meant to be on TLS.
+        tls = [url for url in (self.broker_url, self.store_url) if url.startswith("rediss:")]
+        if self.sentinels and tls:
+            raise ValueError("TLS (`rediss://`) through sentinels is not supported")
+        return self
 
 
 class PollingSettings(BaseModel):

@@ -11,8 +11,10 @@ import socket
 import subprocess
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
+from urllib.parse import quote
 
 import redis
 
@@ -67,8 +69,12 @@ class RedisServer:
         append_only: bool = False,
         start_timeout_s: float = 10.0,
         binary: str | None = None,
+        password: str | None = None,
+        extra_args: Sequence[str] = (),
     ) -> None:
         self._binary = binary
+        self._password = password
+        self._extra_args = tuple(extra_args)
         self.port = port or free_port()
         self._data_dir = data_dir
         self._append_only = append_only
@@ -77,7 +83,8 @@ class RedisServer:
         self._process: subprocess.Popen[bytes] | None = None
 
     def url(self, db: int = 0) -> str:
-        return f"redis://127.0.0.1:{self.port}/{db}"
+        auth = f":{quote(self._password, safe='')}@" if self._password else ""
+        return f"redis://{auth}127.0.0.1:{self.port}/{db}"
 
     @property
     def pid(self) -> int | None:
@@ -99,6 +106,9 @@ class RedisServer:
             "--maxmemory-policy", "noeviction",
             "--loglevel", "warning",
         ]  # fmt: skip
+        if self._password:
+            command += ["--requirepass", self._password, "--masterauth", self._password]
+        command += self._extra_args
         self._process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         give_up = time.monotonic() + self._start_timeout_s
         while not is_reachable(self.url(), timeout_s=0.2):
@@ -112,6 +122,12 @@ class RedisServer:
                 )
             time.sleep(0.02)
         return self
+
+    def kill(self) -> None:
+        """SIGKILL the server, as a crash of its host would stop it (`stop` still cleans up)."""
+        if self._process is not None and self._process.poll() is None:
+            self._process.kill()
+            self._process.wait()
 
     def stop(self) -> None:
         if self._process is not None and self._process.poll() is None:

@@ -32,6 +32,7 @@ from imageq.producers.scheduling.schedule_records import ScheduleRecords
 from imageq.worker.app import create_app
 from imageq.worker.errors import ApiRejected, ApiUnavailable, AuthenticationFailed, RateLimited
 from imageq.worker.logs import secret_values
+from imageq.worker.redis_clients import Role, describe, redis_client
 from imageq.worker.upstream.client import ApiClient
 
 DEFAULT_TIMEOUT_S: Final = 5.0
@@ -112,11 +113,11 @@ def render(checks: Sequence[Check], *, as_json: bool) -> str:
 
 
 def check_broker(settings: Settings, timeout_s: float) -> tuple[bool, str]:
-    return _ping_redis(settings.redis.broker_url, timeout_s)
+    return _ping_redis(settings, "broker", timeout_s)
 
 
 def check_store(settings: Settings, timeout_s: float) -> tuple[bool, str]:
-    return _ping_redis(settings.redis.store_url, timeout_s)
+    return _ping_redis(settings, "store", timeout_s)
 
 
 def check_api(settings: Settings, timeout_s: float) -> tuple[bool, str]:
@@ -170,8 +171,9 @@ def check_workers(settings: Settings, timeout_s: float) -> tuple[bool, str]:
 def check_schedules(settings: Settings, timeout_s: float) -> tuple[bool, str]:
     """Scheduled runs the workers cannot run: a failed last tick, a live worker without the
     scheduler's schedule file, or no beat publishing the schedule."""
-    client = redis.Redis.from_url(
-        settings.redis.store_url,
+    client = redis_client(
+        settings.redis,
+        "store",
         socket_connect_timeout=timeout_s,
         socket_timeout=timeout_s,
         retry=Retry(NoBackoff(), 0),
@@ -187,7 +189,7 @@ def check_schedules(settings: Settings, timeout_s: float) -> tuple[bool, str]:
         last = {name: next(iter(records.ticks(name, limit=1)), None) for name in names}
         reports = records.worker_reports()
     except redis.RedisError as error:
-        return False, f"{_origin(settings.redis.store_url)}: {type(error).__name__}: {error}"
+        return False, f"{describe(settings.redis, 'store')}: {type(error).__name__}: {error}"
     finally:
         client.close()
     try:
@@ -233,10 +235,12 @@ def _timed(name: CheckName, settings: Settings, timeout_s: float) -> Check:
     return Check(name.value, ok, detail, round(time.monotonic() - started, 3))
 
 
-def _ping_redis(url: str, timeout_s: float) -> tuple[bool, str]:
+def _ping_redis(settings: Settings, role: Role, timeout_s: float) -> tuple[bool, str]:
     # No retries: redis-py's default three would multiply the timeout.
-    client = redis.Redis.from_url(
-        url,
+    where = describe(settings.redis, role)
+    client = redis_client(
+        settings.redis,
+        role,
         socket_connect_timeout=timeout_s,
         socket_timeout=timeout_s,
         retry=Retry(NoBackoff(), 0),
@@ -244,10 +248,10 @@ def _ping_redis(url: str, timeout_s: float) -> tuple[bool, str]:
     try:
         client.ping()
     except redis.RedisError as error:
-        return False, f"{_origin(url)}: {type(error).__name__}: {error}"
+        return False, f"{where}: {type(error).__name__}: {error}"
     finally:
         client.close()
-    return True, f"{_origin(url)}: PONG"
+    return True, f"{where}: PONG"
 
 
 def _origin(url: str) -> str:

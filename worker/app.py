@@ -8,11 +8,9 @@ none, so an unrelated bad setting cannot break an import.
 
 from __future__ import annotations
 
-import ssl
 from collections.abc import Iterable
 from functools import cache
 from typing import Any, Final
-from urllib.parse import parse_qs, unquote, urlsplit, urlunsplit
 
 from celery import Celery
 from kombu.entity import Queue
@@ -33,16 +31,19 @@ from imageq.worker.messages import (
     Action,
     message,
 )
+from imageq.worker.redis_clients import broker_connection, redbeat_connection
 from imageq.worker.task_events import EVENTS
 
 
 def celery_config(settings: Settings) -> dict[str, Any]:
     """Celery settings derived from imageq's, as a plain mapping (tested on its own)."""
     worker = settings.worker
-    return _tls(settings.redis.broker_url) | {
-        "broker_url": settings.redis.broker_url,
+    broker = broker_connection(settings.redis)
+    return ({"broker_use_ssl": broker.use_ssl} if broker.use_ssl else {}) | {
+        "broker_url": broker.url,
         "broker_connection_retry_on_startup": True,
-        "broker_transport_options": {
+        "broker_transport_options": broker.transport_options
+        | {
             "visibility_timeout": worker.visibility_timeout_s,
             # kombu's default of 10 connections per channel loses acks under load
             # (MaxConnectionsError); keep the pool above the concurrency.
@@ -92,15 +93,8 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         # standby beat can wait beside the active one and take over once its lock lapses.
         "beat_scheduler": "imageq.producers.scheduling.scheduler:ScheduleFileScheduler",
         "beat_max_loop_interval": settings.schedule.loop_interval_s,
-        # The credentials go in the options, not the URL: Celery masks a `password` key when it
-        # shows the configuration (`celery inspect conf`, Flower's worker pages), not a URL's.
-        "redbeat_redis_url": _without_credentials(settings.redis.broker_url),
-        # Given explicitly, so redbeat does not fall back to the broker's transport options.
-        "redbeat_redis_options": {
-            "socket_timeout": 10,
-            "socket_connect_timeout": 5,
-            **_credentials(settings.redis.broker_url),
-        },
+        # Options given explicitly, so redbeat does not fall back to the broker's transport ones.
+        **redbeat_connection(settings.redis),
         "redbeat_key_prefix": f"{settings.redis.key_prefix}:redbeat:",
         "redbeat_lock_timeout": settings.schedule.lock_timeout_s,
         # The sweeper re-sends work a lost worker or message left overdue (worker/steps/sweep.py).
@@ -108,29 +102,6 @@ def celery_config(settings: Settings) -> dict[str, Any]:
             "sweep": {"task": SWEEP_TASK, "schedule": settings.sweep.interval_s},
         },
     }
-
-
-def _tls(broker_url: str) -> dict[str, Any]:
-    """A `rediss://` broker URL without `ssl_cert_reqs` verifies the server's certificate, as
-    redis-py does for the job store; kombu alone would fall back to not checking it."""
-    parts = urlsplit(broker_url)
-    if parts.scheme != "rediss" or "ssl_cert_reqs" in parse_qs(parts.query):
-        return {}
-    return {"broker_use_ssl": {"ssl_cert_reqs": ssl.CERT_REQUIRED}}
-
-
-def _credentials(url: str) -> dict[str, str]:
-    """The user name and password of a Redis URL, as redis-py's keyword arguments."""
-    parts = urlsplit(url)
-    found = {"username": parts.username, "password": parts.password}
-    return {name: unquote(value) for name, value in found.items() if value}
-
-
-def _without_credentials(url: str) -> str:
-    """The URL with its user name and password taken out."""
-    parts = urlsplit(url)
-    host = parts.netloc.rpartition("@")[2]
-    return urlunsplit(parts._replace(netloc=host))
 
 
 TASK_MODULES: Final = ("imageq.worker.tasks", "imageq.producers.scheduling.schedule_tasks")

@@ -5,7 +5,8 @@ unacknowledged (`Channel._create_client`), and redis-py's constructor fills a ta
 callbacks each time: more CPU than the command it then sends. With a poll being a Celery
 message in countdown mode, that is three constructions a poll. A `redis.Redis` over a
 connection pool is safe to share between threads (each command borrows a connection of the
-pool), so the channel keeps one per pool and hands it out again.
+pool), so the channel keeps one per pool and hands it out again. The same holds for kombu's
+Sentinel channel, whose pool asks the sentinels for the master on each new connection.
 """
 
 from __future__ import annotations
@@ -17,15 +18,17 @@ import redis
 from kombu.transport import redis as kombu_redis
 
 TRANSPORT = "imageq.worker.broker:Transport"
-"""The value of Celery's `broker_transport` that selects it (set by workers at start)."""
+SENTINEL_TRANSPORT = "imageq.worker.broker:SentinelTransport"
+_TRANSPORTS = {"redis": TRANSPORT, "rediss": TRANSPORT, "sentinel": SENTINEL_TRANSPORT}
 
 
-def serves(broker_url: str) -> bool:
-    """Whether this transport can carry a broker URL: Redis, with or without TLS."""
-    return urlsplit(broker_url).scheme in ("redis", "rediss")
+def transport_for(broker_url: str) -> str | None:
+    """The value of Celery's `broker_transport` that carries this URL on a client per channel
+    (set by workers at start), or None for a scheme kombu's own transport keeps."""
+    return _TRANSPORTS.get(urlsplit(broker_url).scheme)
 
 
-class Channel(kombu_redis.Channel):
+class _SharedClient(kombu_redis.Channel):
     _shared_client: redis.Redis | None = None
 
     def _create_client(self, asynchronous: bool = False) -> Any:
@@ -39,5 +42,17 @@ class Channel(kombu_redis.Channel):
         return client
 
 
+class Channel(_SharedClient):
+    pass
+
+
+class SentinelChannel(_SharedClient, kombu_redis.SentinelChannel):
+    pass
+
+
 class Transport(kombu_redis.Transport):
     Channel = Channel
+
+
+class SentinelTransport(kombu_redis.SentinelTransport):
+    Channel = SentinelChannel

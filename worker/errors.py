@@ -74,6 +74,22 @@ class CorruptRecord(ImageqError, ValueError):
         self.reason = reason
 
 
+class WriteNotReplicated(ImageqError):
+    """A write a failover must not lose reached the master, but fewer replicas than required
+    acknowledged it in time (Redis `WAIT`). It may or may not survive a failover: the caller
+    repeats what it did: a task is retried as on a lost connection (every step is a
+    compare-and-set, so a repeat that finds its write done changes nothing), and a producer
+    enqueues again with the same `job_id` (an idempotency key: a known job is not created twice)."""
+
+    def __init__(self, job_id: str, *, acknowledged: int, required: int) -> None:
+        super().__init__(
+            f"write of job {job_id!r} acknowledged by {acknowledged} of {required} replica(s)"
+        )
+        self.job_id = job_id
+        self.acknowledged = acknowledged
+        self.required = required
+
+
 class WaitTimeout(ImageqError, TimeoutError):
     """A producer waited for a job longer than it allowed."""
 

@@ -15,12 +15,12 @@ import re
 import sys
 from collections.abc import Iterable
 from typing import Any
-from urllib.parse import urlsplit
 
 import structlog
 from structlog.typing import EventDict, Processor
 
 from imageq.config import ObservabilitySettings, Settings
+from imageq.worker.redis_clients import secret_values as redis_secrets
 
 MASK = "***"
 LIFECYCLE_KEY = "lifecycle_event"
@@ -194,8 +194,4 @@ def secret_values(settings: Settings) -> list[str]:
     values += [value.removeprefix("whsec_") for value in values]
     if settings.api.key is not None:
         values.append(settings.api.key.get_secret_value())
-    for url in (settings.redis.broker_url, settings.redis.store_url):
-        password = urlsplit(url).password
-        if password:
-            values.append(password)
-    return values
+    return values + redis_secrets(settings.redis)

@@ -26,6 +26,7 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from imageq.config import Settings
+from imageq.worker.redis_clients import redis_client
 from imageq.worker.store.job_store import JobStore
 
 log = logging.getLogger(__name__)
@@ -88,11 +89,11 @@ class ClusterSources:
     def from_settings(cls, settings: Settings) -> ClusterSources:
         """Small clients of their own: a scrape needs one connection to each Redis."""
         options = {"socket_timeout": 5, "socket_connect_timeout": 5, "max_connections": 4}
-        store = redis.Redis.from_url(settings.redis.store_url, **options)
+        store = redis_client(settings.redis, "store", **options)
         prefix, ttl_s = settings.redis.key_prefix, settings.redis.record_ttl_s
         worker = settings.worker
         return cls(
-            broker=redis.Redis.from_url(settings.redis.broker_url, **options),
+            broker=redis_client(settings.redis, "broker", **options),
             store=store,
             # The store's own key names; the exporter only reads them.
             keys=JobStore(store, prefix=prefix, ttl_s=ttl_s),

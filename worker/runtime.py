@@ -8,10 +8,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cache
 
-import redis
-
 from imageq.config import Settings, get_settings
 from imageq.worker.outputs.storage import Storage, open_configured_storage
+from imageq.worker.redis_clients import redis_client
 from imageq.worker.store.job_store import JobStore
 from imageq.worker.upstream.client import ApiClient
 from imageq.worker.webhooks.guard import target_policy
@@ -35,14 +34,21 @@ class Runtime:
 
 def connect_store(settings: Settings) -> JobStore:
     """A job store on its own connection pool, sized for the worker's concurrency."""
-    client = redis.Redis.from_url(
-        settings.redis.store_url,
+    client = redis_client(
+        settings.redis,
+        "store",
         max_connections=max(settings.redis.max_connections, settings.worker.concurrency + 4),
         socket_timeout=10,
         socket_connect_timeout=5,
         health_check_interval=30,
     )
-    return JobStore(client, prefix=settings.redis.key_prefix, ttl_s=settings.redis.record_ttl_s)
+    return JobStore(
+        client,
+        prefix=settings.redis.key_prefix,
+        ttl_s=settings.redis.record_ttl_s,
+        wait_replicas=settings.redis.wait_replicas,
+        wait_timeout_s=settings.redis.wait_timeout_s,
+    )
 
 
 def build_runtime(settings: Settings) -> Runtime:

@@ -74,8 +74,9 @@ def _one_broker_client_per_channel(sender: Any = None, **_: Any) -> None:
     # Producers, beat and Flower keep kombu's own transport and its URL scheme, by which
     # Flower, for one, chooses how to read the queues.
     conf = sender.app.conf
-    if broker.serves(conf.broker_url):
-        conf.broker_transport = broker.TRANSPORT
+    transport = broker.transport_for(conf.broker_url)
+    if transport is not None:
+        conf.broker_transport = transport
 
 
 def _refuse(reason: str) -> NoReturn:

@@ -10,6 +10,7 @@ from celery import Task, signature
 from celery.signals import worker_ready, worker_shutdown
 
 from imageq.worker.app import default_app
+from imageq.worker.errors import WriteNotReplicated
 from imageq.worker.messages import (
     BATCH_TASK,
     CALLBACK_TASK,
@@ -37,9 +38,10 @@ from imageq.worker.steps.webhook_attempt import webhook
 
 app = default_app()
 
-# Only a lost connection to Redis is retried here; API errors are handled inside each step.
+# Only a lost connection to Redis, or a write its replicas did not acknowledge in time, is
+# retried here; API errors are handled inside each step.
 _TRANSIENT = {
-    "autoretry_for": (redis.ConnectionError, redis.TimeoutError),
+    "autoretry_for": (redis.ConnectionError, redis.TimeoutError, WriteNotReplicated),
     "retry_backoff": 1,
     "retry_backoff_max": 30,
     "retry_jitter": True,

@@ -21,6 +21,7 @@ from typing import Any, Final
 import redis
 
 from imageq.config import Settings
+from imageq.worker.redis_clients import redis_client
 
 KEPT_TICKS: Final = 20
 
@@ -67,9 +68,7 @@ class ScheduleRecords:
     @classmethod
     def connect(cls, settings: Settings) -> ScheduleRecords:
         """On the job store's Redis, with bounded timeouts."""
-        client = redis.Redis.from_url(
-            settings.redis.store_url, socket_timeout=10, socket_connect_timeout=5
-        )
+        client = redis_client(settings.redis, "store", socket_timeout=10, socket_connect_timeout=5)
         return cls(client, prefix=settings.redis.key_prefix, ttl_s=settings.redis.record_ttl_s)
 
     def __repr__(self) -> str:

@@ -12,7 +12,7 @@ from kombu.entity import Exchange, Queue
 from imageq.config import Settings
 from imageq.devenv.redis_server import RedisServer
 from imageq.worker.app import celery_config
-from imageq.worker.broker import TRANSPORT, serves
+from imageq.worker.broker import SENTINEL_TRANSPORT, TRANSPORT, transport_for
 
 
 @pytest.fixture
@@ -67,6 +67,8 @@ def test_only_workers_take_it(settings: Settings) -> None:
     """Producers, beat and Flower keep kombu's own transport and URL scheme (Flower chooses how
     to read queue lengths by it); a worker sets it at start, for Redis brokers only."""
     assert "broker_transport" not in celery_config(settings)
-    assert serves("redis://127.0.0.1:6379/0")
-    assert serves("rediss://:pw@redis.example:6380/0")
-    assert not serves("amqp://guest@127.0.0.1:5672//")
+    assert transport_for("redis://127.0.0.1:6379/0") == TRANSPORT
+    assert transport_for("rediss://:pw@redis.example:6380/0") == TRANSPORT
+    sentinels = "sentinel://127.0.0.1:26379/0;sentinel://127.0.0.1:26380/0"
+    assert transport_for(sentinels) == SENTINEL_TRANSPORT
+    assert transport_for("amqp://guest@127.0.0.1:5672//") is None

@@ -10,6 +10,11 @@ once, and a batch completes once.
 The in-flight index holds every job with work still to do (a submit, a poll, saving outputs,
 a notification), scored by when that work is due; the sweeper re-sends what is overdue.
 
+Replication to a Redis replica is asynchronous, so a failover can lose the master's last writes.
+With `wait_replicas` set, the writes a failover must not lose (`survives_failover`) are followed,
+on the same connection, by Redis `WAIT`: the write returns only once that many replicas have it,
+or raises `WriteNotReplicated` when they do not say so in time.
+
 The batch key is derived inside the script from the job's `batch_id`, so this store assumes a
 single Redis (not Redis Cluster), as Celery's Redis broker does.
 """
@@ -30,7 +35,7 @@ from imageq.worker.domain.job import DEFAULTS, Job, encode_fields, is_default
 from imageq.worker.domain.status import TERMINAL_JOB_STATUSES, JobStatus
 from imageq.worker.domain.transitions import Slot as Slot  # where callers have always found it
 from imageq.worker.domain.transitions import Transition
-from imageq.worker.errors import CorruptRecord, JobNotFound
+from imageq.worker.errors import CorruptRecord, JobNotFound, WriteNotReplicated
 from imageq.worker.store.batch_store import BatchRecords
 from imageq.worker.store.cost_store import CostRecords
 from imageq.worker.store.job_index import JobIndex
@@ -47,6 +52,29 @@ _WRITE: Final = _script("write.lua")
 _CLAIM_POLLS: Final = _script("claim_polls.lua")
 _TERMINAL: Final = {str(status): True for status in TERMINAL_JOB_STATUSES}
 _SUBMITTED: Final = encode_fields({"status": JobStatus.SUBMITTED})["status"]
+
+DURABLE_FIELDS: Final = frozenset(
+    {
+        # Where the job stands: a lost terminal transition would run the job's end again.
+        "status",
+        # The API's id of the job, and the window in which a submit request may have reached
+        # the API: lost, a redelivered submit would send the job again instead of looking it up.
+        "remote_task_id",
+        "submit_sent_until",
+        # Outputs saved, and a notification being sent or sent: lost, it would go out twice.
+        "downloads_state",
+        "callback_state",
+        "webhook_state",
+    }
+)
+"""Fields whose change must survive a failover. A write that changes none of them (a poll's
+count and token, a retry's schedule) may be lost: the step that made it runs again."""
+
+
+def survives_failover(*, create: bool, changes: Mapping[str, Any]) -> bool:
+    """Whether a write must be acknowledged by the replicas: a job's creation, or a change of a
+    `DURABLE_FIELDS` field."""
+    return create or not DURABLE_FIELDS.isdisjoint(changes)
 
 
 @dataclass(frozen=True)
@@ -68,10 +96,20 @@ class JobStore(BatchRecords, CostRecords, WorkIndexes):
     """Create, read and compare-and-set job records; read batches and dead letters; `index`
     lists them (`imageq.worker.store.job_index`)."""
 
-    def __init__(self, client: redis.Redis, *, prefix: str, ttl_s: int) -> None:
+    def __init__(
+        self,
+        client: redis.Redis,
+        *,
+        prefix: str,
+        ttl_s: int,
+        wait_replicas: int = 0,
+        wait_timeout_s: float = 1.0,
+    ) -> None:
         self._redis = client
         self._prefix = prefix
         self._ttl_s = ttl_s
+        self._wait_replicas = wait_replicas
+        self._wait_timeout_ms = max(1, round(wait_timeout_s * 1000))
         self.index = JobIndex(client, prefix=prefix, ttl_s=ttl_s)
         self._write = client.register_script(_WRITE)
         self._claim = client.register_script(_CLAIM_POLLS)
@@ -209,7 +247,10 @@ class JobStore(BatchRecords, CostRecords, WorkIndexes):
             self.slots_key,
             self.poll_schedule_key,
         ]
-        raw = self._write(keys=keys, args=[json.dumps(args)])
+        if self._wait_replicas and survives_failover(create=create, changes=changes):
+            raw = self._write_acknowledged(job_id, keys, json.dumps(args))
+        else:
+            raw = self._write(keys=keys, args=[json.dumps(args)])
         released: tuple[tuple[str, str], ...] = ()
         if isinstance(raw, list):  # it also released a paced batch's next job
             raw, other, lane = raw
@@ -223,6 +264,19 @@ class JobStore(BatchRecords, CostRecords, WorkIndexes):
             batch_complete=result == 2,
             released=released,
         )
+
+    def _write_acknowledged(self, job_id: str, keys: list[str], args: str) -> Any:
+        """The write, then `WAIT` in the same pipeline: `WAIT` counts the replicas that have
+        this connection's writes, so it must follow the write on the same connection."""
+        with self._redis.pipeline(transaction=False) as pipe:
+            self._write(keys=keys, args=[args], client=pipe)
+            pipe.wait(self._wait_replicas, self._wait_timeout_ms)
+            raw, acknowledged = pipe.execute()
+        if int(acknowledged) < self._wait_replicas:
+            raise WriteNotReplicated(
+                job_id, acknowledged=int(acknowledged), required=self._wait_replicas
+            )
+        return raw
 
 
 def _text(value: bytes | str) -> str:
