@@ -17,7 +17,7 @@ from typing import Any, Final, Self, TypeVar
 
 from aiohttp import web
 
-from imageq.simulator.routes import SIM, create_app
+from imageq.simulator.routes import LIMITS, SIM, create_app
 from imageq.simulator.sim_config import SimConfig
 
 _T = TypeVar("_T")
@@ -109,7 +109,19 @@ class SimulatorServer:
 
     def reset(self) -> None:
         """Forget every task and counter, as `POST /_sim/reset` does."""
-        self._call(lambda: self.app[SIM].reset())
+        self._call(self._reset)
+
+    def _reset(self) -> None:
+        self.app[SIM].reset()
+        self.app[LIMITS].reset()
+
+    def requests(self) -> dict[str, Any]:
+        """The same document as `GET /_sim/requests`: every API request's time, by key."""
+        return self._call(lambda: self.app[LIMITS].requests())
+
+    def throttle(self, *, count: int = 1, retry_after_s: int | None = None) -> None:
+        """Answer the next `count` API requests with 429, as `POST /_sim/throttle` does."""
+        self._call(lambda: self.app[LIMITS].force(count=count, retry_after_s=retry_after_s))
 
     def set_faults(self, *, rate_429: float = 0, rate_503: float = 0, rate_drop: float = 0) -> None:
         """Change the global fault rates now, as `POST /_sim/faults` does (all 0: healthy)."""
