@@ -30,7 +30,7 @@ import requests
 from bench import procfs
 from bench.designs import PRODUCTION, CleanEnvWorker, Round, Timing, imageq_values, start_all
 from bench.designs import stop_all as stop_workers
-from bench.events_cost import _wait_until, stop_process
+from bench.round import stop_process, wait_until
 from bench.webhook_sink import ArrivalReceiver
 from bench.workload import make_jobs
 from imageq.config import Settings
@@ -90,7 +90,7 @@ def run_round(variant: str, *, n: int, timing: Timing, scale: float, seed: int) 
                 job_id=job.job_id,
                 webhook_url=receiver.url,
             )
-        done = _wait_until(lambda: receiver.notified() >= n, limit_s=timing.deadline_s + 60)
+        done = wait_until(lambda: receiver.notified() >= n, limit_s=timing.deadline_s + 60)
         cpu_s = procfs.cpu_seconds(pids) - cpu_before
         elapsed_s = time.monotonic() - handed_over
         stats = requests.get(f"{api_url}/_sim/stats", timeout=30).json()

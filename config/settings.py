@@ -315,6 +315,13 @@ class BudgetSettings(BaseModel):
     poll_reserve: int = Field(
         1, ge=0, description="Requests of the burst only polls may use, with priority `polls`."
     )
+    late_s: float = Field(
+        0.05,
+        ge=0,
+        description="How late after its turn a request may still go (later, it takes a new"
+        " turn); the budget keeps `requests_per_s x late_s + 1` requests of the burst in hand so"
+        " that late requests never push a window past the rate plus the burst.",
+    )
     horizon_s: float = Field(
         2.0,
         gt=0,

@@ -141,6 +141,12 @@ BUDGET_WAIT_SECONDS: Final = Histogram(
     ["kind"],
     buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60),
 )
+BUDGET_LATE_TURNS: Final = Counter(
+    "imageq_budget_late_turns",
+    "Turns of the request budget lost because the request was not ready to go until more than"
+    " `budget.late_s` after its turn (it took a new turn), by kind.",
+    ["kind"],
+)
 API_PAUSES: Final = Counter(
     "imageq_api_pauses",
     "429 answers this worker recorded as a fleet-wide pause of the API key.",
@@ -151,5 +157,6 @@ DEADLINE_EXTENSION_SECONDS: Final = Counter(
 )
 for _kind in ("submit", "poll"):
     BUDGET_WAIT_SECONDS.labels(_kind)
+    BUDGET_LATE_TURNS.labels(_kind)
     for _reason in ("budget", "booked", "pause", "probe"):
         BUDGET_WAITS.labels(_kind, _reason)

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import uuid
+from dataclasses import replace
 
 import pytest
 import redis
@@ -16,7 +17,9 @@ pytestmark = pytest.mark.e2e
 
 
 def gate(client: redis.Redis, **budget: object) -> RequestGate:
-    settings = BudgetSettings(**{"requests_per_s": 10, "burst": 2, "pause_on_429": True, **budget})
+    """Burst 3 with no lateness allowed: one is held for the way to the API, two go at once."""
+    defaults = {"requests_per_s": 10, "burst": 3, "late_s": 0, "pause_on_429": True}
+    settings = BudgetSettings(**{**defaults, **budget})
     return RequestGate(client, budget=settings, prefix=f"t{uuid.uuid4().hex}", digest="d")
 
 
@@ -72,3 +75,16 @@ def test_429s_in_a_row_double_the_pause_and_in_flight_ones_do_not(
     assert probe.probe
     budget.settle(probe, no_header)
     assert budget.acquire("poll", "s").wait_s == pytest.approx(2.0, abs=0.05)
+
+
+def test_a_late_turn_is_retaken_and_counted_lost(store_redis: redis.Redis) -> None:
+    """A request ready more than `late_s` after its turn does not use it: it takes a new turn
+    (here the bucket is full, so it books one) and the turn is counted as lost."""
+    budget = gate(store_redis, late_s=0.05)
+    first = budget.acquire("poll", "poll:a")
+    assert first.allowed
+    assert budget.retake(first, "poll", "poll:a") is first, "on time: the same grant"
+    late = replace(first, turn_at=first.turn_at - 1.0)
+    retaken = budget.retake(late, "poll", "poll:a")
+    assert retaken is not late
+    assert store_redis.hget(f"{budget._keys[0]}", "lost") == b"1"

@@ -9,20 +9,28 @@ from imageq.config import BudgetSettings
 from imageq.simulator.rate_limit import RateLimits
 from imageq.simulator.rate_limit import key_digest as sim_key_digest
 from imageq.worker.policy.request_budget import (
+    Grant,
     Terms,
     deadline_extension_s,
+    held,
+    on_time,
     pause_s,
     take_turn,
-    terms_for,
 )
+from imageq.worker.policy.request_budget import terms_for as terms_late
 from imageq.worker.upstream.gate import key_digest
 
-BUDGET = BudgetSettings(requests_per_s=10, burst=3, poll_reserve=1, horizon_s=2)
+# Burst 4: with no lateness allowed, one is held for the way to the API, three go at once.
+BUDGET = BudgetSettings(requests_per_s=10, burst=4, poll_reserve=1, horizon_s=2, late_s=0)
+
+
+def terms_for(kind: str, budget: BudgetSettings) -> Terms:
+    return terms_late(kind, budget, late_s=budget.late_s)  # type: ignore[arg-type]
 
 
 def run(kind: str, times: list[float], budget: BudgetSettings = BUDGET) -> list[str]:
     """Each request at its time against one bucket: 'go', or the reason it waits."""
-    terms = terms_for(kind, budget)  # type: ignore[arg-type]
+    terms = terms_for(kind, budget)
     tat, out = 0.0, list[str]()
     for now in times:
         taken = take_turn(tat, now=now, terms=terms)
@@ -32,7 +40,7 @@ def run(kind: str, times: list[float], budget: BudgetSettings = BUDGET) -> list[
 
 
 def test_an_idle_bucket_lets_the_burst_through_at_once() -> None:
-    """Three at once go (burst 3); the fourth books the next turn, 0.1 s later."""
+    """Three at once go (burst 4, one held); the fourth books the next turn, 0.1 s later."""
     assert run("poll", [100.0] * 4) == ["go", "go", "go", "booked"]
     taken = take_turn(100.3, now=100.0, terms=terms_for("poll", BUDGET))
     assert taken.grant.wait_s == pytest.approx(0.1)
@@ -57,7 +65,43 @@ def test_at_most_burst_plus_rate_times_t_go_in_any_t_seconds(seconds: float) -> 
             booked.append(taken.booked_at)
     most = max(sum(1 for t in granted if start <= t < start + seconds) for start in granted)
     assert most <= BUDGET.burst + BUDGET.requests_per_s * seconds
-    assert len(granted) == pytest.approx(20 * BUDGET.requests_per_s + BUDGET.burst, abs=2)
+    assert len(granted) == pytest.approx(20 * BUDGET.requests_per_s + terms.allowance, abs=2)
+
+
+@pytest.mark.parametrize(("rate", "burst"), [(40, 3), (40, 4), (10, 5), (100, 10)])
+def test_requests_up_to_late_s_late_still_arrive_within_rate_plus_burst(
+    rate: float, burst: int
+) -> None:
+    """Every turn taken up to `late_s` (0.05 s) after it comes: the arrivals in any 1-second
+    window stay within rate + burst, because the bucket holds back what lateness can add."""
+    budget = BudgetSettings(requests_per_s=rate, burst=burst, late_s=0.05)
+    terms = terms_late("poll", budget, late_s=budget.late_s)
+    tat, arrivals, ms = 0.0, list[float](), 0
+    for ms in range(10_000):
+        now = 100 + ms / 1000
+        taken = take_turn(tat, now=now, terms=terms)
+        tat = taken.tat
+        turn = now if taken.grant.allowed else taken.booked_at
+        if turn is not None:
+            # Worst case: alternately on time and as late as allowed.
+            arrivals.append(turn + (budget.late_s if len(arrivals) % 2 else 0.0))
+    arrivals.sort()
+    most = max(sum(1 for t in arrivals if start <= t < start + 1) for start in arrivals)
+    assert most <= rate + burst
+
+
+def test_held_keeps_what_lateness_can_add_and_leaves_one_to_go() -> None:
+    assert held(BudgetSettings(requests_per_s=40, burst=8), late_s=0.05) == 3
+    assert held(BudgetSettings(requests_per_s=40, burst=3), late_s=0.05) == 2
+    assert held(BudgetSettings(requests_per_s=10, burst=5), late_s=0.05) == 2
+    assert held(BudgetSettings(requests_per_s=0, burst=5), late_s=0.05) == 0
+
+
+def test_a_turn_is_on_time_until_late_s_after_it() -> None:
+    grant = Grant(True, turn_at=50.0)
+    assert on_time(grant, now=50.05, late_s=0.05)
+    assert not on_time(grant, now=50.051, late_s=0.05)
+    assert on_time(Grant(True, probe=True, turn_at=50.0), now=99.0, late_s=0.05)
 
 
 def test_a_turn_too_far_ahead_is_not_booked() -> None:
@@ -72,7 +116,8 @@ def test_a_turn_too_far_ahead_is_not_booked() -> None:
 
 
 def test_polls_first_submits_leave_the_reserve_and_book_half_as_far() -> None:
-    """With priority `polls` a submit may use burst - poll_reserve and half the horizon."""
+    """With priority `polls` a submit may use the burst less poll_reserve (and less the one
+    held) and half the horizon."""
     assert terms_for("submit", BUDGET) == Terms(0.1, 2, 1.0)
     assert terms_for("poll", BUDGET) == Terms(0.1, 3, 2.0)
     assert run("submit", [100.0] * 3) == ["go", "go", "booked"]

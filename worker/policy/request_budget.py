@@ -10,10 +10,17 @@ makes the Redis script O(1) per request, whatever the rate.
 A request that may not go yet books its turn when it is near (`horizon_s`): `tat` moves on as
 if it had gone, and it comes back at its turn and goes without asking the bucket again. So a
 saturated budget wastes no turns and a waiting request asks once, not in a loop.
+
+What the provider counts is when requests *arrive*, and a request reaches the API a little
+after its turn: the countdown that brings it back, a busy worker, the way there. Requests up to
+`late_s` late can make any window hold `rate * late_s` more than the bucket let through, so the
+bucket keeps that many of the burst in hand (`held`), plus one for the way to the API, and a
+request that would go later than `late_s` after its turn takes a new one instead.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Literal
 
@@ -26,12 +33,20 @@ Reason = Literal["free", "budget", "booked", "pause", "probe"]
 @dataclass(frozen=True)
 class Grant:
     """The budget's answer: go now (`allowed`), or come back in `wait_s`; `probe` marks the one
-    request after a pause whose answer ends the pause."""
+    request after a pause whose answer ends the pause. `turn_at` is when an allowed request's
+    turn was, on the asking process's monotonic clock (it may come a little after it)."""
 
     allowed: bool
     wait_s: float = 0.0
     reason: Reason = "free"
     probe: bool = False
+    turn_at: float = 0.0
+
+
+def on_time(grant: Grant, *, now: float, late_s: float) -> bool:
+    """Whether a request allowed by `grant` may still be sent at `now` (monotonic): at most
+    `late_s` after its turn. A probe goes alone, so it is never late."""
+    return grant.probe or now - grant.turn_at <= late_s
 
 
 @dataclass(frozen=True)
@@ -44,14 +59,24 @@ class Terms:
     horizon_s: float
 
 
-def terms_for(kind: Kind, budget: BudgetSettings) -> Terms:
-    """Polls use the whole burst and horizon; with priority `polls` a submit leaves
-    `poll_reserve` of the burst to polls (at least one request for itself) and books only half
-    as far ahead, so polls get the turns nearest now."""
+def held(budget: BudgetSettings, *, late_s: float) -> int:
+    """Requests of the burst kept in hand for requests that reach the API up to `late_s` after
+    their turn, and one for the way there (the bucket always lets one through)."""
+    if budget.requests_per_s <= 0:
+        return 0
+    wanted = math.ceil(budget.requests_per_s * late_s - 1e-9) + 1
+    return min(wanted, budget.burst - 1)
+
+
+def terms_for(kind: Kind, budget: BudgetSettings, *, late_s: float) -> Terms:
+    """Polls use the burst (less what is `held` for late requests) and the whole horizon; with
+    priority `polls` a submit leaves `poll_reserve` of it to polls (at least one request for
+    itself) and books only half as far ahead, so polls get the turns nearest now."""
     interval_s = 1.0 / budget.requests_per_s if budget.requests_per_s > 0 else 0.0
+    burst = budget.burst - held(budget, late_s=late_s)
     if kind == "poll" or budget.priority == "none":
-        return Terms(interval_s, budget.burst, budget.horizon_s)
-    allowance = max(1, budget.burst - budget.poll_reserve)
+        return Terms(interval_s, burst, budget.horizon_s)
+    allowance = max(1, burst - budget.poll_reserve)
     return Terms(interval_s, allowance, budget.horizon_s / 2)
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+from imageq.worker.domain import submits
 from imageq.worker.domain.job import Job, JobFields
 from imageq.worker.domain.status import JobStatus
 from imageq.worker.domain.transitions import Transition
@@ -52,6 +53,23 @@ def put_off_submit(rt: Runtime, job: Job, grant: Grant) -> Actions:
     if not rt.store.apply(waiting):
         return []
     return [Submit(job.job_id, job.lane, countdown_s=delay_s)]
+
+
+def put_back_submit(rt: Runtime, claimed: Job, grant: Grant, *, sent_until: float) -> Actions:
+    """The submit was claimed, but its turn had passed by the time it was ready to go and the
+    budget has no turn now: give the claim back and wait for the new turn, as above."""
+    delay_s = put_off_s(rt, grant)
+    now = rt.clock()
+    release = submits.release_claim(
+        claimed,
+        now=now,
+        sent_until=sent_until,
+        due_at=now + delay_s,
+        free_slot=bool(rt.settings.limits.max_in_flight),
+    )
+    if not rt.store.apply(release):
+        return []
+    return [Submit(claimed.job_id, claimed.lane, countdown_s=delay_s)]
 
 
 def put_off_poll(rt: Runtime, job_id: str, token: int, facts: PollFacts, grant: Grant) -> Actions:

@@ -22,7 +22,7 @@ from imageq.worker.policy.submit_retry import may_have_reached_api, submit_retry
 from imageq.worker.runtime import Runtime
 from imageq.worker.steps.finish import finish
 from imageq.worker.steps.loading import load, log
-from imageq.worker.steps.put_off import put_off_submit
+from imageq.worker.steps.put_off import put_back_submit, put_off_submit
 from imageq.worker.upstream.responses import RemoteTask
 
 # After an earlier request's window closes, the next attempt comes this much later.
@@ -50,7 +50,8 @@ def submit(rt: Runtime, job_id: str) -> Actions:
         return []
     # Only a submit that would go asks the budget: a copy (the sweeper's, say) of a job taken
     # already must not use up a turn.
-    grant = rt.gate.acquire("submit", f"submit:{job_id}")
+    requester = f"submit:{job_id}"
+    grant = rt.gate.acquire("submit", requester)
     if not grant.allowed:
         return put_off_submit(rt, job, grant)
     claimed = rt.store.apply(claim)
@@ -68,6 +69,11 @@ def submit(rt: Runtime, job_id: str) -> Actions:
     if not _within_budget(rt, job):
         rt.gate.unused(grant)  # no request goes: a probe's lease is freed for another
         return finish(rt, job, transitions.cancel_for_budget(job, now=rt.clock()))
+    # The claim (and the credit check) took a moment: a turn that has passed meanwhile is
+    # not used late (it would crowd the turns after it); a new one is taken or waited for.
+    grant = rt.gate.retake(grant, "submit", requester)
+    if not grant.allowed:
+        return put_back_submit(rt, job, grant, sent_until=before_send)
     if look_first:
         try:
             # An earlier attempt can have timed out or lost its connection (or its worker)

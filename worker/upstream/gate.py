@@ -8,6 +8,7 @@ The Redis keys are named after a hash of the API key, never the key itself.
 from __future__ import annotations
 
 import hashlib
+import time
 from importlib import resources
 from typing import Final
 
@@ -15,8 +16,13 @@ import redis
 
 from imageq.config import BudgetSettings, Settings
 from imageq.worker.errors import ApiError
-from imageq.worker.metrics import API_PAUSES, BUDGET_WAIT_SECONDS, BUDGET_WAITS
-from imageq.worker.policy.request_budget import Grant, Kind, terms_for
+from imageq.worker.metrics import (
+    API_PAUSES,
+    BUDGET_LATE_TURNS,
+    BUDGET_WAIT_SECONDS,
+    BUDGET_WAITS,
+)
+from imageq.worker.policy.request_budget import Grant, Kind, on_time, terms_for
 
 _SCRIPT: Final = (
     resources.files("imageq.worker.store").joinpath("lua", "budget.lua").read_text("utf-8")
@@ -44,9 +50,9 @@ class RequestGate:
         poll_late_s: float = 0.0,
     ):
         self._budget = budget
-        # How late a booked poll may come and still use its turn: the poller runs due polls
-        # once a tick, so its polls come up to a tick late (countdowns: a few ms).
-        self._poll_late_s = poll_late_s
+        # How late after its turn a request may go. The poller runs due polls once a tick, so
+        # its polls come up to a tick late; the budget holds back burst for the later of the two.
+        self._late_s = max(budget.late_s, poll_late_s)
         base = f"{prefix}:budget:{digest}"
         self._keys = [base, f"{base}:booked", f"{base}:line"]
         self._script = client.register_script(_SCRIPT)
@@ -54,28 +60,45 @@ class RequestGate:
     def __repr__(self) -> str:
         return f"RequestGate(key={self._keys[0]!r})"
 
-    def acquire(self, kind: Kind, requester: str) -> Grant:
+    def acquire(self, kind: Kind, requester: str, *, op: str = "acquire") -> Grant:
         """Whether a request of `kind` for `requester` (a job's submit, or one poll) may go now;
         if not, when to come back. A booked turn is kept for the same requester."""
-        terms = terms_for(kind, self._budget)
-        allowed, wait, reason, probe = self._script(
+        terms = terms_for(kind, self._budget, late_s=self._late_s)
+        answer = self._script(
             keys=self._keys,
             args=[
-                "acquire",
+                op,
                 requester,
                 terms.interval_s,
                 terms.allowance,
                 terms.horizon_s,
                 self._budget.probe_lease_s,
                 _TTL_S,
-                max(terms.interval_s, self._poll_late_s if kind == "poll" else 0.0),
+                self._late_s,
             ],
         )
-        grant = Grant(bool(allowed), float(wait), _text(reason), bool(probe))  # type: ignore[arg-type]
+        allowed, wait, reason, probe = answer[:4]
+        # A booked turn taken a little after its time says how late it already is.
+        late_s = float(answer[4]) if len(answer) > 4 else 0.0
+        grant = Grant(
+            bool(allowed),
+            float(wait),
+            _text(reason),  # type: ignore[arg-type]
+            bool(probe),
+            turn_at=time.monotonic() - late_s,
+        )
         if not grant.allowed:
             BUDGET_WAITS.labels(kind, grant.reason).inc()
             BUDGET_WAIT_SECONDS.labels(kind).observe(grant.wait_s)
         return grant
+
+    def retake(self, grant: Grant, kind: Kind, requester: str) -> Grant:
+        """Just before sending: the same grant if its turn is recent enough, else a new one (the
+        late turn is lost: sent now, it would crowd the turns after it)."""
+        if on_time(grant, now=time.monotonic(), late_s=self._late_s):
+            return grant
+        BUDGET_LATE_TURNS.labels(kind).inc()
+        return self.acquire(kind, requester, op="retake")
 
     def settle(self, grant: Grant, error: ApiError | None) -> None:
         """After the request: a 429 pauses the key for the whole fleet; any other answer to the
@@ -105,8 +128,11 @@ class RequestGate:
 class OpenGate:
     """No budget and no pause: every request goes at once."""
 
-    def acquire(self, kind: Kind, requester: str) -> Grant:
+    def acquire(self, kind: Kind, requester: str, *, op: str = "acquire") -> Grant:
         return _ALWAYS
+
+    def retake(self, grant: Grant, kind: Kind, requester: str) -> Grant:
+        return grant
 
     def settle(self, grant: Grant, error: ApiError | None) -> None:
         return None

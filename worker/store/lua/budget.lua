@@ -8,17 +8,23 @@
 -- ARGV[1]: "acquire" | "pause" | "probe_ok" | "probe_off"
 --   acquire: ARGV[2] requester, [3] interval_s (0: no budget), [4] allowance, [5] horizon_s,
 --            [6] probe_lease_s, [7] ttl_s, [8] late_s (how late a booked turn may still be used)
---     -> {allowed 0|1, wait_s, reason, probe 0|1}
+--     -> {allowed 0|1, wait_s, reason, probe 0|1[, late_s: how late a booked turn is taken]}
 --     A request with no turn within the horizon joins the waiting line and is told to come
 --     back when the turns for those ahead of it are booked, so a long queue of submits asks
 --     about twice each, not once per horizon.
 --   pause:   ARGV[2] retry_after_s (-1: none), [3] base_s, [4] max_s, [5] ttl_s -> {pause_s}
 --   probe_ok: ends the probe phase; the full rate resumes -> {}
 --   probe_off: the probe was not sent after all; the next request may probe -> {}
+--   retake: as acquire, for a request that was not ready until too long after its turn (the
+--            turn is counted as lost)
 local key, booked, line = KEYS[1], KEYS[2], KEYS[3]
 local clock = redis.call('TIME')
 local now = tonumber(clock[1]) + tonumber(clock[2]) / 1000000
 local op = ARGV[1]
+if op == 'retake' then
+  redis.call('HINCRBY', key, 'lost', 1)
+  op = 'acquire'
+end
 
 if op == 'pause' then
   local state = redis.call('HMGET', key, 'pause_until', 'strikes')
@@ -86,11 +92,11 @@ if turn then
     return {0, tostring(turn - now), 'booked', 0}
   end
   redis.call('ZREM', booked, requester)
-  -- A few ms early is the countdown's precision. Up to `late_s` late (one interval; with the
-  -- poller, one poller tick for polls) the turn is still this request's; later, sending it
-  -- would bunch it with the turns after it, so the turn is lost and the request asks afresh.
+  -- A few ms early is the countdown's precision. Up to `late_s` late (the caller holds back
+  -- enough of the burst for that) the turn is still this request's; later, sending it would
+  -- crowd the turns after it, so the turn is lost and the request asks afresh.
   if now <= turn + tonumber(ARGV[8]) then
-    return {1, '0', 'booked', 0}
+    return {1, '0', 'booked', 0, tostring(now - turn)}
   end
   redis.call('HINCRBY', key, 'lost', 1)
 end
