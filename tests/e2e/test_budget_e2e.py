@@ -159,7 +159,9 @@ def test_a_429_pauses_every_worker_then_one_probe(tmp_path: Path) -> None:
         jobs = parts.jobs(job_ids)
         log = arrivals(parts)
         state = redis.Redis.from_url(parts.redis.url(1))
-        pause_until = float(state.hget(f"imageq:budget:{key_digest(API_KEY)}", "pause_until") or 0)
+        budget_state = state.hgetall(f"imageq:budget:{key_digest(API_KEY)}")
+        pause_until = float(budget_state.get(b"pause_until", 0))
+        lost = int(budget_state.get(b"lost", 0))
     throttled = [entry for entry in log if entry[2] == 429]
     assert len(throttled) == 1, throttled
     hit = throttled[0][0]
@@ -183,7 +185,14 @@ def test_a_429_pauses_every_worker_then_one_probe(tmp_path: Path) -> None:
     )
     resumed = [entry[0] for entry in quiet if probe[0] < entry[0] <= probe[0] + 3]
     whole_run = most_in_window([entry[0] for entry in log], 1.0)
-    print(f"then {len(resumed)} requests in the 3 s after the probe; most in 1 s: {whole_run}")
+    per_half_s = [
+        sum(1 for at in resumed if probe[0] + k / 2 < at <= probe[0] + (k + 1) / 2)
+        for k in range(6)
+    ]
+    print(
+        f"then {len(resumed)} requests in the 3 s after the probe {per_half_s} (per 0.5 s);"
+        f" most in 1 s: {whole_run}; turns lost: {lost}; load {Path('/proc/loadavg').read_text()}"
+    )
     assert 5.0 - LATE_S <= silence_s <= 6.0
     assert probe[2] == 200
     assert following[0] >= probe[3], "the probe went alone"

@@ -51,8 +51,8 @@ class RequestGate:
     ):
         self._budget = budget
         # How late after its turn a request may go. The poller runs due polls once a tick, so
-        # its polls come up to a tick late; the budget holds back burst for the later of the two.
-        self._late_s = max(budget.late_s, poll_late_s)
+        # its polls come up to a tick later still; the budget holds back burst for it all.
+        self._late_s = budget.late_s + poll_late_s
         base = f"{prefix}:budget:{digest}"
         self._keys = [base, f"{base}:booked", f"{base}:line"]
         self._script = client.register_script(_SCRIPT)
