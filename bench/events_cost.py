@@ -18,7 +18,7 @@ import copy
 import json
 import statistics
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,7 +30,7 @@ import requests
 from bench import procfs
 from bench.designs import PRODUCTION, CleanEnvWorker, Round, Timing, imageq_values, start_all
 from bench.designs import stop_all as stop_workers
-from bench.round import stop_process
+from bench.round import stop_process, wait_until
 from bench.webhook_sink import ArrivalReceiver
 from bench.workload import make_jobs
 from imageq.config import Settings
@@ -125,7 +125,7 @@ def run_round(
                 job_id=job.job_id,
                 webhook_url=receiver.url,
             )
-        done = _wait_until(lambda: receiver.notified() >= n, limit_s=timing.deadline_s + 60)
+        done = wait_until(lambda: receiver.notified() >= n, limit_s=timing.deadline_s + 60)
         cpu_s = procfs.cpu_seconds(pids()) - cpu_before
         elapsed_s = time.monotonic() - handed_over
         stats = requests.get(f"{api_url}/_sim/stats", timeout=30).json()
@@ -239,15 +239,6 @@ def main(argv: Sequence[str] | None = None) -> None:
     (args.out / "results.json").write_text(json.dumps(document, indent=2) + "\n")
     (args.out / "report.md").write_text(render(summary, rounds, args))
     print(render(summary, rounds, args))
-
-
-def _wait_until(condition: Callable[[], bool], *, limit_s: float) -> bool:
-    give_up = time.monotonic() + limit_s
-    while not condition():
-        if time.monotonic() > give_up:
-            return False
-        time.sleep(0.1)
-    return True
 
 
 if __name__ == "__main__":

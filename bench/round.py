@@ -117,7 +117,7 @@ def run_round(plan: RoundPlan) -> dict[str, Any]:
         design.submit(jobs)
         submit_s = time.monotonic() - started
         limit_s = plan.timing.deadline_s + WAIT_MARGIN_S
-        all_notified = _wait_until(lambda: receiver.notified() >= plan.n, limit_s=limit_s)
+        all_notified = wait_until(lambda: receiver.notified() >= plan.n, limit_s=limit_s)
         all_notified_s = time.monotonic() - started if all_notified else None
         cpu_s = procfs.cpu_seconds(pids()) - cpu_before
         machine_busy = procfs.MachineTicks.now().busy_fraction_since(machine_before)
@@ -216,7 +216,7 @@ class Sampler:
             return None
 
 
-def _wait_until(condition: Callable[[], bool], *, limit_s: float) -> bool:
+def wait_until(condition: Callable[[], bool], *, limit_s: float) -> bool:
     give_up = time.monotonic() + limit_s
     while not condition():
         if time.monotonic() > give_up:

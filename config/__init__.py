@@ -3,6 +3,7 @@
 from imageq.config.settings import (
     DEFAULT_WEBHOOK_SCHEDULE_S,
     ApiSettings,
+    BudgetSettings,
     CostSettings,
     LimitSettings,
     ObservabilitySettings,
@@ -21,6 +22,7 @@ from imageq.config.settings import (
 __all__ = [
     "DEFAULT_WEBHOOK_SCHEDULE_S",
     "ApiSettings",
+    "BudgetSettings",
     "CostSettings",
     "LimitSettings",
     "ObservabilitySettings",

@@ -347,6 +347,71 @@ class LimitSettings(BaseModel):
         return self
 
 
+class BudgetSettings(BaseModel):
+    """A request budget per API key, shared by every worker through Redis, and the fleet-wide
+    pause after a 429 (both off by default)."""
+
+    requests_per_s: float = Field(
+        0.0,
+        ge=0,
+        description="Requests per second all workers together may send with the API key"
+        " (0: no budget).",
+    )
+    burst: int = Field(
+        5, ge=1, description="Requests the budget lets through at once after an idle spell."
+    )
+    priority: Literal["polls", "none"] = Field(
+        "polls",
+        description="`polls`: polls go first (submits leave `poll_reserve` requests of the burst"
+        " to polls and book less far ahead); `none`: first come, first served.",
+    )
+    poll_reserve: int = Field(
+        1, ge=0, description="Requests of the burst only polls may use, with priority `polls`."
+    )
+    late_s: float = Field(
+        0.05,
+        ge=0,
+        description="How late after its turn a request may still go (later, it takes a new"
+        " turn); the budget keeps `requests_per_s x late_s + 1` requests of the burst in hand so"
+        " that late requests never push a window past the rate plus the burst.",
+    )
+    horizon_s: float = Field(
+        2.0,
+        gt=0,
+        description="How far ahead a waiting request may book its turn (polls; submits half of"
+        " it with priority `polls`); one that would wait longer asks again later.",
+    )
+    pause_on_429: bool = Field(
+        False,
+        description="After any 429, no worker calls the key until the pause ends, then one probe"
+        " goes first (on whenever `requests_per_s` is set).",
+    )
+    pause_base_s: float = Field(
+        2.0,
+        gt=0,
+        description="The pause after a 429 without Retry-After, doubled on each 429 in a row.",
+    )
+    pause_max_s: float = Field(
+        60.0, gt=0, description="The longest pause after a 429, Retry-After included."
+    )
+    probe_lease_s: float = Field(
+        10.0,
+        gt=0,
+        description="How long the one probe after a pause holds the key before another worker"
+        " may probe instead.",
+    )
+    max_deadline_extension_s: float = Field(
+        300.0,
+        ge=0,
+        description="Most a job's poll deadline is moved, in total, for polls a pause delayed.",
+    )
+
+    @property
+    def active(self) -> bool:
+        """Whether workers ask Redis before each API request."""
+        return self.requests_per_s > 0 or self.pause_on_429
+
+
 class SweepSettings(BaseModel):
     """The sweeper, which re-sends work that a lost worker or message left overdue."""
 
@@ -518,6 +583,9 @@ class Settings(BaseSettings):
     )
     storage: StorageSettings = Field(StorageSettings(), description="Saving outputs.")
     limits: LimitSettings = Field(LimitSettings(), description="The cap on jobs in flight.")
+    budget: BudgetSettings = Field(
+        BudgetSettings(), description="The request budget per API key and the pause on 429."
+    )
     sweep: SweepSettings = Field(SweepSettings(), description="The sweeper.")
     observability: ObservabilitySettings = Field(
         ObservabilitySettings(), description="Metrics and logs."

@@ -40,6 +40,8 @@ def parse_args(argv: Sequence[str] | None = None) -> SimConfig:
     add("--fault-rate-drop", type=float, default=0.0, help="share of queries dropped")
     add("--credits-in-v1-tasks", action="store_true",
         help="credits_used in GET /v1/tasks/{id} answers too (queries: always)")  # fmt: skip
+    add("--rate-limit", dest="rate_limit_per_s", type=float, default=0.0,
+        help="requests/s per API key; past it, 429 with Retry-After (0: none)")  # fmt: skip
     add("--seed", type=int, default=None, help="seed of latencies, words and random faults")
     args = parser.parse_args(argv)
     try:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import hmac
+import time
 from typing import Any, Final
 
 from aiohttp import web
@@ -14,11 +15,13 @@ from imageq.simulator.markers import Fault, fault_for_attempt
 from imageq.simulator.phases import Phase
 from imageq.simulator.picture import Caption, caption_png
 from imageq.simulator.png import padded_png
+from imageq.simulator.rate_limit import RateLimits, endpoint_of, key_digest
 from imageq.simulator.sim_config import SimConfig
 from imageq.simulator.state import SimState, Task
 from imageq.simulator.submission import SubmitError, parse_submit
 
 SIM: Final = web.AppKey("sim", SimState)
+LIMITS: Final = web.AppKey("limits", RateLimits)
 GARBAGE_BODY: Final = "<html>bad gateway</html>"
 SAFETY_MESSAGE: Final = "prompt rejected by content safety review"
 _API_PREFIXES: Final = ("/api/", "/v1/")
@@ -28,6 +31,7 @@ def create_app(config: SimConfig) -> web.Application:
     """A fresh simulator application with empty state."""
     app = web.Application(middlewares=[api_gate])
     app[SIM] = SimState(config)
+    app[LIMITS] = RateLimits(limit_per_s=config.rate_limit_per_s)
     app.router.add_post("/api/openapi/submit", submit)
     app.router.add_post("/api/openapi/query", query_by_body)
     if config.v1_tasks:
@@ -36,6 +40,8 @@ def create_app(config: SimConfig) -> web.Application:
     app.router.add_get("/_sim/stats", stats)
     app.router.add_post("/_sim/reset", reset)
     app.router.add_post("/_sim/faults", set_faults)
+    app.router.add_get("/_sim/requests", list_requests)
+    app.router.add_post("/_sim/throttle", throttle)
     return app
 
 
@@ -59,7 +65,24 @@ async def api_gate(request: web.Request, handler: Handler) -> web.StreamResponse
         )
     if is_api and not _authorized(request, sim.config.api_key):
         return web.json_response(status_error(401, "invalid api key"), status=401)
-    return await handler(request)
+    if not is_api:
+        return await handler(request)
+    return await _limited(request, handler)
+
+
+async def _limited(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """An authorized API request: logged by key, and answered 429 past the key's limit."""
+    limits = request.app[LIMITS]
+    digest = key_digest(sim_key(request))
+    arrived_at = time.time()
+    admitted, retry_after_s = limits.admit(digest)
+    if admitted:
+        response = await handler(request)
+    else:
+        headers = {} if retry_after_s is None else {"Retry-After": str(retry_after_s)}
+        response = web.json_response(code_error(429, "rate limited"), status=429, headers=headers)
+    limits.record(digest, arrived_at, endpoint_of(request.path), response.status)
+    return response
 
 
 async def submit(request: web.Request) -> web.StreamResponse:
@@ -143,6 +166,7 @@ async def stats(request: web.Request) -> web.StreamResponse:
 async def reset(request: web.Request) -> web.StreamResponse:
     """`POST /_sim/reset`: forget everything."""
     request.app[SIM].reset()
+    request.app[LIMITS].reset()
     return web.json_response({"ok": True})
 
 
@@ -156,6 +180,29 @@ async def set_faults(request: web.Request) -> web.StreamResponse:
             rate_429=float(body.get("rate_429", 0)),
             rate_503=float(body.get("rate_503", 0)),
             rate_drop=float(body.get("rate_drop", 0)),
+        )
+    except (TypeError, ValueError) as error:
+        return web.json_response(status_error(400, str(error)), status=400)
+    return web.json_response({"ok": True})
+
+
+async def list_requests(request: web.Request) -> web.StreamResponse:
+    """`GET /_sim/requests`: every API request by key digest, as
+    `[arrived_epoch_s, endpoint, status, answered_epoch_s]`."""
+    return web.json_response(request.app[LIMITS].requests())
+
+
+async def throttle(request: web.Request) -> web.StreamResponse:
+    """`POST /_sim/throttle` `{"count": n, "retry_after": s}`: answer the next n API requests
+    with 429 (`retry_after` null or absent: without a Retry-After header)."""
+    body = await _json_or_none(request)
+    if not isinstance(body, dict):
+        return web.json_response(status_error(400, "a JSON object is required"), status=400)
+    try:
+        retry_after = body.get("retry_after")
+        request.app[LIMITS].force(
+            count=int(body.get("count", 1)),
+            retry_after_s=None if retry_after is None else int(retry_after),
         )
     except (TypeError, ValueError) as error:
         return web.json_response(status_error(400, str(error)), status=400)
@@ -215,6 +262,11 @@ def _drop_connection(request: web.Request) -> web.StreamResponse:
     if request.transport is not None:
         request.transport.close()
     return web.Response()
+
+
+def sim_key(request: web.Request) -> str:
+    """The bearer token a request carries (only ever hashed, never shown)."""
+    return request.headers.get("Authorization", "").partition(" ")[2].strip()
 
 
 def _authorized(request: web.Request, api_key: str) -> bool:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import re
 import selectors
@@ -11,13 +12,14 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.request
 from collections.abc import Callable, Coroutine, Sequence
 from types import TracebackType
 from typing import Any, Final, Self, TypeVar
 
 from aiohttp import web
 
-from imageq.simulator.routes import SIM, create_app
+from imageq.simulator.routes import LIMITS, SIM, create_app
 from imageq.simulator.sim_config import SimConfig
 
 _T = TypeVar("_T")
@@ -109,7 +111,19 @@ class SimulatorServer:
 
     def reset(self) -> None:
         """Forget every task and counter, as `POST /_sim/reset` does."""
-        self._call(lambda: self.app[SIM].reset())
+        self._call(self._reset)
+
+    def _reset(self) -> None:
+        self.app[SIM].reset()
+        self.app[LIMITS].reset()
+
+    def requests(self) -> dict[str, Any]:
+        """The same document as `GET /_sim/requests`: every API request's time, by key."""
+        return self._call(lambda: self.app[LIMITS].requests())
+
+    def throttle(self, *, count: int = 1, retry_after_s: int | None = None) -> None:
+        """Answer the next `count` API requests with 429, as `POST /_sim/throttle` does."""
+        self._call(lambda: self.app[LIMITS].force(count=count, retry_after_s=retry_after_s))
 
     def set_faults(self, *, rate_429: float = 0, rate_503: float = 0, rate_drop: float = 0) -> None:
         """Change the global fault rates now, as `POST /_sim/faults` does (all 0: healthy)."""
@@ -205,3 +219,74 @@ def start_simulator_process(
     process.wait()
     process.stdout.close()
     raise RuntimeError(f"simulator did not report its address (exit code {process.returncode})")
+
+
+class SimulatorProcess:
+    """The simulator as a child process, controlled over its `/_sim/` routes: for runs whose
+    timing the simulator must measure without sharing a GIL with the test (the request
+    budget's arrival times). A context manager, like `SimulatorServer`."""
+
+    def __init__(self, config: SimConfig, *, start_timeout_s: float = 15.0) -> None:
+        self.config = config
+        self._start_timeout_s = start_timeout_s
+        self._process: subprocess.Popen[bytes] | None = None
+        self._base_url: str | None = None
+
+    def __enter__(self) -> Self:
+        args = [
+            f"--api-key={self.config.api_key}",
+            f"--latency={self.config.latency}",
+            f"--rate-limit={self.config.rate_limit_per_s}",
+        ]
+        self._process, self._base_url = start_simulator_process(
+            args, timeout_s=self._start_timeout_s
+        )
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._process is not None:
+            self._process.terminate()
+            try:
+                self._process.wait(5)
+            except subprocess.TimeoutExpired:
+                self._process.kill()
+                self._process.wait()
+
+    @property
+    def base_url(self) -> str:
+        if self._base_url is None:
+            raise RuntimeError("the simulator process is not running")
+        return self._base_url
+
+    @property
+    def pid(self) -> int:
+        if self._process is None:
+            raise RuntimeError("the simulator process is not running")
+        return self._process.pid
+
+    def stats(self) -> dict[str, Any]:
+        document: dict[str, Any] = self._control("GET", "stats")
+        return document
+
+    def requests(self) -> dict[str, Any]:
+        document: dict[str, Any] = self._control("GET", "requests")
+        return document
+
+    def reset(self) -> None:
+        self._control("POST", "reset", {})
+
+    def throttle(self, *, count: int = 1, retry_after_s: int | None = None) -> None:
+        self._control("POST", "throttle", {"count": count, "retry_after": retry_after_s})
+
+    def set_faults(self, *, rate_429: float = 0, rate_503: float = 0, rate_drop: float = 0) -> None:
+        faults = {"rate_429": rate_429, "rate_503": rate_503, "rate_drop": rate_drop}
+        self._control("POST", "faults", faults)
+
+    def _control(self, method: str, route: str, body: Any = None) -> Any:
+        data = None if body is None else json.dumps(body).encode()
+        request = urllib.request.Request(  # noqa: S310 -- our own child, on loopback
+            f"{self.base_url}/_sim/{route}", data=data, method=method
+        )
+        request.add_header("Content-Type", "application/json")
+        with urllib.request.urlopen(request, timeout=30) as answer:  # noqa: S310
+            return json.load(answer)

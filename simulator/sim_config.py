@@ -20,6 +20,8 @@ class SimConfig:
     `latency` and `request_delay` are spec strings (see `imageq.simulator.latency`). Fault rates are
     probabilities per request: 429 and 503 hit submits and queries, drops hit queries only
     (a random ambiguous submit would make load tests measure the wrong thing).
+    `rate_limit_per_s` (0: none) answers an API key's requests past that many in any second
+    with 429 and `Retry-After`.
     """
 
     api_key: str
@@ -39,6 +41,7 @@ class SimConfig:
     # does not document) only with this on, so a client's "the poll lacks it" path is testable.
     credits_in_v1_tasks: bool = False
     credits: Mapping[str, Mapping[str, int]] = field(default_factory=lambda: MADE_UP_CREDITS)
+    rate_limit_per_s: float = 0.0
 
     def __post_init__(self) -> None:
         if not self.api_key:
@@ -53,6 +56,8 @@ class SimConfig:
             raise ValueError(f"unknown status_words {self.status_words!r}")
         if self.images_per_task < 1:
             raise ValueError(f"images_per_task must be >= 1, got {self.images_per_task}")
+        if self.rate_limit_per_s < 0:
+            raise ValueError(f"rate_limit_per_s must be >= 0, got {self.rate_limit_per_s}")
         for name in ("fault_rate_429", "fault_rate_503", "fault_rate_drop"):
             rate = getattr(self, name)
             if not 0.0 <= rate <= 1.0:

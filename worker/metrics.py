@@ -127,3 +127,36 @@ SCHEDULED_TICKS_FAILED: Final = Counter(
     "Scheduled-run ticks a worker could not run, by reason (no schedule file, unknown run, ...).",
     ["reason"],
 )
+
+BUDGET_WAITS: Final = Counter(
+    "imageq_budget_waits",
+    "API requests put off by the request budget or the pause on 429 (never dropped), by kind"
+    " (submit, poll) and reason (budget: no turn near; booked: a turn booked ahead; pause;"
+    " probe: another worker's probe is out).",
+    ["kind", "reason"],
+)
+BUDGET_WAIT_SECONDS: Final = Histogram(
+    "imageq_budget_wait_seconds",
+    "How long the request budget or the pause on 429 put off one API request, by kind.",
+    ["kind"],
+    buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60),
+)
+BUDGET_LATE_TURNS: Final = Counter(
+    "imageq_budget_late_turns",
+    "Turns of the request budget lost because the request was not ready to go until more than"
+    " `budget.late_s` after its turn (it took a new turn), by kind.",
+    ["kind"],
+)
+API_PAUSES: Final = Counter(
+    "imageq_api_pauses",
+    "429 answers this worker recorded as a fleet-wide pause of the API key.",
+)
+DEADLINE_EXTENSION_SECONDS: Final = Counter(
+    "imageq_deadline_extension_seconds",
+    "Seconds added to jobs' poll deadlines for polls a pause on 429 delayed.",
+)
+for _kind in ("submit", "poll"):
+    BUDGET_WAIT_SECONDS.labels(_kind)
+    BUDGET_LATE_TURNS.labels(_kind)
+    for _reason in ("budget", "booked", "pause", "probe"):
+        BUDGET_WAITS.labels(_kind, _reason)

@@ -13,6 +13,7 @@ from imageq.worker.outputs.storage import Storage, open_configured_storage
 from imageq.worker.redis_clients import redis_client
 from imageq.worker.store.job_store import JobStore
 from imageq.worker.upstream.client import ApiClient
+from imageq.worker.upstream.gate import OPEN_GATE, Gate, open_gate
 from imageq.worker.webhooks.guard import target_policy
 from imageq.worker.webhooks.sending import WebhookSender
 from imageq.worker.webhooks.sessions import ThreadSessions
@@ -30,6 +31,8 @@ class Runtime:
     storage: Storage | None
     clock: Callable[[], float] = time.time
     rand: Callable[[], float] = random.random
+    # The request budget and the pause on 429 (`imageq.worker.upstream.gate`).
+    gate: Gate = OPEN_GATE
 
 
 def connect_store(settings: Settings) -> JobStore:
@@ -60,6 +63,7 @@ def build_runtime(settings: Settings) -> Runtime:
         webhooks=WebhookSender(sessions, timeout_s=settings.webhook.timeout_s),
         sessions=sessions,
         storage=open_configured_storage(settings.storage) if settings.storage.enabled else None,
+        gate=open_gate(settings),
     )
 
 

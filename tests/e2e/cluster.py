@@ -20,7 +20,7 @@ from imageq.devenv.redis_server import RedisServer
 from imageq.devenv.webhook_receiver import WebhookReceiver
 from imageq.devenv.worker_process import BeatProcess, WorkerProcess, settings_env
 from imageq.producers.api import ImageQueue
-from imageq.simulator.server import SimulatorServer
+from imageq.simulator.server import SimulatorProcess, SimulatorServer
 from imageq.simulator.sim_config import SimConfig
 from imageq.worker.domain.job import Delivery, Job
 from imageq.worker.domain.status import JobStatus
@@ -66,7 +66,7 @@ class Cluster:
 
     root: Path
     redis: RedisServer
-    simulator: SimulatorServer
+    simulator: SimulatorServer | SimulatorProcess
     receiver: WebhookReceiver
     values: dict[str, Any]
     queue: ImageQueue
@@ -177,12 +177,19 @@ def cluster(
     latency: str = "uniform:4,8",
     polling_mode: str = "countdown",
     overrides: dict[str, dict[str, Any]] | None = None,
+    simulator_process: bool = False,
 ) -> Iterator[Cluster]:
     """Start everything (Redis with AOF on a fixed directory, so it can be restarted), and stop
-    everything at the end, whatever happened."""
+    everything at the end, whatever happened. `simulator_process`: the simulator in a child
+    process, so the test's own work cannot delay its clock (for tests that count arrivals)."""
     with ExitStack() as stack:
         server = stack.enter_context(RedisServer(data_dir=root / "redis", append_only=True))
-        sim = stack.enter_context(SimulatorServer(SimConfig(api_key=API_KEY, latency=latency)))
+        config = SimConfig(api_key=API_KEY, latency=latency)
+        sim: SimulatorServer | SimulatorProcess
+        if simulator_process:
+            sim = stack.enter_context(SimulatorProcess(config))
+        else:
+            sim = stack.enter_context(SimulatorServer(config))
         receiver = stack.enter_context(WebhookReceiver())
         values = base_settings(
             server.url().rsplit("/", 1)[0],

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from imageq.simulator.server import SimulatorServer
 from imageq.worker.domain.job import Delivery
 from imageq.worker.domain.status import JobStatus
 from imageq.worker.messages import POLL_TASK
@@ -191,6 +192,7 @@ def test_api_unreachable_longer_than_the_old_retry_budget(tmp_path: Path) -> Non
     with cluster(tmp_path, latency="uniform:2,4", overrides=overrides) as parts:
         polling = parts.enqueue(N // 2, prompt="polled through")
         in_flight(parts, polling)
+        assert isinstance(parts.simulator, SimulatorServer)  # in this process: it can go down
         parts.simulator.refuse_connections()
         down = time.monotonic()
         submitting = parts.enqueue(N // 2, prompt="submitted through")

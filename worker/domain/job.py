@@ -78,6 +78,8 @@ class Job:
     poll_count: int = 0
     poll_token: int = 0
     next_poll_at: float | None = None
+    # Seconds the poll deadline was moved for polls a pause on 429 delayed (capped).
+    deadline_extended_s: float = 0.0
     outputs: list[dict[str, Any]] = field(default_factory=list)
     error: dict[str, Any] | None = None
     metadata: dict[str, Any] = field(default_factory=dict)
@@ -169,6 +171,7 @@ class JobFields(TypedDict, total=False):
     poll_count: int
     poll_token: int
     next_poll_at: float | None
+    deadline_extended_s: float
     outputs: list[dict[str, Any]]
     error: dict[str, Any] | None
     metadata: dict[str, Any]

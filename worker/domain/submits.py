@@ -39,6 +39,26 @@ def claim_submit(
     )
 
 
+def release_claim(
+    claimed: Job, *, now: float, sent_until: float, due_at: float, free_slot: bool
+) -> Transition:
+    """Give back a claim whose submit was not sent after all (the request budget put it off at
+    the last moment): no lease, the request window as it was before the claim, the job due
+    again at `due_at`, and the attempt not counted (a wait for the budget is no failure)."""
+    return Transition(
+        claimed.job_id,
+        expect={"status": JobStatus.QUEUED, "submit_attempts": claimed.submit_attempts},
+        changes={
+            "submit_attempts": claimed.submit_attempts - 1,
+            "submit_lease_until": 0.0,
+            "submit_sent_until": sent_until,
+            "updated_at": now,
+        },
+        due_at=due_at,
+        free_slot=free_slot,
+    )
+
+
 def looks_up_first(job: Job) -> bool:
     """Whether the next submit attempt asks the API for the job before sending it: an earlier
     attempt may have reached the API (its answer lost, or its worker gone). A record from

@@ -16,6 +16,7 @@ from imageq.worker.runtime import Runtime
 from imageq.worker.steps.costs import credits_of
 from imageq.worker.steps.finish import finish
 from imageq.worker.steps.loading import load, log
+from imageq.worker.steps.put_off import put_off_poll
 from imageq.worker.upstream.responses import RemoteTask
 
 
@@ -35,15 +36,21 @@ def poll(rt: Runtime, job_id: str, token: int, facts: PollFacts | None = None) -
         # timeout) must not cost an API call: two small fields, one round trip, first.
         if not rt.store.poll_is_current(job_id, token):
             return []
+    grant = rt.gate.acquire("poll", f"poll:{job_id}")
+    if not grant.allowed:
+        return put_off_poll(rt, job_id, token, facts, grant)
     remote: RemoteTask | None = None
     error: ApiError | None = None
     POLLS.inc()
     try:
         remote = rt.client.get_task(facts.remote_task_id)
     except ApiError as caught:
+        rt.gate.settle(grant, caught)
         error = caught
         fields = lifecycle("job.poll_failed", job_id=job_id, reason=repr(caught))
         log.info("poll of job %s failed: %r", job_id, caught, extra=fields)
+    else:
+        rt.gate.settle(grant, None)
     now = rt.clock()
     step = next_step(
         remote=remote,

@@ -22,6 +22,7 @@ from imageq.worker.policy.submit_retry import may_have_reached_api, submit_retry
 from imageq.worker.runtime import Runtime
 from imageq.worker.steps.finish import finish
 from imageq.worker.steps.loading import load, log
+from imageq.worker.steps.put_off import put_back_submit, put_off_submit
 from imageq.worker.upstream.responses import RemoteTask
 
 # After an earlier request's window closes, the next attempt comes this much later.
@@ -47,7 +48,15 @@ def submit(rt: Runtime, job_id: str) -> Actions:
     )
     if claim is None:
         return []
+    # Only a submit that would go asks the budget: a copy (the sweeper's, say) of a job taken
+    # already must not use up a turn.
+    requester = f"submit:{job_id}"
+    grant = rt.gate.acquire("submit", requester)
+    if not grant.allowed:
+        return put_off_submit(rt, job, grant)
     claimed = rt.store.apply(claim)
+    if not claimed:
+        rt.gate.unused(grant)
     if claimed.no_slot:
         # The API has all the jobs in flight it may have; ask again shortly.
         SUBMIT_SLOT_WAITS.inc()
@@ -58,14 +67,23 @@ def submit(rt: Runtime, job_id: str) -> Actions:
     before_send = job.submit_sent_until  # as it was before this attempt
     job = claim.applied_to(job)
     if not _within_budget(rt, job):
+        rt.gate.unused(grant)  # no request goes: a probe's lease is freed for another
         return finish(rt, job, transitions.cancel_for_budget(job, now=rt.clock()))
+    # The claim (and the credit check) took a moment: a turn that has passed meanwhile is
+    # not used late (it would crowd the turns after it); a new one is taken or waited for.
+    grant = rt.gate.retake(grant, "submit", requester)
+    if not grant.allowed:
+        return put_back_submit(rt, job, grant, sent_until=before_send)
     if look_first:
         try:
             # An earlier attempt can have timed out or lost its connection (or its worker)
             # after the API had accepted it: adopt that task rather than submit again.
             remote = rt.client.find_by_out_task_id(job.out_task_id)
         except ApiError as error:
+            rt.gate.settle(grant, error)
             return _failed(rt, job, error, sent_until=before_send)
+        # One turn of the budget covers the lookup and the submit that may follow it.
+        rt.gate.settle(grant, None)
         if remote is not None:
             return _submitted(rt, job, remote)
         sending = submits.send_submit(job, now=rt.clock(), send_s=send_s)
@@ -77,10 +95,13 @@ def submit(rt: Runtime, job_id: str) -> Actions:
     try:
         remote = rt.client.submit(job.out_task_id, job.generation_params)
     except ApiError as error:
+        rt.gate.settle(grant, error)
         # The request is over (answered, timed out or dropped): if it may have reached the API
         # the next attempt looks the job up first, but need not wait for its window.
         reached = may_have_reached_api(error)
         return _failed(rt, job, error, sent_until=rt.clock() if reached else before_send)
+    if not look_first:
+        rt.gate.settle(grant, None)
     return _submitted(rt, job, remote)
 
 

@@ -3,7 +3,7 @@ credit budget, checked atomically before each submit.
 
 A batch's totals (`credits_used`, and `credits_in_flight` for the jobs submitted under its
 budget) are kept by the job store's one write (lua/write.lua) as jobs end, and by
-lua/budget.lua as they are admitted.
+lua/credit_budget.lua as they are admitted.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import redis
 from redis.commands.core import Script
 
 _BUDGET: Final = (
-    resources.files("imageq.worker.store").joinpath("lua", "budget.lua").read_text("utf-8")
+    resources.files("imageq.worker.store").joinpath("lua", "credit_budget.lua").read_text("utf-8")
 )
 
 
