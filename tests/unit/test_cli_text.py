@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from rich.console import Console
 from typer.testing import CliRunner, Result
@@ -392,6 +392,7 @@ def assert_no_raw_control(result: Result) -> None:
 
 @CLI_RUNS
 @given(MARKUP_TEXT)
+@example("\t\u2028[bold]")  # a Unicode line separator once cut the status cell short
 def test_any_prompt_is_taken_or_refused_as_without_brackets_and_shown_as_typed(
     cli: Cli, prompt: str
 ) -> None:
