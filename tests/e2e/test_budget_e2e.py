@@ -150,9 +150,12 @@ def test_a_429_pauses_every_worker_then_one_probe(tmp_path: Path) -> None:
         simulator_process=True,
     ) as parts:
         job_ids = parts.enqueue(n)
-        parts.wait(
-            job_ids[:40], lambda job: job.is_terminal, timeout_s=60, what="terminal (warm-up)"
-        )
+        # Warm up on any 40 jobs (the budget does not take submits in order), so that most of
+        # the run is still to come when the 429 lands.
+        warm_up_until = time.monotonic() + 60
+        while sum(job.is_terminal for job in parts.jobs(job_ids)) < 40:
+            assert time.monotonic() < warm_up_until, "40 jobs finished within 60 s"
+            time.sleep(0.1)
         parts.simulator.throttle(count=1, retry_after_s=5)
         parts.settle(job_ids, timeout_s=120)
         parts.check(job_ids, JobStatus.SUCCEEDED)
@@ -183,7 +186,8 @@ def test_a_429_pauses_every_worker_then_one_probe(tmp_path: Path) -> None:
         f" {1000 * (probe[3] - probe[0]):.1f} ms; next request"
         f" {1000 * (following[0] - probe[3]):.1f} ms after its answer"
     )
-    resumed = [entry[0] for entry in quiet if probe[0] < entry[0] <= probe[0] + 3]
+    later = [entry[0] for entry in quiet if entry[0] > probe[0]]
+    resumed = [at for at in later if at <= probe[0] + 3]
     whole_run = most_in_window([entry[0] for entry in log], 1.0)
     per_half_s = [
         sum(1 for at in resumed if probe[0] + k / 2 < at <= probe[0] + (k + 1) / 2)
@@ -192,12 +196,16 @@ def test_a_429_pauses_every_worker_then_one_probe(tmp_path: Path) -> None:
     print(
         f"then {len(resumed)} requests in the 3 s after the probe {per_half_s} (per 0.5 s);"
         f" most in 1 s: {whole_run}; turns lost: {lost}; load {Path('/proc/loadavg').read_text()}"
+        f"after the probe: {len(later)} requests over {later[-1] - probe[0]:.1f} s;"
+        f" per second {[int(n) for n in counts_in_windows(later, 1.0, probe[0], later[-1])[::20]]}"
     )
     assert 5.0 - LATE_S <= silence_s <= 6.0
     assert probe[2] == 200
     assert following[0] >= probe[3], "the probe went alone"
     assert whole_run <= rate + burst
-    assert len(resumed) >= 0.8 * 3 * rate, "the full rate resumed"
+    # The others ask again 0.2 to 0.4 s after the probe went out; from then on, the rate.
+    after_recheck = [at for at in resumed if at > probe[0] + 1]
+    assert len(after_recheck) >= 0.9 * 2 * rate, "the full rate resumed"
     extended = [job.deadline_extended_s for job in jobs if job.deadline_extended_s > 0]
     assert extended, "polls the pause delayed moved their jobs' deadlines"
     assert max(extended) <= 300
