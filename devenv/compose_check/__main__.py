@@ -12,6 +12,7 @@ import argparse
 import contextlib
 import fcntl
 import os
+import signal
 import sys
 import tempfile
 import time
@@ -74,6 +75,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def run_locked(cache: Path, source: Path) -> int:
+    # SIGTERM (CI's timeout) unwinds like Ctrl-C, so the teardown below runs either way.
+    signal.signal(signal.SIGTERM, _interrupt)
     report = Report()
     paths = DaemonPaths(cache=cache, run=RUN / str(os.getpid()))
     before = read_host_state((paths.run, paths.cache))
@@ -100,6 +103,10 @@ def run_locked(cache: Path, source: Path) -> int:
         print(f"compose-check: problem: {problem}")
     print(f"compose-check: {verdict} in {report.elapsed_s():.0f} s")
     return 1 if report.failed else 0
+
+
+def _interrupt(signum: int, _frame: object) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
 
 
 def run_check(daemon: Daemon, source: Path, folder: Path, cache: Path, report: Report) -> None:

@@ -51,6 +51,11 @@ class Scenario:
         self.notes.append(f"demo profile up, healthy: {', '.join(sorted(health))}")
         if len(self.stack.containers("worker")) != 2:
             self.problems.append("demo: not two worker containers")
+        client = redis.Redis(port=self.ports.redis, decode_responses=True)
+        aof = client.config_get("appendonly").get("appendonly")
+        client.close()
+        if aof != "yes":
+            self.problems.append(f"Redis runs with appendonly {aof!r}, not yes")
 
     def jobs_and_webhooks(self) -> None:
         """Jobs enqueued on the host finish; each submitted once and its webhook received once."""
@@ -124,6 +129,20 @@ class Scenario:
 
         took = wait_for(all_up, 120, lambda: f"targets up per job: {up}")
         self.notes.append(f"Prometheus scrapes 3 workers and the exporter ({took:.0f} s): {up}")
+        self.problems += self._every_container_checked_and_loopback_only()
+
+    def _every_container_checked_and_loopback_only(self) -> list[str]:
+        """Each running container has a health check, and publishes ports on 127.0.0.1 only."""
+        problems = []
+        for container in self.stack.containers():
+            state = self.stack.inspect(container)
+            name = state["Name"].lstrip("/")
+            if not state["State"].get("Health"):
+                problems.append(f"{name} has no health check")
+            for bindings in (state["NetworkSettings"]["Ports"] or {}).values():
+                if wide := [b["HostIp"] for b in bindings or () if b["HostIp"] != "127.0.0.1"]:
+                    problems.append(f"{name} publishes a port on {wide}")
+        return problems
 
     def redis_survives_down_up(self) -> None:
         """A value and the jobs written before `down` are there after `up` (the named volume
