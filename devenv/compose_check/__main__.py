@@ -23,7 +23,7 @@ from typing import Final
 
 from imageq.devenv.compose_check import images
 from imageq.devenv.compose_check.base_image import ensure_base_image
-from imageq.devenv.compose_check.daemon import COMPOSE, Daemon, DaemonPaths
+from imageq.devenv.compose_check.daemon import COMPOSE, DOCKER, Daemon, DaemonPaths
 from imageq.devenv.compose_check.host import Unavailable, read_host_state, require_docker
 from imageq.devenv.compose_check.scenario import DEMO, MONITORING, Scenario
 from imageq.devenv.compose_check.stack import (
@@ -172,6 +172,8 @@ def teardown(daemon: Daemon, folder: Path, report: Report) -> None:
         )
         if result.returncode != 0:
             report.failed.append(f"docker-compose down -v failed: {result.stderr[-500:]}")
+        # Images a rebuild replaced (untagged) would pile up in the kept data root.
+        daemon.run([DOCKER, "image", "prune", "--force"], check=False, timeout_s=300)
     daemon.stop()
 
 

@@ -12,6 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
+from imageq.worker.errors import ImageqError
+
 # Debian's packages: the engine (20.10), the standalone compose (1.29), the base image's
 # root, and iptables-save to compare the firewall before and after.
 PACKAGES: Final = {
@@ -28,7 +30,7 @@ APT_TIMEOUT_S: Final = 900.0
 DOCKER_INTERFACE: Final = re.compile(r"docker\d+|br-[0-9a-f]{12}|veth[0-9a-f]{7}")
 
 
-class Unavailable(Exception):
+class Unavailable(ImageqError):
     """Docker cannot be had on this machine; the check skips, saying why."""
 
 

@@ -15,7 +15,8 @@ from typing import Any, Final
 
 import redis
 
-from imageq.devenv.compose_check.jobs import (
+from imageq.devenv.compose_check.stack import PROJECT, CheckSecrets, Ports, Stack, wait_for
+from imageq.devenv.compose_check.stack_jobs import (
     Batch,
     enqueue,
     host_queue,
@@ -23,7 +24,6 @@ from imageq.devenv.compose_check.jobs import (
     wait_finished,
     wait_for_started,
 )
-from imageq.devenv.compose_check.stack import PROJECT, CheckSecrets, Ports, Stack, wait_for
 
 DEMO: Final = ("--profile", "demo")
 MONITORING: Final = ("--profile", "monitoring")
