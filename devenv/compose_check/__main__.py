@@ -23,7 +23,13 @@ from typing import Final
 
 from imageq.devenv.compose_check import images
 from imageq.devenv.compose_check.base_image import ensure_base_image
-from imageq.devenv.compose_check.daemon import COMPOSE, DOCKER, Daemon, DaemonPaths
+from imageq.devenv.compose_check.daemon import (
+    COMPOSE,
+    DOCKER,
+    Daemon,
+    DaemonPaths,
+    stop_stale_daemons,
+)
 from imageq.devenv.compose_check.host import Unavailable, read_host_state, require_docker
 from imageq.devenv.compose_check.scenario import DEMO, MONITORING, Scenario
 from imageq.devenv.compose_check.stack import (
@@ -71,6 +77,8 @@ def main(argv: list[str] | None = None) -> int:
     with (args.cache / "lock").open("w") as lock:
         # One run at a time per cache: a daemon's data root is its alone.
         fcntl.flock(lock, fcntl.LOCK_EX)
+        for line in stop_stale_daemons(RUN):
+            print(f"compose-check: {line}")
         return run_locked(args.cache, args.source)
 
 
@@ -115,6 +123,7 @@ def run_check(daemon: Daemon, source: Path, folder: Path, cache: Path, report: R
     report.step(
         "start dockerd (own data root and socket, no iptables, no forwarding)", daemon.start
     )
+    clear_leftovers(daemon)
     copy_project(source, folder)
     base, origin = ensure_base_image(daemon, cache)
     print(f"compose-check: base image {base} ({origin})")
@@ -145,6 +154,16 @@ def run_check(daemon: Daemon, source: Path, folder: Path, cache: Path, report: R
     for note in scenario.notes:
         print(f"compose-check: {note}")
     report.failed += scenario.problems
+
+
+def clear_leftovers(daemon: Daemon) -> None:
+    """Containers, volumes and networks an interrupted run left in the kept data root."""
+    containers = daemon.run([DOCKER, "ps", "-aq"]).stdout.split()
+    if containers:
+        print(f"compose-check: removing {len(containers)} containers of an interrupted run")
+        daemon.run([DOCKER, "rm", "--force", "--volumes", *containers], timeout_s=300)
+    daemon.run([DOCKER, "volume", "prune", "--force"], timeout_s=300)
+    daemon.run([DOCKER, "network", "prune", "--force"], timeout_s=300)
 
 
 def check_images(daemon: Daemon, check: CheckSecrets, tags: list[str], report: Report) -> None:

@@ -145,11 +145,36 @@ class Daemon:
                 os.killpg(self._process.pid, signal.SIGKILL)
                 self._process.wait(timeout=STOP_TIMEOUT_S)
         self._process = None
-        # dockerd leaves its bind mount of the host's network namespace (exec-root/netns/default)
-        # mounted when it exits; unmounting what is under the run folder is its cleanup.
-        for point in sorted(mounts_under(self.paths.run), reverse=True):
-            subprocess.run(["umount", point], check=False, capture_output=True, timeout=30)
-        shutil.rmtree(self.paths.run, ignore_errors=True)
+        clear_run_folder(self.paths.run)
+
+
+def clear_run_folder(run: Path) -> None:
+    """Unmount what is under a daemon's run folder and remove it. dockerd leaves its bind
+    mount of the host's network namespace (exec-root/netns/default) mounted when it exits."""
+    for point in sorted(mounts_under(run), reverse=True):
+        subprocess.run(["umount", point], check=False, capture_output=True, timeout=30)
+    shutil.rmtree(run, ignore_errors=True)
+
+
+def stop_stale_daemons(runs: Path) -> list[str]:
+    """A check killed outright (SIGKILL) cannot clean up: stop the daemon its run folder
+    names, if that check is gone and the daemon still runs, and clear the folder. What was
+    done, one line each."""
+    done = []
+    for run in sorted(runs.iterdir()) if runs.is_dir() else []:
+        if not run.name.isdigit() or Path(f"/proc/{run.name}").exists():
+            continue  # a check still running, or not a folder of ours
+        pidfile = DaemonPaths(cache=run, run=run).pidfile
+        pid = int(pidfile.read_text()) if pidfile.exists() else 0
+        command = Path(f"/proc/{pid}/cmdline") if pid else None
+        if command and command.exists() and str(run).encode() in command.read_bytes():
+            os.kill(pid, signal.SIGTERM)
+            deadline = time.monotonic() + STOP_TIMEOUT_S
+            while Path(f"/proc/{pid}").exists() and time.monotonic() < deadline:
+                time.sleep(0.2)
+            done.append(f"stopped dockerd {pid} left by check {run.name}")
+        clear_run_folder(run)
+    return done
 
 
 def mounts_under(folder: Path) -> list[str]:
