@@ -19,7 +19,7 @@ import time
 import traceback
 from collections.abc import Callable
 from pathlib import Path
-from typing import Final
+from typing import Final, TypeVar
 
 from imageq.devenv.compose_check import images
 from imageq.devenv.compose_check.base_image import ensure_base_image
@@ -44,6 +44,7 @@ from imageq.devenv.compose_check.stack import (
 CACHE: Final = Path("/var/cache/imageq-compose")
 RUN: Final = Path("/run/imageq-compose")
 ROOT: Final = Path(__file__).resolve().parents[2]
+T = TypeVar("T")
 
 
 class Report:
@@ -53,11 +54,13 @@ class Report:
         self.started = time.monotonic()
         self.failed: list[str] = []
 
-    def step(self, name: str, action: Callable[[], object]) -> None:
+    def step(self, name: str, action: Callable[[], T]) -> T:
+        """Run `action`, saying when it starts and how long it took; its result."""
         start = time.monotonic()
         print(f"compose-check: {name} ...", flush=True)
-        action()
+        result = action()
         print(f"compose-check: {name}: done in {time.monotonic() - start:.1f} s", flush=True)
+        return result
 
     def elapsed_s(self) -> float:
         return time.monotonic() - self.started
@@ -125,9 +128,12 @@ def run_check(daemon: Daemon, source: Path, folder: Path, cache: Path, report: R
     )
     clear_leftovers(daemon)
     copy_project(source, folder)
-    base, origin = ensure_base_image(daemon, cache)
+    base, origin = report.step("base image", lambda: ensure_base_image(daemon, cache))
     print(f"compose-check: base image {base} ({origin})")
-    local = images.build_local_images(daemon, folder, base)
+    local = report.step(
+        "Redis and Prometheus images from Debian's packages",
+        lambda: images.build_local_images(daemon, folder, base),
+    )
     write_settings(folder, check, ports, {"PYTHON_IMAGE": base, **local})
     stack = Stack(daemon, folder)
     report.step(
