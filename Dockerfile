@@ -2,14 +2,23 @@
 # Flower, the metrics exporter and the producers' CLI; docker-compose.yml picks the command.
 # The API simulator is a stage of its own (`--target simulator`), so that production images
 # carry none of its dependencies. `docker build .` builds the last stage: the production image.
-# Patch release and Debian release pinned, so a rebuild gets the same base (bump them together).
-FROM python:3.11.13-slim-bookworm AS imageq
+# The base is the official Python image, patch release and Debian release pinned, so a rebuild
+# gets the same base (bump them together). PYTHON_IMAGE swaps it for another Debian bookworm
+# image with python3 and python3-venv: `make compose-check` builds this same file on a base it
+# makes from Debian's packages, where no image registry is reachable.
+ARG PYTHON_IMAGE=python:3.11.13-slim-bookworm
+FROM ${PYTHON_IMAGE} AS imageq
 
+# imageq and its dependencies live in a virtual environment of their own, first on PATH: the
+# same layout on either base (Debian's python3 refuses a system-wide pip install).
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     PIP_NO_CACHE_DIR=1 \
-    PIP_DISABLE_PIP_VERSION_CHECK=1
-RUN useradd --create-home --uid 10001 imageq
+    PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    VIRTUAL_ENV=/opt/imageq \
+    PATH=/opt/imageq/bin:$PATH
+RUN useradd --create-home --uid 10001 imageq \
+    && python3 -m venv /opt/imageq
 WORKDIR /app
 
 # Exact versions of every dependency (and of the build backend), so the image runs what the

@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 DEMO_STAMP := $(VENV)/.installed-demo
 
-.PHONY: demo test lint typecheck unit venv browser clean soak
+.PHONY: demo test lint typecheck unit venv browser clean soak compose-check
 
 demo: $(DEMO_STAMP)
 	$(BIN)/python -m imageq.devenv.demo
@@ -32,6 +32,12 @@ soak: $(STAMP)
 	$(BIN)/python -m bench.soak $(SOAK_ARGS)
 
 venv: $(STAMP)
+
+# docker-compose.yml and the Dockerfile built and run for real, on a Docker daemon of the
+# check's own from Debian's packages (docs/compose.md; a few minutes, more on a cold cache).
+# Where Docker cannot be had (not root, no apt) it says so and exits 0.
+compose-check: $(STAMP)
+	$(BIN)/python -m imageq.devenv.compose_check
 
 # The HTML report's test renders it in Debian's headless Chromium, and the logs' test runs the
 # jq recipe of docs/logs.md; where apt-get is missing or refuses, those tests skip and say so.

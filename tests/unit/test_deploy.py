@@ -172,8 +172,10 @@ def test_dockerfile_is_slim_pinned_and_not_root() -> None:
     """A slim Python base pinned to a release, installs from the lock, runs as a named user."""
     instructions = dockerfile_instructions()
     bases = [arguments for instruction, arguments in instructions if instruction == "FROM"]
-    # One pulled base; the simulator's stage and the final (default) one build on it.
-    assert re.fullmatch(r"python:3\.11\.\d+-slim(-[a-z]+)? AS imageq", bases[0]), bases[0]
+    # One pulled base, a build argument whose default is the official slim image; the
+    # simulator's stage and the final (default) one build on it.
+    assert bases[0] == "${PYTHON_IMAGE} AS imageq", bases[0]
+    assert re.fullmatch(r"python:3\.11\.\d+-slim-[a-z]+", dockerfile_python_image())
     assert bases[1:] == ["imageq AS simulator", "imageq"], bases
     users = [arguments for instruction, arguments in instructions if instruction == "USER"]
     assert users, "no USER: the image would run as root"
@@ -187,6 +189,38 @@ def test_dockerfile_is_slim_pinned_and_not_root() -> None:
     assert ("EXPOSE", str(METRICS_PORT)) in instructions
     (healthcheck,) = [args for instruction, args in instructions if instruction == "HEALTHCHECK"]
     assert healthcheck.endswith("CMD " + json.dumps(IMAGE_HEALTHCHECK)), healthcheck
+
+
+def dockerfile_python_image() -> str:
+    """The default of the Dockerfile's PYTHON_IMAGE build argument."""
+    (argument,) = [
+        arguments
+        for instruction, arguments in dockerfile_instructions()
+        if instruction == "ARG" and arguments.startswith("PYTHON_IMAGE=")
+    ]
+    return argument.partition("=")[2]
+
+
+def test_compose_builds_on_the_dockerfiles_default_base(
+    services: dict[str, dict[str, Any]],
+) -> None:
+    """Both builds of compose pass PYTHON_IMAGE with the Dockerfile's own default, through the
+    host's network; the simulator's is the same build with its stage."""
+    default = "${PYTHON_IMAGE:-" + dockerfile_python_image() + "}"
+    for name in ("worker", "simulator"):
+        build = services[name]["build"]
+        assert build["args"] == {"PYTHON_IMAGE": default}, name
+        assert build["network"] == "host", name
+    assert services["simulator"]["build"]["target"] == "simulator"
+
+
+def test_compose_file_suits_the_standalone_docker_compose(compose: dict[str, Any]) -> None:
+    """No top-level `name:` and plain `env_file` strings: docker-compose 1.29 refuses both the
+    key and the `path:`/`required:` form."""
+    assert "name" not in compose
+    for name, service in compose["services"].items():
+        env_file = service.get("env_file", ".env")
+        assert isinstance(env_file, str), name
 
 
 def locked_versions(lock: str = "requirements.lock") -> dict[str, str]:

@@ -1,0 +1,1 @@
+"""`make compose-check`: the docker-compose stack built and run for real (docs/compose.md)."""
