@@ -127,6 +127,9 @@ def sizing(
         processes_per_host=processes_per_host,
         cpu_target=cpu_target,
         first_poll_s=settings.polling.first_delay_s,
+        adaptive=settings.polling.adaptive,
+        adaptive_min_s=settings.polling.adaptive_min_s,
+        adaptive_max_s=settings.polling.adaptive_max_s,
         interval_s=settings.polling.interval_s,
         jitter_s=settings.polling.jitter_s,
         record_ttl_s=settings.redis.record_ttl_s,
@@ -148,7 +151,9 @@ def sizing_json(
     load: Load, deployment: Deployment, coefficients: Coefficients, answer: Sizing
 ) -> dict[str, Any]:
     """The one `--json` object of `imageq sizing`."""
-    first = next(limit for limit in answer.limits if limit.name == answer.first_limit)
+    by_name = {limit.name: limit for limit in answer.limits}
+    first = by_name[answer.first_limit]
+    shared = by_name.get(answer.first_shared_limit or "")
     return {
         "inputs": {
             "jobs_per_day": load.jobs_per_day,
@@ -182,6 +187,9 @@ def sizing_json(
         "network_bytes_s": answer.network_bytes_s,
         "limits": [_limit_json(limit) for limit in answer.limits],
         "first_limit": {"name": first.name, "max_jobs_per_day": first.max_jobs_per_day},
+        "first_shared_limit": None
+        if shared is None
+        else {"name": shared.name, "max_jobs_per_day": shared.max_jobs_per_day},
     }
 
 
@@ -221,14 +229,30 @@ def print_sizing(result: dict[str, Any]) -> None:
             "-" if limit["max_jobs_per_day"] is None else f"{limit['max_jobs_per_day']:,.0f}",
         )
     out.print(table)
-    first = result["first_limit"]
-    allows = first["max_jobs_per_day"]
-    reach = "" if allows is None else f" at {allows:,.0f} jobs/day"
-    out.print(shown(f"first limit: {first['name']}{reach}", style="bold"))
+    first, shared = result["first_limit"], result["first_shared_limit"]
+    out.print(shown(f"first limit: {_reach(first)}", style="bold"))
+    if shared is not None and shared["name"] != first["name"]:
+        out.print(shown(f"first limit more workers do not lift: {_reach(shared)}"))
+    unknown = [limit["name"] for limit in result["limits"] if limit["available"] is None]
+    if unknown:
+        out.print(
+            shown(
+                f"not known, so not checked: {', '.join(unknown)} (--redis-memory-gb,"
+                " --api-requests-s, --api-in-flight)",
+                style="yellow",
+            )
+        )
+
+
+def _reach(limit: dict[str, Any]) -> str:
+    allows = limit["max_jobs_per_day"]
+    return limit["name"] + ("" if allows is None else f" at {allows:,.0f} jobs/day")
 
 
 def _amount(value: float, unit: str) -> str:
-    return _bytes(value) if unit == "bytes" else f"{value:,.1f} {unit}"
+    if unit == "bytes":
+        return _bytes(value)
+    return f"{value:,.2f} {unit}" if unit == "cores" else f"{value:,.1f} {unit}"
 
 
 def _bytes(value: float) -> str:

@@ -22,6 +22,9 @@ COEFFICIENTS_FILE: Final = "sizing_coefficients.json"
 # The mean generation time as a share of its p99, in the simulator's realistic mix (every
 # quality x resolution cell alike): used when the mean is not given.
 MEAN_TO_P99: Final = 0.33
+# The adaptive first poll goes at p5 of recent times of the job's quality and resolution; in
+# each cell of that mix p5 is 0.58 x the mean.
+ADAPTIVE_P5_TO_MEAN: Final = 0.58
 
 
 @dataclass(frozen=True)
@@ -78,6 +81,9 @@ class Deployment:
     processes_per_host: int | None = None  # None: one per core (a process uses one core at most)
     cpu_target: float = 0.7  # the share of a core (or thread) to plan for, leaving headroom
     first_poll_s: float = 15.0  # IMAGEQ_POLLING__FIRST_DELAY_S
+    adaptive: bool = True  # IMAGEQ_POLLING__ADAPTIVE
+    adaptive_min_s: float = 10.0  # IMAGEQ_POLLING__ADAPTIVE_MIN_S
+    adaptive_max_s: float = 120.0  # IMAGEQ_POLLING__ADAPTIVE_MAX_S
     interval_s: float = 4.0  # IMAGEQ_POLLING__INTERVAL_S
     jitter_s: float = 1.0  # IMAGEQ_POLLING__JITTER_S
     record_ttl_s: float = 7 * DAY_S  # IMAGEQ_REDIS__RECORD_TTL_S
@@ -90,6 +96,14 @@ class Deployment:
     @property
     def host_processes(self) -> int:
         return self.processes_per_host or self.cores_per_host
+
+    def first_poll_for(self, mean_generation_s: float) -> float:
+        """When the first poll goes: adaptive, near p5 of the generation times, within its
+        bounds; else the fixed first delay."""
+        if not self.adaptive:
+            return self.first_poll_s
+        p5 = ADAPTIVE_P5_TO_MEAN * mean_generation_s
+        return min(max(p5, self.adaptive_min_s), self.adaptive_max_s)
 
 
 @dataclass(frozen=True)
@@ -128,6 +142,7 @@ class Sizing:
     network_bytes_s: float
     limits: tuple[Limit, ...]
     first_limit: str
+    first_shared_limit: str | None  # the first that more workers do not lift (None: unknown)
 
 
 def polls_per_job(mean_generation_s: float, *, first_poll_s: float, interval_s: float) -> float:
@@ -180,7 +195,9 @@ def size(
     rate = load.peak_jobs_s
     if polls is None:
         polls = polls_per_job(
-            load.mean_s, first_poll_s=deployment.first_poll_s, interval_s=deployment.interval_s
+            load.mean_s,
+            first_poll_s=deployment.first_poll_for(load.mean_s),
+            interval_s=deployment.interval_s,
         )
     in_flight = jobs_in_flight(
         rate,
@@ -196,7 +213,7 @@ def size(
         load.jobs_per_day / DAY_S * deployment.record_ttl_s * coefficients.redis_bytes_finished
     )
     memory = in_flight_bytes + retained_bytes
-    limits = _limits(load, deployment, coefficients, polls, hosts, memory, in_flight)
+    limits = _limits(load, deployment, coefficients, polls, processes, hosts, memory, in_flight)
     return Sizing(
         polls_per_job=polls,
         in_flight=in_flight,
@@ -215,7 +232,20 @@ def size(
         network_bytes_s=rate * coefficients.network_bytes.of(polls),
         limits=limits,
         first_limit=min(limits, key=_allowed).name,
+        first_shared_limit=_first_shared(limits),
     )
+
+
+WORKER_LIMITS: Final = ("host CPU", "threads", "poller threads")
+
+
+def _first_shared(limits: tuple[Limit, ...]) -> str | None:
+    shared = [
+        limit
+        for limit in limits
+        if limit.name not in WORKER_LIMITS and limit.max_jobs_per_day is not None
+    ]
+    return min(shared, key=_allowed).name if shared else None
 
 
 def _allowed(limit: Limit) -> float:
@@ -227,12 +257,13 @@ def _limits(
     deployment: Deployment,
     coefficients: Coefficients,
     polls: float,
+    processes: int,
     hosts: int,
     memory: float,
     in_flight: float,
 ) -> tuple[Limit, ...]:
-    """Every resource the load uses, with the worker tier at `hosts` hosts. Each need grows
-    with the load, so the load a resource allows is the load x available / needed."""
+    """Every resource the load uses, the worker tier as sized (`processes` on `hosts`). Each
+    need grows with the load, so the load a resource allows is the load x available / needed."""
 
     def limit(name: str, unit: str, needed: float, available: float | None) -> Limit:
         allowed = None if available is None or needed <= 0 else available / needed
@@ -241,10 +272,9 @@ def _limits(
 
     rate = load.peak_jobs_s
     target = deployment.cpu_target
-    processes = hosts * deployment.host_processes
     celery_s, poller_s = thread_seconds_per_job(coefficients, polls, deployment)
     # A process uses one core at most (the GIL), so a host's cores beyond its processes idle.
-    cores = hosts * min(deployment.cores_per_host, deployment.host_processes)
+    cores = min(hosts * deployment.cores_per_host, processes)
     memory_gb = deployment.redis_memory_gb
     cpu_s = coefficients.worker_cpu_ms.of(polls) / 1000
     api_rate = rate * coefficients.api_requests.of(polls)
@@ -256,6 +286,7 @@ def _limits(
         available = processes * deployment.poller_threads * target
         found.append(limit("poller threads", "busy threads", rate * poller_s, available))
     found += [
+        # The shared parts: more workers do not lift these.
         limit("Redis memory", "bytes", memory, None if memory_gb is None else memory_gb * GB),
         # Broker and job store on one server by default: one core serves both.
         limit("Redis CPU", "cores", rate * coefficients.redis_cpu_ms.of(polls) / 1000, target),
