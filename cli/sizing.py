@@ -246,7 +246,7 @@ def print_sizing(result: dict[str, Any]) -> None:
 
 def _reach(limit: dict[str, Any]) -> str:
     allows = limit["max_jobs_per_day"]
-    return limit["name"] + ("" if allows is None else f" at {allows:,.0f} jobs/day")
+    return str(limit["name"]) + ("" if allows is None else f" at {allows:,.0f} jobs/day")
 
 
 def _amount(value: float, unit: str) -> str:
