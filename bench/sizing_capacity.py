@@ -54,13 +54,14 @@ def run_capacity(
         load_before = load_average()
         for index, rate in enumerate(rates):
             jobs = _step_jobs(index, rate, step_s, seed=seed, scale=scale)
-            before = parts.read()
+            before, began = parts.read(), time.time()
             _feed(parts, jobs, rate, enqueued)
-            after = parts.read()
+            after, ended = parts.read(), time.time()
             step_of.update((job.job_id, index) for job in jobs)
             submitted = len(_stats(parts)["tasks"])
             backlog = len(enqueued) - submitted
             steps.append(_step_reading(index, rate, jobs, before, after, backlog))
+            steps[-1]["window"] = [began, ended]
             if backlog > rate * bound_s:
                 break
         limit_s = timing.deadline_s + DRAIN_MARGIN_S
@@ -80,6 +81,9 @@ def run_capacity(
         step["queue_wait_p99_s"] = percentile(waits, 99) if waits else math.nan
         step["lag_p99_s"] = percentile(lags, 99) if lags else math.nan
         step["notified"] = sum(job in arrivals.times for job in mine)
+        began, ended = step.pop("window")
+        firsts = (min(times) for times in arrivals.times.values())
+        step["completed_jobs_s"] = sum(began <= at < ended for at in firsts) / (ended - began)
         step["kept_up"] = (
             step["notified"] == len(mine)
             and step["queue_wait_p99_s"] <= bound_s

@@ -120,22 +120,27 @@ def _capacity(checks: list[Mapping[str, Any]]) -> list[str]:
         )
     lines += [
         "",
-        "Steps of each check (offered rate; p99 of the queue wait and of the notification lag,"
-        f" bound {checks[0]['bound_s']:.2f} s; cores used by the workers, Redis, the"
-        " simulator and the bench while it was offered):",
+        "Steps of each check: the offered rate; first webhooks per second while it was"
+        " offered; p99 of the queue wait and of the notification lag of its jobs (bound"
+        f" {checks[0]['bound_s']:.2f} s: one poll at most one interval late); the cores the"
+        " workers, Redis, the simulator and the bench used while it was offered, and the jobs/s"
+        " the model says those cores carry (their sum over the CPU per job): where the machine"
+        " is shared with other work, this is the prediction for the cores actually obtained.",
         "",
-        "| check | offered jobs/s | queue wait p99 s | lag p99 s | kept up | cores: workers /"
-        " Redis / simulator / bench | load |",
-        "|---:|---:|---:|---:|---|---|---:|",
+        "| check | offered jobs/s | notified jobs/s | queue wait p99 s | lag p99 s | kept up |"
+        " cores: workers / Redis / simulator / bench | jobs/s those cores allow | load |",
+        "|---:|---:|---:|---:|---:|---|---|---:|---:|",
     ]
     for check in checks:
         for step in check["steps"]:
             used = step["cores_used"]
+            allow = sum(used.values()) / (check["prediction"]["cpu_ms_per_job_all_parts"] / 1000)
             lines.append(
                 f"| {check['rep']} | {step['offered_jobs_s']:.1f} |"
+                f" {step.get('completed_jobs_s', float('nan')):.1f} |"
                 f" {step['queue_wait_p99_s']:.2f} | {step['lag_p99_s']:.2f} |"
                 f" {'yes' if step['kept_up'] else 'no'} | {used['worker']:.2f} /"
                 f" {used['redis']:.2f} / {used['simulator']:.2f} / {used['bench']:.2f} |"
-                f" {step['loadavg'][0]:.2f} |"
+                f" {allow:.1f} | {step['loadavg'][0]:.2f} |"
             )
     return [*lines, ""]

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from dataclasses import asdict
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Final, Literal
 
 import typer
 from rich.table import Table
@@ -29,6 +29,13 @@ from imageq.ops.sizing_model import (
     with_overrides,
 )
 from imageq.ops.terminal_text import shown
+
+# The flag that gives each shared limit's availability.
+LIMIT_FLAGS: Final = {
+    "Redis memory": "--redis-memory-gb",
+    "API rate": "--api-requests-s",
+    "API in flight": "--api-in-flight",
+}
 
 
 def sizing(
@@ -233,15 +240,14 @@ def print_sizing(result: dict[str, Any]) -> None:
     out.print(shown(f"first limit: {_reach(first)}", style="bold"))
     if shared is not None and shared["name"] != first["name"]:
         out.print(shown(f"first limit more workers do not lift: {_reach(shared)}"))
+    over = [limit for limit in result["limits"] if (limit["use"] or 0) > 1]
+    if over:
+        named = ", ".join(f"{limit['name']} ({limit['use']:.0%})" for limit in over)
+        out.print(shown(f"this load is beyond: {named}", style="red"))
     unknown = [limit["name"] for limit in result["limits"] if limit["available"] is None]
     if unknown:
-        out.print(
-            shown(
-                f"not known, so not checked: {', '.join(unknown)} (--redis-memory-gb,"
-                " --api-requests-s, --api-in-flight)",
-                style="yellow",
-            )
-        )
+        flags = ", ".join(f"{name} ({LIMIT_FLAGS[name]})" for name in unknown)
+        out.print(shown(f"not known, so not checked: {flags}", style="yellow"))
 
 
 def _reach(limit: dict[str, Any]) -> str:
