@@ -35,7 +35,7 @@ from imageq.ops.sizing_model import MODES, machine_capacity
 
 MACHINE_PARTS: Final = ("worker", "broker", "store", "simulator", "bench")
 # The offered rates of the check, as shares of the predicted capacity.
-STEPS: Final = (0.6, 0.75, 0.85, 0.95, 1.05, 1.15, 1.3, 1.5)
+STEPS: Final = (0.6, 0.75, 0.85, 0.95, 1.05, 1.15, 1.3, 1.5, 1.75, 2.0)
 
 
 def measure_costs(args: argparse.Namespace) -> list[dict[str, Any]]:
@@ -70,7 +70,7 @@ def check_capacity(
             calibration["api_requests_per_job"] * shape.request_delay_s
             + calibration["worker_cpu_ms_per_job"] / 1000
         )
-        cores = idle_cores(5.0)
+        cores = args.cores if args.cores else idle_cores(5.0)
         threads = shape.processes * shape.threads
         predicted, bound = machine_capacity(
             cpu_ms, cores=cores, threads=threads, thread_s_per_job=thread_s
@@ -94,6 +94,7 @@ def check_capacity(
                 "jobs_s": predicted,
                 "bound": bound,
                 "idle_cores": cores,
+                "cores_from": "--cores (a CPU quota)" if args.cores else "idle before",
                 "cpu_ms_per_job_all_parts": cpu_ms,
                 "calibration": calibration,
                 "thread_s_per_job": thread_s,
@@ -123,6 +124,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--latency-scale", type=float, default=0.3, help="default 0.3")
     parser.add_argument("--modes", type=lambda s: s.split(","), default=list(MODES))
     parser.add_argument("--capacity-reps", type=int, default=3, help="checks (default 3)")
+    parser.add_argument(
+        "--cores",
+        type=float,
+        help="cores the check may use, when a CPU quota is set around it (a cgroup); default:"
+        " the cores idle over 5 s before it",
+    )
     parser.add_argument("--step-s", type=float, default=30.0, help="seconds per offered rate")
     parser.add_argument("--max-load", type=float, default=1.5, help="wait for a lower load")
     parser.add_argument("--quiet-wait-s", type=float, default=120.0, help="at most so long")
