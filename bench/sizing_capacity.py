@@ -105,6 +105,45 @@ def run_capacity(
     }
 
 
+def judge(check: dict[str, Any], timing: Timing) -> dict[str, Any]:
+    """The check's verdicts, from its steps' readings, by two bounds on the p99 of the queue
+    wait and of the lag: the project's lag bound (interval + jitter + a quarter interval, as
+    the main benchmark's), which the comparison uses, and the loose one the steps stopped by
+    (one poll one interval late). Pure; re-run on committed results by `--render`."""
+    strict_s = timing.lag_target_s
+    loose_s = 2 * timing.interval_s + timing.jitter_s
+    steps = []
+    for step in check["steps"]:
+        complete = step["notified"] == step["jobs"]
+        worst = max(step["queue_wait_p99_s"], step["lag_p99_s"])
+        steps.append(
+            {
+                **step,
+                "kept_up": complete and worst <= strict_s,
+                "kept_up_loose": complete and worst <= loose_s,
+            }
+        )
+    predicted = check["prediction"]["jobs_s"]
+
+    def highest(key: str) -> float:
+        return max((step["offered_jobs_s"] for step in steps if step[key]), default=0.0)
+
+    measured, loose = highest("kept_up"), highest("kept_up_loose")
+    return {
+        **check,
+        "steps": steps,
+        "lag_bound_s": strict_s,
+        "bound_s": loose_s,
+        "measured_jobs_s": measured,
+        "measured_loose_jobs_s": loose,
+        "first_not_kept_jobs_s": next(
+            (step["offered_jobs_s"] for step in steps if not step["kept_up"]), None
+        ),
+        "measured_over_predicted": measured / predicted if predicted else None,
+        "loose_over_predicted": loose / predicted if predicted else None,
+    }
+
+
 def _step_jobs(index: int, rate: float, step_s: float, *, seed: int, scale: float) -> list[JobSpec]:
     count = max(1, round(rate * step_s))
     jobs = make_jobs(count, seed=seed * 1000 + index, latency="realistic", scale=scale)

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any, Final
 
 from bench.designs import PRODUCTION
-from bench.sizing_capacity import run_capacity
+from bench.sizing_capacity import judge, run_capacity
 from bench.sizing_costs import WORKLOADS, CostPlan, run_cost_round
 from bench.sizing_fit import fit_mode, machine_cpu_ms_per_job, model_coefficients
 from bench.sizing_parts import Shape, idle_cores, load_average, scaled
@@ -87,7 +87,6 @@ def check_capacity(
             step_s=args.step_s,
             seed=100 + rep,
         )
-        measured = result["measured_jobs_s"]
         check = {
             "rep": rep,
             "prediction": {
@@ -102,11 +101,10 @@ def check_capacity(
                 "cpu_ms_per_job_committed_medians": committed_ms,
             },
             **result,
-            "measured_over_predicted": measured / predicted if predicted else None,
         }
-        checks.append(check)
+        checks.append(judge(check, timing))
         save(checks)
-        print(json.dumps(check), flush=True)
+        print(json.dumps(checks[-1]), flush=True)
     return checks
 
 
@@ -168,6 +166,10 @@ def main(argv: Sequence[str] | None = None) -> None:
             results_file.write_text(json.dumps(document, indent=2) + "\n")
 
         save(check_capacity(args, fits, save) if args.capacity_reps else [])
+    timing = scaled(PRODUCTION, document["plan"]["latency_scale"])
+    document["capacity"] = [judge(check, timing) for check in document.get("capacity", [])]
+    if args.render:
+        results_file.write_text(json.dumps(document, indent=2) + "\n")
     report = render(document)
     (args.out / "report.md").write_text(report)
     if args.coefficients:
