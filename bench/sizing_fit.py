@@ -70,7 +70,7 @@ def fit_mode(rounds: Sequence[Round], mode: str) -> dict[str, Any]:
 
 
 def model_coefficients(fitted: Mapping[str, Any]) -> dict[str, Any]:
-    """The medians, in the form `imageq.ops.sizing_model.coefficients_from` reads."""
+    """The medians, in the form `imageq.ops.sizing_coefficients.coefficients_from` reads."""
     values: dict[str, Any] = {}
     for name in MODEL_FIELDS:
         entry = fitted[name]

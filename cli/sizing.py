@@ -18,15 +18,14 @@ from rich.table import Table
 from imageq.cli.exits import Exit
 from imageq.cli.views import fail, out
 from imageq.config import get_settings
+from imageq.ops.sizing_coefficients import load_coefficients, with_overrides
 from imageq.ops.sizing_model import (
     Coefficients,
     Deployment,
     Limit,
     Load,
     Sizing,
-    load_coefficients,
     size,
-    with_overrides,
 )
 from imageq.ops.terminal_text import shown
 

@@ -8,17 +8,14 @@ the model holds for generation times other than the benchmark's.
 
 from __future__ import annotations
 
-import json
 import math
-from dataclasses import dataclass, fields, replace
-from importlib import resources
-from typing import Any, Final, Literal
+from dataclasses import dataclass
+from typing import Final, Literal
 
 Mode = Literal["countdown", "poller"]
 MODES: Final = ("countdown", "poller")
 DAY_S: Final = 86_400.0
 GB: Final = 1024**3
-COEFFICIENTS_FILE: Final = "sizing_coefficients.json"
 # The mean generation time as a share of its p99, in the simulator's realistic mix (every
 # quality x resolution cell alike): used when the mean is not given.
 MEAN_TO_P99: Final = 0.33
@@ -304,37 +301,3 @@ def machine_capacity(
     by_cpu = cores / (cpu_ms_per_job / 1000)
     by_threads = threads / thread_s_per_job
     return (by_cpu, "cpu") if by_cpu <= by_threads else (by_threads, "threads")
-
-
-def load_coefficients(text: str | None = None) -> dict[str, Coefficients]:
-    """The shipped coefficients per mode (or those in `text`, the same JSON)."""
-    if text is None:
-        text = resources.files("imageq.ops").joinpath(COEFFICIENTS_FILE).read_text()
-    document = json.loads(text)
-    return {mode: coefficients_from(document["modes"][mode]) for mode in MODES}
-
-
-def coefficients_from(values: dict[str, Any]) -> Coefficients:
-    """Coefficients from their JSON form: a cost is `{"per_job": x, "per_poll": y}`."""
-    found: dict[str, Any] = {}
-    for field in fields(Coefficients):
-        value = values[field.name]
-        found[field.name] = Cost(**value) if isinstance(value, dict) else float(value)
-    return Coefficients(**found)
-
-
-def with_overrides(coefficients: Coefficients, **overrides: float | None) -> Coefficients:
-    """`coefficients` with some figures replaced: a cost's name replaces its per-job part,
-    `NAME_per_poll` its per-poll part, a memory figure's name the figure (None: kept)."""
-    changes: dict[str, Any] = {}
-    for key, value in overrides.items():
-        if value is None:
-            continue
-        name = key.removesuffix("_per_poll")
-        current = changes.get(name, getattr(coefficients, name))
-        if isinstance(current, Cost):
-            part = "per_poll" if key.endswith("_per_poll") else "per_job"
-            changes[name] = replace(current, **{part: value})
-        else:
-            changes[name] = value
-    return replace(coefficients, **changes)

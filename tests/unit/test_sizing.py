@@ -14,6 +14,7 @@ import typer
 from typer.testing import CliRunner
 
 from imageq.cli.sizing import sizing
+from imageq.ops.sizing_coefficients import load_coefficients, with_overrides
 from imageq.ops.sizing_model import (
     DAY_S,
     GB,
@@ -23,11 +24,9 @@ from imageq.ops.sizing_model import (
     Deployment,
     Load,
     jobs_in_flight,
-    load_coefficients,
     polls_per_job,
     process_capacity,
     size,
-    with_overrides,
 )
 
 ROOT = Path(__file__).resolve().parents[2]
