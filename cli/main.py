@@ -1,4 +1,4 @@
-"""The `imageq` commands: submit, bulk, status, watch, cancel, webhooks, worker, demo.
+"""The `imageq` commands: submit, bulk, status, watch, cancel, webhooks, sizing, worker, demo.
 
 Every command takes `--json` (the contract: cli/contract.py and docs/cli.md).
 """
@@ -31,6 +31,7 @@ from imageq.cli.finding import batches, jobs
 from imageq.cli.operate import report, top
 from imageq.cli.processes import PASS_THROUGH, demo, scheduler, worker
 from imageq.cli.schedules import schedules
+from imageq.cli.sizing import sizing
 from imageq.cli.views import (
     batch_json,
     batch_table,
@@ -287,6 +288,7 @@ app.command()(jobs)
 app.command()(top)
 app.command()(report)
 app.command("health")(health_command)
+app.command()(sizing)
 app.command(context_settings=PASS_THROUGH)(worker)
 app.command(context_settings=PASS_THROUGH)(scheduler)
 app.command("metrics-exporter")(metrics_exporter)

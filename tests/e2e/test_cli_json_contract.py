@@ -71,6 +71,11 @@ CASES: dict[str, Case] = {
     "worker": Case(None, "worker", Exit.INVALID),
     "scheduler": Case(None, "scheduler", Exit.INVALID),
     "demo": Case(None, "demo", Exit.INVALID),
+    "sizing": Case(
+        "sizing --jobs-per-day 100000 --p99-generation-s 120",
+        "sizing --jobs-per-day 0 --p99-generation-s 120",
+        Exit.INVALID,
+    ),
 }
 
 COMMANDS = [schema_name(path) for path in leaf_commands()]
