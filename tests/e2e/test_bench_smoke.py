@@ -45,3 +45,22 @@ def test_bench_smoke_completes_both_designs_and_writes_the_report(tmp_path: Path
     again = [sys.executable, "-m", "bench.run", "--render", "--out", str(tmp_path)]
     subprocess.run(again, cwd=REPO, capture_output=True, timeout=60, check=True)
     assert (tmp_path / "report.md").read_text() == report
+
+
+@pytest.mark.e2e
+def test_floor_measures_every_piece_of_a_poll(tmp_path: Path) -> None:
+    """`python -m bench.floor`, briefly: every piece measured, each a positive CPU per call."""
+    brief = ["--calls", "20", "--reps", "1", "--out", str(tmp_path)]
+    done = subprocess.run(
+        [sys.executable, "-m", "bench.floor", *brief],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    pieces = json.loads((tmp_path / "results.json").read_text())["pieces"]
+    assert len(pieces) == 8
+    assert all(figure["min_us"] > 0 for figure in pieces.values()), pieces
+    assert "compare-and-set (Lua)" in (tmp_path / "report.md").read_text()
