@@ -30,14 +30,14 @@ import requests
 from bench import procfs
 from bench.designs import PRODUCTION, CleanEnvWorker, Round, Timing, imageq_values, start_all
 from bench.designs import stop_all as stop_workers
-from bench.round import stop_process, wait_until
+from bench.round import wait_until
 from bench.webhook_sink import ArrivalReceiver
 from bench.workload import make_jobs
 from imageq.config import Settings
 from imageq.devenv.redis_server import RedisServer
 from imageq.devenv.worker_process import settings_env
 from imageq.producers.api import ImageQueue
-from imageq.simulator.server import start_simulator_process
+from imageq.simulator.server import start_simulator_process, stop_simulator_process
 
 API_KEY: Final = "sk-bench-budget-0123456789"
 VARIANTS: Final = ("off", "on")
@@ -55,7 +55,7 @@ def run_round(variant: str, *, n: int, timing: Timing, scale: float, seed: int) 
         simulator, api_url = start_simulator_process(
             ["--api-key", API_KEY, "--latency", "realistic", "--request-delay", "fixed:0.05"]
         )
-        stack.callback(stop_process, simulator)
+        stack.callback(stop_simulator_process, simulator)
         receiver = stack.enter_context(ArrivalReceiver())
         parts = Round(
             redis_url=server.url().rsplit("/", 1)[0],

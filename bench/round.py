@@ -21,7 +21,6 @@ from collections.abc import Callable
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
-from subprocess import Popen, TimeoutExpired
 from typing import Any
 
 import redis
@@ -34,7 +33,7 @@ from bench.webhook_sink import ArrivalReceiver
 from bench.workload import make_history, make_jobs
 from imageq.config import PollingSettings
 from imageq.devenv.redis_server import RedisServer
-from imageq.simulator.server import start_simulator_process
+from imageq.simulator.server import start_simulator_process, stop_simulator_process
 
 SAMPLE_EVERY_S = 0.5
 # The simulator's stats list every task; read them less often than RSS, to spare it.
@@ -78,7 +77,7 @@ def run_round(plan: RoundPlan) -> dict[str, Any]:
             ["--api-key", API_KEY, "--latency", "realistic",
              "--request-delay", plan.request_delay, "--seed", str(plan.seed)]
         )  # fmt: skip
-        stack.callback(stop_process, simulator)
+        stack.callback(stop_simulator_process, simulator)
         receiver = stack.enter_context(ArrivalReceiver())
         design = make_design(
             plan.design,
@@ -223,13 +222,3 @@ def wait_until(condition: Callable[[], bool], *, limit_s: float) -> bool:
             return False
         time.sleep(0.1)
     return True
-
-
-def stop_process(process: Popen[bytes]) -> None:
-    """Stop a child process: terminate, then kill if it has not gone within 10 s."""
-    process.terminate()
-    try:
-        process.wait(timeout=10)
-    except TimeoutExpired:
-        process.kill()
-        process.wait()

@@ -22,7 +22,8 @@ from typing import Any, Final
 import requests
 
 from bench.designs import Timing
-from bench.sizing_parts import Parts, Reading, Shape, idle_cores, load_average, wait_until
+from bench.round import wait_until
+from bench.sizing_parts import Parts, Reading, Shape, idle_cores, load_average
 from bench.workload import JobSpec, make_history, make_jobs
 from imageq.config import PollingSettings
 from imageq.worker.policy.adaptive import percentile

@@ -20,7 +20,8 @@ from typing import Any, Final
 import requests
 
 from bench.designs import Timing
-from bench.sizing_parts import Parts, Shape, load_average, sampling, wait_until
+from bench.round import wait_until
+from bench.sizing_parts import Parts, Shape, load_average, sampling
 from bench.workload import make_history, make_jobs
 from imageq.config import PollingSettings
 from imageq.worker.policy.adaptive import percentile

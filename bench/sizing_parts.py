@@ -25,14 +25,13 @@ import redis
 
 from bench import procfs
 from bench.designs import CleanEnvWorker, Round, Timing, imageq_values, start_all, stop_all
-from bench.round import stop_process
 from bench.webhook_sink import ArrivalReceiver
 from bench.workload import JobSpec
 from imageq.config import Settings
 from imageq.devenv.redis_server import RedisServer
 from imageq.devenv.worker_process import WorkerProcess, settings_env
 from imageq.producers.api import ImageQueue
-from imageq.simulator.server import start_simulator_process
+from imageq.simulator.server import start_simulator_process, stop_simulator_process
 from imageq.worker.runtime import connect_store
 
 API_KEY: Final = "sk-bench-sizing-0123456789"
@@ -126,7 +125,7 @@ class Parts:
         simulator, self.api_url = start_simulator_process(
             ["--api-key", API_KEY, "--latency", "realistic", "--request-delay", delay]
         )
-        stack.callback(stop_process, simulator)
+        stack.callback(stop_simulator_process, simulator)
         self._simulator_pid = simulator.pid
         self.receiver = stack.enter_context(ArrivalReceiver())
         self.api_port = int(self.api_url.rsplit(":", 1)[1])
@@ -240,16 +239,6 @@ def idle_cores(seconds: float) -> float:
     time.sleep(seconds)
     busy = procfs.MachineTicks.now().busy_fraction_since(before)
     return (os.cpu_count() or 1) * (1.0 - busy)
-
-
-def wait_until(condition: Callable[[], bool], *, limit_s: float) -> bool:
-    """Poll `condition` every 0.1 s until it holds (True) or `limit_s` passes (False)."""
-    give_up = time.monotonic() + limit_s
-    while not condition():
-        if time.monotonic() > give_up:
-            return False
-        time.sleep(0.1)
-    return True
 
 
 @contextmanager

@@ -20,14 +20,13 @@ import requests
 
 from bench.api_gate import ApiGate
 from bench.designs import API_KEY, WEBHOOK_SECRET, CleanEnvWorker, start_all, stop_all
-from bench.round import stop_process
 from bench.soak_plan import SoakPlan
 from bench.soak_receiver import SwitchableReceiver
 from imageq.config import Settings
 from imageq.devenv.redis_server import RedisServer
 from imageq.devenv.worker_process import BeatProcess, settings_env
 from imageq.producers.api import ImageQueue
-from imageq.simulator.server import start_simulator_process
+from imageq.simulator.server import start_simulator_process, stop_simulator_process
 
 _CONTROL_TIMEOUT_S: Final = 30.0
 
@@ -68,7 +67,7 @@ class SoakCluster:
         simulator, self.sim_url = start_simulator_process(
             ["--api-key", API_KEY, "--latency", "realistic", "--seed", str(self._plan.seed)]
         )
-        stack.callback(stop_process, simulator)
+        stack.callback(stop_simulator_process, simulator)
         self.pids.append(simulator.pid)
         sim_port = urlsplit(self.sim_url).port
         assert sim_port is not None  # the simulator announces http://host:port

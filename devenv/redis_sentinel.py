@@ -16,7 +16,13 @@ from types import TracebackType
 
 import redis
 
-from imageq.devenv.redis_server import RedisServer, RedisUnavailable, find_redis_server, free_port
+from imageq.devenv.redis_server import (
+    RedisServer,
+    RedisUnavailable,
+    find_redis_server,
+    free_port,
+    stop_server_process,
+)
 
 # Replicas sync at once: Redis otherwise waits 5 s for more replicas before a diskless sync.
 _REPLICATION = ("--repl-diskless-sync-delay", "0")
@@ -96,15 +102,8 @@ class SentinelServer:
             client.close()
 
     def stop(self) -> None:
-        if self._process is not None and self._process.poll() is None:
-            self._process.terminate()
-            try:
-                self._process.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                self._process.kill()
-                self._process.wait()
-        if self._process is not None and self._process.stderr:
-            self._process.stderr.close()
+        if self._process is not None:
+            stop_server_process(self._process)
         self._process = None
         self._tmp.cleanup()
 

@@ -58,6 +58,20 @@ def is_reachable(url: str, *, timeout_s: float = 0.5) -> bool:
         client.close()
 
 
+def stop_server_process(process: subprocess.Popen[bytes]) -> None:
+    """Stop a `redis-server` child (a server or a sentinel): terminate, kill if it has not gone
+    within 5 s, and close its stderr pipe."""
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+    if process.stderr:
+        process.stderr.close()
+
+
 class RedisServer:
     """Start with `start()` or `with RedisServer() as server:`; `server.url(db)` to connect."""
 
@@ -130,15 +144,8 @@ class RedisServer:
             self._process.wait()
 
     def stop(self) -> None:
-        if self._process is not None and self._process.poll() is None:
-            self._process.terminate()
-            try:
-                self._process.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                self._process.kill()
-                self._process.wait()
-        if self._process is not None and self._process.stderr:
-            self._process.stderr.close()
+        if self._process is not None:
+            stop_server_process(self._process)
         self._process = None
         if self._tmp is not None:
             self._tmp.cleanup()

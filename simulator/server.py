@@ -221,6 +221,17 @@ def start_simulator_process(
     raise RuntimeError(f"simulator did not report its address (exit code {process.returncode})")
 
 
+def stop_simulator_process(process: subprocess.Popen[bytes], *, timeout_s: float = 10.0) -> None:
+    """Stop a simulator started by `start_simulator_process`: terminate, then kill if it has not
+    gone within `timeout_s`."""
+    process.terminate()
+    try:
+        process.wait(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
 class SimulatorProcess:
     """The simulator as a child process, controlled over its `/_sim/` routes: for runs whose
     timing the simulator must measure without sharing a GIL with the test (the request
@@ -245,12 +256,7 @@ class SimulatorProcess:
 
     def __exit__(self, *exc: object) -> None:
         if self._process is not None:
-            self._process.terminate()
-            try:
-                self._process.wait(5)
-            except subprocess.TimeoutExpired:
-                self._process.kill()
-                self._process.wait()
+            stop_simulator_process(self._process, timeout_s=5)
 
     @property
     def base_url(self) -> str:
