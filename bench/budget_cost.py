@@ -15,29 +15,18 @@ the report gives their median and spread (min to max), with the load average bef
 from __future__ import annotations
 
 import argparse
-import copy
 import json
 import statistics
-import time
 from collections.abc import Sequence
-from contextlib import ExitStack
 from pathlib import Path
-from tempfile import TemporaryDirectory
 from typing import Any, Final
 
-import requests
-
 from bench import procfs
-from bench.designs import PRODUCTION, CleanEnvWorker, Round, Timing, imageq_values, start_all
+from bench.cost_round import hand_over, stage
+from bench.designs import PRODUCTION, CleanEnvWorker, Timing, start_all
 from bench.designs import stop_all as stop_workers
-from bench.round import wait_until
-from bench.webhook_sink import ArrivalReceiver
 from bench.workload import make_jobs
-from imageq.config import Settings
-from imageq.devenv.redis_server import RedisServer
 from imageq.devenv.worker_process import settings_env
-from imageq.producers.api import ImageQueue
-from imageq.simulator.server import start_simulator_process, stop_simulator_process
 
 API_KEY: Final = "sk-bench-budget-0123456789"
 VARIANTS: Final = ("off", "on")
@@ -49,59 +38,27 @@ def run_round(variant: str, *, n: int, timing: Timing, scale: float, seed: int) 
     """One variant on N jobs: the workers' CPU per API request and per job."""
     jobs = make_jobs(n, seed=seed, latency="realistic", scale=scale)
     load = Path("/proc/loadavg").read_text().split()[:3]
-    with ExitStack() as stack:
-        scratch = Path(stack.enter_context(TemporaryDirectory(prefix="imageq-budget-")))
-        server = stack.enter_context(RedisServer())
-        simulator, api_url = start_simulator_process(
-            ["--api-key", API_KEY, "--latency", "realistic", "--request-delay", "fixed:0.05"]
-        )
-        stack.callback(stop_simulator_process, simulator)
-        receiver = stack.enter_context(ArrivalReceiver())
-        parts = Round(
-            redis_url=server.url().rsplit("/", 1)[0],
-            api_url=api_url,
-            webhook_url=receiver.url,
-            timing=timing,
-            processes=2,
-            n=n,
-            log_dir=scratch,
-        )
-        values = imageq_values(parts, concurrency=32)
-        values["api"]["key"] = API_KEY
+    with stage("imageq-budget-", api_key=API_KEY, n=n, timing=timing) as at:
         if variant == "on":
-            values["budget"] = dict(BUDGET_ON)
-        env = settings_env(values)
+            at.values["budget"] = dict(BUDGET_ON)
+        env = settings_env(at.values)
         workers = [
-            CleanEnvWorker(env, scratch / f"w{i}.log", name=f"budget{i}", loglevel="INFO")
-            for i in range(parts.processes)
+            CleanEnvWorker(env, at.scratch / f"w{i}.log", name=f"budget{i}", loglevel="INFO")
+            for i in range(at.parts.processes)
         ]
         start_all(workers)
-        stack.callback(stop_workers, workers)
+        at.stack.callback(stop_workers, workers)
         pids = [pid for worker in workers for pid in procfs.tree(worker.pid)]
-        queue = ImageQueue(Settings(_env_file=None, **copy.deepcopy(values)))
-        cpu_before = procfs.cpu_seconds(pids)
-        handed_over = time.monotonic()
-        for job in jobs:
-            queue.enqueue(
-                job.prompt,
-                aspect_ratio=job.aspect_ratio,
-                resolution=job.resolution,
-                quality=job.quality,
-                job_id=job.job_id,
-                webhook_url=receiver.url,
-            )
-        done = wait_until(lambda: receiver.notified() >= n, limit_s=timing.deadline_s + 60)
-        cpu_s = procfs.cpu_seconds(pids) - cpu_before
-        elapsed_s = time.monotonic() - handed_over
-        stats = requests.get(f"{api_url}/_sim/stats", timeout=30).json()
+        handed = hand_over(at, jobs, lambda: pids)
+    cpu_s, stats = handed.cpu_s, handed.stats
     api_requests = int(stats["requests"])
     return {
         "variant": variant,
-        "all_notified": done,
+        "all_notified": handed.all_notified,
         "cpu_ms_per_request": 1000 * cpu_s / max(api_requests, 1),
         "cpu_ms_per_job": 1000 * cpu_s / n,
         "requests_per_job": api_requests / n,
-        "elapsed_s": elapsed_s,
+        "elapsed_s": handed.elapsed_s,
         "loadavg_before": load,
     }
 

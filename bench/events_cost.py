@@ -14,30 +14,20 @@ with the load average before every round.
 from __future__ import annotations
 
 import argparse
-import copy
 import json
 import statistics
 import time
 from collections.abc import Sequence
-from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
-from tempfile import TemporaryDirectory
 from typing import Any, Final
 
-import requests
-
 from bench import procfs
-from bench.designs import PRODUCTION, CleanEnvWorker, Round, Timing, imageq_values, start_all
+from bench.cost_round import hand_over, stage
+from bench.designs import PRODUCTION, CleanEnvWorker, Timing, start_all
 from bench.designs import stop_all as stop_workers
-from bench.round import wait_until
-from bench.webhook_sink import ArrivalReceiver
 from bench.workload import make_jobs
-from imageq.config import Settings
-from imageq.devenv.redis_server import RedisServer
 from imageq.devenv.worker_process import settings_env
-from imageq.producers.api import ImageQueue
-from imageq.simulator.server import start_simulator_process, stop_simulator_process
 
 API_KEY: Final = "sk-bench-events-0123456789"
 
@@ -77,35 +67,17 @@ def run_round(
     """One variant on N jobs: CPU-seconds per job and per poll, start-up time, idle CPU."""
     jobs = make_jobs(n, seed=seed, latency="realistic", scale=scale)
     load = Path("/proc/loadavg").read_text().split()[:3]
-    with ExitStack() as stack:
-        scratch = Path(stack.enter_context(TemporaryDirectory(prefix="imageq-events-")))
-        server = stack.enter_context(RedisServer())
-        simulator, api_url = start_simulator_process(
-            ["--api-key", API_KEY, "--latency", "realistic", "--request-delay", "fixed:0.05"]
-        )
-        stack.callback(stop_simulator_process, simulator)
-        receiver = stack.enter_context(ArrivalReceiver())
-        parts = Round(
-            redis_url=server.url().rsplit("/", 1)[0],
-            api_url=api_url,
-            webhook_url=receiver.url,
-            timing=timing,
-            processes=2,
-            n=n,
-            log_dir=scratch,
-        )
-        values = imageq_values(parts, concurrency=32)
-        values["api"]["key"] = API_KEY
-        values["worker"]["task_events"] = variant.task_events
-        env = settings_env(values)
+    with stage("imageq-events-", api_key=API_KEY, n=n, timing=timing) as at:
+        at.values["worker"]["task_events"] = variant.task_events
+        env = settings_env(at.values)
         workers = [
-            VariantWorker(env, scratch / f"w{i}.log", name=f"events{i}", flags=variant.flags)
-            for i in range(parts.processes)
+            VariantWorker(env, at.scratch / f"w{i}.log", name=f"events{i}", flags=variant.flags)
+            for i in range(at.parts.processes)
         ]
         started = time.monotonic()
         start_all(workers)
         ready_s = time.monotonic() - started
-        stack.callback(stop_workers, workers)
+        at.stack.callback(stop_workers, workers)
 
         def pids() -> list[int]:
             return [pid for worker in workers for pid in procfs.tree(worker.pid)]
@@ -113,30 +85,16 @@ def run_round(
         idle_cpu, idle_from = procfs.cpu_seconds(pids()), time.monotonic()
         time.sleep(6)  # three heartbeats
         idle_rate = (procfs.cpu_seconds(pids()) - idle_cpu) / (time.monotonic() - idle_from)
-        queue = ImageQueue(Settings(_env_file=None, **copy.deepcopy(values)))
-        cpu_before = procfs.cpu_seconds(pids())
-        handed_over = time.monotonic()
-        for job in jobs:
-            queue.enqueue(
-                job.prompt,
-                aspect_ratio=job.aspect_ratio,
-                resolution=job.resolution,
-                quality=job.quality,
-                job_id=job.job_id,
-                webhook_url=receiver.url,
-            )
-        done = wait_until(lambda: receiver.notified() >= n, limit_s=timing.deadline_s + 60)
-        cpu_s = procfs.cpu_seconds(pids()) - cpu_before
-        elapsed_s = time.monotonic() - handed_over
-        stats = requests.get(f"{api_url}/_sim/stats", timeout=30).json()
+        handed = hand_over(at, jobs, pids)
+    cpu_s, stats = handed.cpu_s, handed.stats
     polls = sum(int(count) for count in stats["queries_by_task_id"].values())
     return {
         "variant": variant.name,
-        "all_notified": done,
+        "all_notified": handed.all_notified,
         "cpu_ms_per_job": 1000 * cpu_s / n,
         "cpu_ms_per_poll": 1000 * cpu_s / max(polls, 1),
         "polls_per_job": polls / n,
-        "elapsed_s": elapsed_s,
+        "elapsed_s": handed.elapsed_s,
         "ready_s": ready_s,
         "idle_cpu_ms_per_s": 1000 * idle_rate,
         "loadavg_before": load,
