@@ -70,7 +70,10 @@ def stored_values(client: redis.Redis) -> Iterator[tuple[bytes, bytes]]:
         b"stream": client.xrange,
     }
     for key in cast(Iterator[bytes], client.scan_iter()):
-        yield key, cast(bytes, client.dump(key))
+        dumped = client.dump(key)
+        if dumped is None:  # the key went between SCAN and DUMP (a worker deleted it): no value
+            continue
+        yield key, dumped
         read = readers.get(cast(bytes, client.type(key)))
         for value in flatten(read(key) if read else None):
             yield key, value
