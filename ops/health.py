@@ -20,7 +20,6 @@ from typing import Final
 from urllib.parse import urlsplit
 
 import redis
-import requests
 from kombu.exceptions import OperationalError
 from pydantic import ValidationError
 from redis.backoff import NoBackoff
@@ -130,17 +129,10 @@ def check_api(settings: Settings, timeout_s: float) -> tuple[bool, str]:
             "read_timeout_s": min(settings.api.read_timeout_s, timeout_s),
         }
     )
-    sessions: list[requests.Session] = []
-
-    def new_session() -> requests.Session:
-        sessions.append(requests.Session())
-        return sessions[-1]
-
     where = _origin(settings.api.base_url)
+    client = ApiClient(api, max_connections=1)
     try:
-        ApiClient(api, session_factory=new_session).find_by_out_task_id(
-            f"imageq-health-{uuid.uuid4().hex}"
-        )
+        client.find_by_out_task_id(f"imageq-health-{uuid.uuid4().hex}")
     except AuthenticationFailed as error:
         return False, f"{where} refused the key (HTTP {error.http_status})"
     except RateLimited:
@@ -151,8 +143,7 @@ def check_api(settings: Settings, timeout_s: float) -> tuple[bool, str]:
         # Any refusal other than 401/403 comes after the key was checked.
         return True, f"{where} reachable, key accepted (HTTP {error.http_status}: {error.message})"
     finally:
-        for session in sessions:
-            session.close()
+        client.close()
     return True, f"{where} reachable, key accepted"
 
 

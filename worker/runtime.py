@@ -58,7 +58,11 @@ def build_runtime(settings: Settings) -> Runtime:
     sessions = ThreadSessions(target_policy(settings.webhook), user_agent=settings.api.user_agent)
     return Runtime(
         settings=settings,
-        client=ApiClient(settings.api),
+        # Every Celery thread and every poller thread may be in an API call at once.
+        client=ApiClient(
+            settings.api,
+            max_connections=settings.worker.concurrency + settings.polling.poller_threads,
+        ),
         store=connect_store(settings),
         webhooks=WebhookSender(sessions, timeout_s=settings.webhook.timeout_s),
         sessions=sessions,
