@@ -98,7 +98,7 @@ class ApiClient:
         return parse_task(self._request("POST", QUERY_PATH, json_body=body, endpoint="query"))
 
     def close(self) -> None:
-        """Close the pooled connections."""
+        """Close the pooled connections; the client is not used after this."""
         self._transport.close()
 
     def _request(self, method: str, path: str, *, endpoint: str, json_body: Any = None) -> object:
