@@ -141,11 +141,15 @@ def test_a_stale_poll_of_a_job_in_flight_asks_the_api_nothing(
     assert simulator.stats()["queries_by_task_id"][task_id] == asked
 
 
-@pytest.mark.parametrize(("sample_s", "gap_s"), [(0.1, 0.2), (1000.0, 0.3)])
-def test_recent_times_place_the_next_poll(rt: Runtime, sample_s: float, gap_s: float) -> None:
+@pytest.mark.parametrize(("sample_s", "chance", "gap_s"), [(0.1, 0.5, 0.2), (1000.0, 0.7, 0.3)])
+def test_recent_times_place_the_next_poll(
+    settings_values: dict[str, Any], sample_s: float, chance: float, gap_s: float
+) -> None:
     """With enough recent times of the job's kind in the store, the next poll is placed in its
     window by them (interval 0.25 +/- 0.05 s here): all of them finishing within the interval
     puts it at the near end, none at the far end; the samples are read once, at the submit."""
+    polling = {**settings_values["polling"], "adaptive_chance": chance}
+    rt = step_runtime(settings_values, dbs=(14, 15), polling=polling)
     for _ in range(rt.settings.polling.adaptive_min_samples):
         rt.store.add_generation_sample("high", "1K", sample_s, window=100)
     frozen = replace(rt, clock=lambda: 1_800_000_000.0)  # elapsed 0 at the poll: no race
