@@ -8,6 +8,7 @@ first-poll-only rows), until a poll finds the job done. No Redis, no Celery, no 
 
     python -m bench.adaptive_model                  # about ten seconds; prints the table
     python -m bench.adaptive_model --write          # and writes bench/results/frontier.md, .png
+    python -m bench.adaptive_model --cost           # CPU of placing a poll, 3 interleaved pairs
 
 Rows: the fixed schedule (first poll 15 s, then 4 +/- 1 s); the adaptive first poll alone (the
 released behaviour); the whole schedule at several `adaptive_chance` values and first-poll
@@ -21,6 +22,7 @@ from __future__ import annotations
 import argparse
 import random
 import statistics
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,6 +34,7 @@ from imageq.simulator.latency import parse_distribution
 from imageq.worker.domain.status import RemoteStatus
 from imageq.worker.policy.adaptive import percentile
 from imageq.worker.policy.polling import PollAgain, first_poll_delay_s, next_step
+from imageq.worker.store.sample_cache import SampleCache
 from imageq.worker.upstream.responses import RemoteTask
 
 RESULTS = Path(__file__).parent / "results"
@@ -303,12 +306,46 @@ def _short(label: str) -> str:
     )
 
 
+def placement_cost_us(calls: int = 200_000) -> tuple[float, float]:
+    """CPU (us per call) of `next_step` for a running job: plain (random jitter), then placed
+    by a 100-sample window fetched from a warm `SampleCache`, as the poll step does."""
+    timing = PollingSettings()
+    rng = random.Random(1)
+    window = [rng.lognormvariate(3.7, 0.3) for _ in range(timing.adaptive_window)]
+    cache = SampleCache(lambda _q, _r: window, refresh_s=60.0, clock=time.monotonic)
+
+    def run(placed: bool) -> float:
+        started = time.process_time()
+        for index in range(calls):
+            at = 20.0 + index % 100
+            next_step(
+                remote=_RUNNING,
+                error=None,
+                now=1_000.0 + at,
+                deadline=1_000.0 + timing.deadline_s,
+                timing=timing,
+                rand=rng.random,
+                elapsed_s=at,
+                samples=cache.ordered("high", "1K") if placed else (),
+            )
+        return (time.process_time() - started) / calls * 1e6
+
+    return run(False), run(True)
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--trials", type=int, default=30, help="windows per cell (default 30)")
     parser.add_argument("--jobs", type=int, default=100, help="jobs per window (default 100)")
     parser.add_argument("--write", action="store_true", help="write bench/results/frontier.*")
+    parser.add_argument("--cost", action="store_true", help="CPU of placing a poll, and stop")
     args = parser.parse_args(argv)
+    if args.cost:
+        print(f"load average {Path('/proc/loadavg').read_text().split()[0]}")
+        for pair in range(3):
+            plain, placed = placement_cost_us()
+            print(f"pair {pair + 1}: next_step {plain:.2f} us plain, {placed:.2f} us placed")
+        return
     rows = measure(args.jobs, args.trials)
     lines = table(rows)
     print("\n".join(lines))

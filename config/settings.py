@@ -175,7 +175,8 @@ class PollingSettings(BaseModel):
         30.0,
         ge=0,
         description="How long a worker keeps the generation times it read for the adaptive"
-        " schedule before reading them again (so a poll costs no extra read).",
+        " first poll and schedule before reading them again, so neither a submit nor a poll"
+        " reads them each time.",
     )
     mode: Literal["countdown", "poller"] = Field(
         "countdown",
