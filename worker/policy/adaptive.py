@@ -11,7 +11,9 @@ within the next `interval_s` (the chance this job does), the gap is `interval_s 
 sqrt(adaptive_chance / p)`, clamped to the window. That is the square-root rule for inspection
 intervals: minimising polls per second plus a price on expected lag gives a gap inversely
 proportional to the square root of the hazard. So polls come sooner where completions are
-likely and at the window's far end where they are not (or where no sample is left).
+likely and at the window's far end where they are not (or where no sample is left). The gap
+follows each job's own age, so jobs submitted together keep the spread their first poll's
+jitter gave them.
 
 With too few samples, or `adaptive` off, the documented schedule holds. Pure: samples are
 passed in.
@@ -44,8 +46,9 @@ def next_poll_gap_s(
         return None
     shortest = timing.interval_s - timing.jitter_s
     longest = timing.interval_s + timing.jitter_s
-    running = len(ordered) - bisect_right(ordered, elapsed_s)
-    finishing = bisect_right(ordered, elapsed_s + timing.interval_s) - (len(ordered) - running)
+    done = bisect_right(ordered, elapsed_s)
+    running = len(ordered) - done
+    finishing = bisect_right(ordered, elapsed_s + timing.interval_s) - done
     if finishing <= 0:
         return longest
     gap = timing.interval_s * math.sqrt(timing.adaptive_chance * running / finishing)
