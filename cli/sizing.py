@@ -134,7 +134,7 @@ def sizing(
         cpu_target=cpu_target,
         first_poll_s=settings.polling.first_delay_s,
         adaptive=settings.polling.adaptive,
-        adaptive_min_s=settings.polling.adaptive_min_s,
+        adaptive_min_s=settings.polling.adaptive_floor_s,
         adaptive_max_s=settings.polling.adaptive_max_s,
         interval_s=settings.polling.interval_s,
         jitter_s=settings.polling.jitter_s,

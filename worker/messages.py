@@ -34,11 +34,16 @@ class PollFacts:
     """What a poll needs of the job record, carried in its message: with them the poll asks the
     API before reading the record at all (its write still checks the status and the token, so a
     stale or repeated message changes nothing). The remote task id and the deadline are fixed at
-    submit; each poll hands on the count, as it writes it."""
+    submit; each poll hands on the count, as it writes it. The submit time and the job's kind
+    (quality, resolution) place the next poll by recent jobs of that kind; a message without
+    them (sent before they were carried) polls on the plain schedule."""
 
     remote_task_id: str
     deadline_at: float
     poll_count: int
+    submitted_at: float = 0.0
+    quality: str = ""
+    resolution: str = ""
 
     @classmethod
     def from_message(cls, value: dict[str, Any]) -> PollFacts:
@@ -46,6 +51,9 @@ class PollFacts:
             remote_task_id=str(value["remote_task_id"]),
             deadline_at=float(value["deadline_at"]),
             poll_count=int(value["poll_count"]),
+            submitted_at=float(value.get("submitted_at", 0.0)),
+            quality=str(value.get("quality", "")),
+            resolution=str(value.get("resolution", "")),
         )
 
 

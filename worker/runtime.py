@@ -12,6 +12,7 @@ from imageq.config import Settings, get_settings
 from imageq.worker.outputs.storage import Storage, open_configured_storage
 from imageq.worker.redis_clients import redis_client
 from imageq.worker.store.job_store import JobStore
+from imageq.worker.store.sample_cache import SampleCache
 from imageq.worker.upstream.client import ApiClient
 from imageq.worker.upstream.gate import OPEN_GATE, Gate, open_gate
 from imageq.worker.webhooks.guard import target_policy
@@ -29,6 +30,8 @@ class Runtime:
     webhooks: WebhookSender
     sessions: ThreadSessions
     storage: Storage | None
+    # Recent generation times per quality and resolution, for the adaptive poll schedule.
+    samples: SampleCache
     clock: Callable[[], float] = time.time
     rand: Callable[[], float] = random.random
     # The request budget and the pause on 429 (`imageq.worker.upstream.gate`).
@@ -56,6 +59,7 @@ def connect_store(settings: Settings) -> JobStore:
 
 def build_runtime(settings: Settings) -> Runtime:
     sessions = ThreadSessions(target_policy(settings.webhook), user_agent=settings.api.user_agent)
+    store = connect_store(settings)
     return Runtime(
         settings=settings,
         # Every Celery thread and every poller thread may be in an API call at once.
@@ -63,10 +67,15 @@ def build_runtime(settings: Settings) -> Runtime:
             settings.api,
             max_connections=settings.worker.concurrency + settings.polling.poller_threads,
         ),
-        store=connect_store(settings),
+        store=store,
         webhooks=WebhookSender(sessions, timeout_s=settings.webhook.timeout_s),
         sessions=sessions,
         storage=open_configured_storage(settings.storage) if settings.storage.enabled else None,
+        samples=SampleCache(
+            store.generation_samples,
+            refresh_s=settings.polling.adaptive_refresh_s,
+            clock=time.monotonic,
+        ),
         gate=open_gate(settings),
     )
 

@@ -5,6 +5,7 @@ nothing."""
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -58,13 +59,12 @@ class CountingRedis:
 def test_submit_and_polls_hand_on_the_facts(rt: Runtime) -> None:
     job_id, first = submitted(rt)
     job = rt.store.get(job_id)
-    assert (
-        first.facts
-        == poll_facts(job)
-        == PollFacts(job.remote_task_id or "", job.deadline_at or 0, 0)
+    facts = PollFacts(
+        job.remote_task_id or "", job.deadline_at or 0, 0, job.submitted_at or 0, "high", "1K"
     )
+    assert first.facts == poll_facts(job) == facts
     second = polled(poll(rt, job_id, first.token, first.facts))
-    assert second.facts == PollFacts(job.remote_task_id or "", job.deadline_at or 0, 1)
+    assert second.facts == replace(facts, poll_count=1)
     assert rt.store.get(job_id).poll_count == 1
 
 
@@ -139,3 +139,26 @@ def test_a_stale_poll_of_a_job_in_flight_asks_the_api_nothing(
     asked = simulator.stats()["queries_by_task_id"][task_id]
     assert poll(rt, job_id, first.token, first.facts) == []
     assert simulator.stats()["queries_by_task_id"][task_id] == asked
+
+
+@pytest.mark.parametrize(("sample_s", "chance", "gap_s"), [(0.1, 0.5, 0.2), (1000.0, 0.7, 0.3)])
+def test_recent_times_place_the_next_poll(
+    settings_values: dict[str, Any], sample_s: float, chance: float, gap_s: float
+) -> None:
+    """With enough recent times of the job's kind in the store, the next poll is placed in its
+    window by them (interval 0.25 +/- 0.05 s here): all of them finishing within the interval
+    puts it at the near end, none at the far end; the samples are read once, at the submit."""
+    polling = {**settings_values["polling"], "adaptive_chance": chance}
+    rt = step_runtime(settings_values, dbs=(14, 15), polling=polling)
+    for _ in range(rt.settings.polling.adaptive_min_samples):
+        rt.store.add_generation_sample("high", "1K", sample_s, window=100)
+    frozen = replace(rt, clock=lambda: 1_800_000_000.0)  # elapsed 0 at the poll: no race
+    job_id, first = submitted(frozen)
+    assert first.facts is not None
+    assert (first.facts.quality, first.facts.resolution) == ("high", "1K")
+    calls: list[str] = []
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(rt.store, "_redis", CountingRedis(rt.store._redis, calls))
+        second = polled(poll(frozen, job_id, first.token, first.facts))
+    assert second.countdown_s == pytest.approx(gap_s)
+    assert "lrange" not in calls

@@ -157,7 +157,8 @@ def test_record_submit_starts_polling() -> None:
     }
     # The slot is kept through the last check an outage may delay.
     assert (recorded.due_at, recorded.slot_expires_at) == (NOW + 15, NOW + 180 + 600 + 60)
-    facts = PollFacts("task-1", NOW + 180, 0)
+    # The poll messages carry the submit time and the job's kind, to place each poll by.
+    facts = PollFacts("task-1", NOW + 180, 0, NOW, "high", "1K")
     assert recorded.follow_ups() == [SchedulePoll("j1", 1, 15, facts)]
 
 

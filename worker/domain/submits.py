@@ -105,7 +105,10 @@ def record_submit(
     if claimed.status is not JobStatus.QUEUED:
         return None
     deadline = now + deadline_s
-    facts = PollFacts(remote_task_id, deadline, claimed.poll_count)
+    params = claimed.generation_params
+    facts = PollFacts(
+        remote_task_id, deadline, claimed.poll_count, now, params.quality, params.resolution
+    )
     return Transition(
         claimed.job_id,
         expect={"status": JobStatus.QUEUED},

@@ -13,7 +13,7 @@ from typing import Any
 from imageq.config import PollingSettings
 from imageq.worker.domain.status import JobStatus, RemoteStatus
 from imageq.worker.errors import ApiError
-from imageq.worker.policy.adaptive import first_poll_base_s
+from imageq.worker.policy.adaptive import first_poll_base_s, next_poll_gap_s
 from imageq.worker.policy.backoff import Random, jitter
 from imageq.worker.upstream.responses import RemoteTask
 
@@ -54,6 +54,8 @@ def next_step(
     timing: PollingSettings,
     rand: Random,
     outage_window_s: float = 0.0,
+    elapsed_s: float | None = None,
+    samples: Sequence[float] = (),
 ) -> Step:
     """Decide after one poll, which returned `remote` or raised `error` (exactly one is set).
 
@@ -62,6 +64,9 @@ def next_step(
     check at the deadline itself, after which the job times out. The last check is one the
     API answered: while it fails with a retryable error, polling goes on past the deadline,
     for up to `outage_window_s`, so a job that finished during an outage is reported so.
+    Given the time since submit (`elapsed_s`) and recent generation times of the job's kind
+    (`samples`, ascending), the gap is placed within that window by them
+    (`imageq.worker.policy.adaptive.next_poll_gap_s`) instead of at random.
     """
     if remote is not None and remote.status is RemoteStatus.SUCCEEDED:
         if remote.output_urls:
@@ -79,7 +84,8 @@ def next_step(
     last_check_by = deadline + (outage_window_s if error is not None else 0.0)
     if now >= last_check_by:
         return Finish(JobStatus.TIMED_OUT, error=_error(_late(error)))
-    delay = timing.interval_s + jitter(timing.jitter_s, rand)
+    placed = None if elapsed_s is None else next_poll_gap_s(samples, elapsed_s, timing)
+    delay = placed if placed is not None else timing.interval_s + jitter(timing.jitter_s, rand)
     if error is not None and error.retry_after_s is not None:
         delay = max(delay, min(error.retry_after_s, timing.max_retry_wait_s))
     if now < deadline:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 
 from imageq.worker.domain import transitions
 from imageq.worker.domain.job import Job
@@ -60,6 +61,8 @@ def poll(rt: Runtime, job_id: str, token: int, facts: PollFacts | None = None) -
         timing=rt.settings.polling,
         rand=rt.rand,
         outage_window_s=rt.settings.retry.outage_window_s,
+        elapsed_s=now - facts.submitted_at,
+        samples=_recent_times(rt, facts),
     )
     if log.isEnabledFor(logging.DEBUG):
         status = remote.status_word if remote else None
@@ -103,7 +106,24 @@ def poll_facts(job: Job) -> PollFacts:
     """The facts a submitted job's poll messages carry."""
     assert job.remote_task_id is not None
     assert job.deadline_at is not None
-    return PollFacts(job.remote_task_id, job.deadline_at, job.poll_count)
+    facts = PollFacts(job.remote_task_id, job.deadline_at, job.poll_count)
+    if job.submitted_at is None:
+        return facts
+    params = job.generation_params
+    return replace(
+        facts,
+        submitted_at=job.submitted_at,
+        quality=params.quality,
+        resolution=params.resolution,
+    )
+
+
+def _recent_times(rt: Runtime, facts: PollFacts) -> tuple[float, ...]:
+    """Recent generation times of the job's kind, ascending, to place the next poll by (none
+    for facts without a kind, or with `adaptive` off: the plain schedule then)."""
+    if not facts.quality or not rt.settings.polling.adaptive:
+        return ()
+    return rt.samples.ordered(facts.quality, facts.resolution)
 
 
 def _pollable(rt: Runtime, job_id: str, token: int) -> Job | None:

@@ -131,7 +131,7 @@ def _slot(rt: Runtime, job: Job, *, expires_at: float) -> Slot | None:
 
 def _submitted(rt: Runtime, claimed: Job, remote: RemoteTask) -> Actions:
     params = claimed.generation_params
-    samples = rt.store.generation_samples(params.quality, params.resolution)
+    samples = rt.samples.ordered(params.quality, params.resolution)
     recorded = submits.record_submit(
         claimed,
         remote_task_id=remote.task_id,
