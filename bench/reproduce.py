@@ -39,6 +39,8 @@ REPRODUCED: Final = "reproduced: new median within the committed range"
 OVERLAP: Final = "ranges overlap; new median outside the committed range"
 NOT_REPRODUCED: Final = "NOT reproduced: the ranges are apart"
 NO_RANGE: Final = "committed figure has one value: no range to check against"
+# One more digit than the report: a median on the edge of a range shows on which side it is.
+FORM: Final = "{:.3f}"
 
 
 @dataclass(frozen=True)
@@ -134,10 +136,10 @@ def render(committed: Mapping[str, Any], new: Mapping[str, Any], names: tuple[st
     for n, label, check in checks:
         if check.committed.count == 0 or check.new.count == 0:
             continue
-        ranges = "-" if check.committed.count < 2 else f"{check.overlap:+.2f}"
+        ranges = "-" if check.committed.count < 2 else f"{check.overlap:+.3f}"
         lines.append(
-            f"| {n:,} | {label} | {check.committed.text()} | {check.new.text()} |"
-            f" {check.difference:+.2f} | {ranges} | {check.verdict} |"
+            f"| {n:,} | {label} | {check.committed.text(FORM)} | {check.new.text(FORM)} |"
+            f" {check.difference:+.3f} | {ranges} | {check.verdict} |"
         )
     verdicts = [check.verdict for _, _, check in checks if check.new.count]
     lines += ["", _summary(verdicts), ""]

@@ -169,6 +169,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     missing = [name for name in ("gevent", "matplotlib") if importlib.util.find_spec(name) is None]
     if missing:
         sys.exit(f"bench needs {', '.join(missing)}: pip install -e '.[bench]'")
+    if args.check_against is not None and not args.check_against.exists():
+        sys.exit(f"--check-against: {args.check_against} does not exist")
     args.out.mkdir(parents=True, exist_ok=True)
     started, load = time.monotonic(), os.getloadavg()
     floor = {"start": _floor(args, "start")}

@@ -221,10 +221,10 @@ def test_reproduce_command_compares_two_results_files(tmp_path: Path) -> None:
     path.write_text(json.dumps({"meta": meta_of(), "results": RESULTS}))
     assert reproduce.main([str(path), str(tmp_path), "--out", str(tmp_path / "check.md")]) == 0
     text = (tmp_path / "check.md").read_text()
-    assert "| 1,000 | worker CPU per job, imageq/naive | 1.20 (1.00-1.50) | 1.20 (1.00-1.50) |" \
-           " +0.00 | +0.50 | reproduced" in text  # fmt: skip
+    assert "| 1,000 | worker CPU per job, imageq/naive | 1.200 (1.000-1.500) |" \
+           " 1.200 (1.000-1.500) | +0.000 | +0.500 | reproduced" in text  # fmt: skip
     assert "| 1,000 | imageq CPU per job, x per-job floor |" in text
-    assert "| 3,000 | worker CPU per job, imageq/naive | 0.80 (one pair, no spread) |" in text
+    assert "| 3,000 | worker CPU per job, imageq/naive | 0.800 (one pair, no spread) |" in text
     moved = [{**r, "cpu_s_per_job": r["cpu_s_per_job"] * (2 if r["design"] == "imageq" else 1)}
              for r in RESULTS]  # fmt: skip
     (tmp_path / "moved.json").write_text(json.dumps({"meta": meta_of(), "results": moved}))
