@@ -170,6 +170,10 @@ def test_report_shows_floor_multiples_and_the_floor_target(tmp_path: Path) -> No
            " 2.50 (2.00-3.50) x | ✅ |" in text  # fmt: skip
     assert "| worker CPU-seconds per job ≤ 0.45 x naive (poller mode) | 0.59 (0.48-0.83) x | ❌ |" \
         in text  # fmt: skip
+    # Memory and lag: the median over imageq's runs with their range; poller's RSS bound is 5 KB.
+    assert "| worker RSS growth ≤ 5 KB per job in flight (poller mode): (peak - idle) / N |" \
+           " 5.00 (5.00-5.00) KB | ✅ |" in text  # fmt: skip
+    assert "= 1.80 s | 1.00 (1.00-1.00) s | ✅ |" in text
 
 
 def test_results_without_the_new_fields_still_render(tmp_path: Path) -> None:
