@@ -101,10 +101,42 @@ def ratio(numerator: float, denominator: float) -> float:
     return numerator / denominator
 
 
-def median_ratio(
+@dataclass(frozen=True)
+class Spread:
+    """A figure over repetitions: its median, its lowest and highest value, and how many
+    values it stands on (NaNs left out)."""
+
+    median: float
+    low: float
+    high: float
+    count: int
+
+    def text(self, form: str = "{:.2f}", *, one: str | None = "one pair, no spread") -> str:
+        """`1.26 (1.20-1.31)`; a single value says so (`one`; None: the bare value); none
+        is `-`."""
+        if self.count == 0:
+            return "-"
+        if self.count == 1:
+            return (
+                form.format(self.median) if one is None else f"{form.format(self.median)} ({one})"
+            )
+        return f"{form.format(self.median)} ({form.format(self.low)}-{form.format(self.high)})"
+
+
+NO_SPREAD: Final = Spread(math.nan, math.nan, math.nan, 0)
+
+
+def spread_of(values: Sequence[float]) -> Spread:
+    """Median, min and max of the values that are not NaN."""
+    kept = [value for value in values if not math.isnan(value)]
+    if not kept:
+        return NO_SPREAD
+    return Spread(statistics.median(kept), min(kept), max(kept), len(kept))
+
+
+def ratio_spread(
     pairs: Sequence[tuple[Mapping[str, float], Mapping[str, float]]], key: str
-) -> float:
-    """The median over repetitions of imageq/naive, each ratio taken within one repetition."""
-    found = (ratio(a.get(key, math.nan), b.get(key, math.nan)) for a, b in pairs)
-    values = [value for value in found if not math.isnan(value)]
-    return statistics.median(values) if values else math.nan
+) -> Spread:
+    """The per-pair ratios imageq/naive of one metric, each taken within one pair of rounds
+    on the same jobs: their median and range."""
+    return spread_of([ratio(a.get(key, math.nan), b.get(key, math.nan)) for a, b in pairs])

@@ -8,7 +8,11 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Final
 
-from bench.measures import median_of, median_ratio, ratio
+from bench.floor_model import floor_of
+from bench.floor_report import floor_section
+from bench.issue_targets import marginal, targets
+from bench.measures import Spread, median_of, ratio
+from bench.pairing import by_design, load_text, ns_of, pairs, ratio_spread_at
 
 Result = Mapping[str, Any]
 
@@ -35,42 +39,10 @@ ROWS: Final = (
 PLOTTED: Final = (("lag_p99_s", "notification lag p99 (s)"), ("cpu_s_per_job", "CPU-s per job"))
 
 
-def by_design(results: Sequence[Result], n: int) -> dict[str, list[Result]]:
-    """Rounds at N, per design, in repetition order."""
-    rounds: dict[str, list[Result]] = {}
-    for result in sorted(results, key=lambda r: r["rep"]):
-        if result["n"] == n:
-            rounds.setdefault(result["design"], []).append(result)
-    return rounds
-
-
-def pairs(results: Sequence[Result], n: int) -> list[tuple[Result, Result]]:
-    """(imageq, naive) rounds of the same repetition at N."""
-    rounds = by_design(results, n)
-    naive = {r["rep"]: r for r in rounds.get("naive", [])}
-    return [(r, naive[r["rep"]]) for r in rounds.get("imageq", []) if r["rep"] in naive]
-
-
-def ns_of(results: Sequence[Result]) -> list[int]:
-    return sorted({int(r["n"]) for r in results})
-
-
-def ratios(results: Sequence[Result]) -> dict[int, dict[str, float]]:
-    """Per N, per metric: the median of the per-repetition ratios imageq/naive."""
-    return {
-        n: {key: median_ratio(pairs(results, n), key) for key, _, _ in ROWS} for n in ns_of(results)
-    }
-
-
-def marginal(results: Sequence[Result], design: str, key: str, n: int) -> float:
-    """The growth per job between the next smaller N run and N, in KB: fixed costs (threads,
-    connections, lazy imports) cancel out. `key` is a per-job growth figure (KB per job)."""
-    smaller = [m for m in ns_of(results) if m < n]
-    if not smaller:
-        return math.nan
-    low = max(smaller)
-    total = {m: median_of(by_design(results, m).get(design, []), key) * m for m in (low, n)}
-    return (total[n] - total[low]) / (n - low)
+def ratios(results: Sequence[Result]) -> dict[int, dict[str, Spread]]:
+    """Per N, per metric: the per-pair ratios imageq/naive, median and range."""
+    return {n: {key: ratio_spread_at(results, n, key) for key, _, _ in ROWS}
+            for n in ns_of(results)}  # fmt: skip
 
 
 MARGINAL: Final = (
@@ -85,10 +57,15 @@ def _cell(value: float, form: str) -> str:
 
 def table(results: Sequence[Result], n: int) -> list[str]:
     rounds = by_design(results, n)
-    reps = {design: len(found) for design, found in rounds.items()}
+    count = len(pairs(results, n))
+    at_n = [r for found in rounds.values() for r in found]
+    if count == 1:
+        about = "one imageq/naive pair: ratios without spread, not a reproducible figure"
+    else:
+        about = f"{count} imageq/naive pairs: ratio = median of the per-pair ratios (min-max)"
     ratio_at = ratios(results)[n]
     lines = [
-        f"### N = {n:,} in flight ({', '.join(f'{d}: {k} run(s)' for d, k in reps.items())})",
+        f"### N = {n:,} in flight ({about}; {load_text(at_n)})",
         "",
         "| metric | imageq | naive | ratio imageq/naive |",
         "|---|---:|---:|---:|",
@@ -98,60 +75,15 @@ def table(results: Sequence[Result], n: int) -> list[str]:
         naive = median_of(rounds.get("naive", []), key)
         lines.append(
             f"| {label} | {_cell(imageq, form)} | {_cell(naive, form)} |"
-            f" {_cell(ratio_at[key], '{:.2f}')} |"
+            f" {ratio_at[key].text(one='one pair')} |"
         )
     for key, label in MARGINAL:
         imageq, naive = (marginal(results, design, key, n) for design in ("imageq", "naive"))
         if not math.isnan(imageq):  # NaN at the smallest N
             lines.append(
                 f"| {label} | {imageq:.2f} | {_cell(naive, '{:.2f}')} |"
-                f" {_cell(ratio(imageq, naive), '{:.2f}')} |"
+                f" {_cell(ratio(imageq, naive), '{:.2f}')} (of medians) |"
             )
-    return [*lines, ""]
-
-
-def targets(results: Sequence[Result], meta: Mapping[str, Any], n: int = 1000) -> list[str]:
-    """The issue's targets at N = 1000, checked against this run's medians."""
-    rounds = by_design(results, n).get("imageq", [])
-    if not rounds:
-        return [f"N = {n:,} was not part of this run: no target is checked.", ""]
-    every_once = all(r["notified_once"] == n and r["completed"] == n for r in rounds)
-    lag = median_of(rounds, "lag_p99_s")
-    bound = meta["lag_target_s"]
-    scaled = f" (all x {meta['scale']:g})" if meta["scale"] != 1 else ""
-    against_naive = ratios(results)[n]
-    cpu, polls = against_naive["cpu_s_per_job"], against_naive["polls_per_job"]
-    lag_ratio = against_naive["lag_p99_s"]
-    rss = median_of(rounds, "rss_growth_kb_per_job")
-    memory = median_of(rounds, "redis_kb_per_job")
-    rss_marginal = marginal(results, "imageq", "rss_growth_kb_per_job", n)
-    memory_marginal = marginal(results, "imageq", "redis_kb_per_job", n)
-    checks = [
-        ("every job completed and notified exactly once, in every run", "yes" if every_once
-         else "no", every_once),
-        (f"notification lag p99 ≤ interval + jitter + 1 s{scaled} = {bound:.2f} s",
-         f"{lag:.2f} s", lag <= bound),
-        ("worker CPU-seconds per job ≤ 1.0 x naive", f"{cpu:.2f} x", cpu <= 1.0),
-        ("adaptive first poll: polls per job ≥ 40 % below the fixed schedule (naive's)",
-         f"{polls - 1:+.0%}", polls <= 0.6),
-        ("... with lag p99 no worse than the fixed schedule's", f"{lag_ratio:.2f} x",
-         lag_ratio <= 1.0),
-        ("worker RSS growth ≤ 10 KB per job in flight: (peak - idle) / N", f"{rss:.2f} KB",
-         rss <= 10),
-        ("... the same, marginal from the next smaller N", f"{rss_marginal:.2f} KB",
-         rss_marginal <= 10),
-        ("Redis ≤ 3 KB per job in flight: (peak - idle) / N", f"{memory:.2f} KB", memory <= 3),
-        ("... the same, marginal from the next smaller N", f"{memory_marginal:.2f} KB",
-         memory_marginal <= 3),
-    ]  # fmt: skip
-    lines = [f"At N = {n:,} in flight, {meta['processes']} imageq worker processes "
-             f"({len(rounds)} run(s), medians):", "",
-             "| target | measured | met |", "|---|---:|:---:|"]  # fmt: skip
-    lines += [
-        f"| {what} | {value} | {'✅' if ok else '❌'} |"
-        for what, value, ok in checks
-        if not value.startswith("nan")  # a marginal figure needs a smaller N in the run
-    ]
     return [*lines, ""]
 
 
@@ -231,14 +163,18 @@ def write_report(
     """The Markdown report: run facts, targets, capacity, a table per N, method notes."""
     lines = ["# imageq benchmark: imageq against the naive sleeping design", ""]
     lines += [f"- {key}: {value}" for key, value in meta["facts"].items()]
-    lines += ["", "## Targets (issue)", "", *targets(results, meta)]
+    floor = floor_of(meta)
+    lines += ["", "## Targets (issue)", "", *targets(results, meta, floor)]
+    lines += floor_section(results, meta, floor)
     lines += ["## Lag against load, and the in-flight capacity per worker process", ""]
     lines += capacity(results, meta)
     lines += [
         "## Results per N",
         "",
-        "Medians over runs; each ratio is the median of the per-run ratios (both designs of a run",
-        "get the same jobs and completion times).",
+        "Medians over runs. Each ratio is the median of the per-pair ratios, with their range:",
+        "a pair is one imageq round and one naive round on the same jobs and completion times,",
+        "run one after the other (imageq first in even repetitions, naive first in odd ones).",
+        "The load average is the 1-minute one, sampled at each round's start and end.",
         "",
     ]
     for n in ns_of(results):

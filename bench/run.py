@@ -1,9 +1,12 @@
 """`python -m bench.run [--n 100,1000,3000] [--reps 3] [--smoke] [--out DIR]`: the benchmark.
 
-For each N, each repetition runs both designs one after the other on the same jobs (imageq
-first on even repetitions, naive first on odd ones), each on a fresh Redis, simulator and
-receiver. N above `--single-above` runs once. Writes `report.md`, `plot.png` and
-`results.json` to `--out` and prints the ratios imageq/naive.
+For each N, each repetition is a pair: both designs one after the other on the same jobs
+(imageq first on even repetitions, naive first on odd ones, so a drift in the machine's load
+weighs on both alike), each on a fresh Redis, simulator and receiver. N above `--single-above`
+runs once (one pair: its ratios have no spread). The floor's pieces (`bench.floor`) are
+measured before the first round and after the last. Writes `report.md`, `plot.png` and
+`results.json` to `--out`, prints the ratios imageq/naive with their range, and with
+`--check-against` compares them with an earlier run's (`bench.reproduce`).
 
 The realistic completion times (medians 15-100 s by quality and resolution, clipped to
 5-130 s) make a round last over two minutes; to fit the default plan (14 rounds) in 15 minutes,
@@ -31,7 +34,9 @@ from pathlib import Path
 from typing import Any, Final
 
 from bench.designs import DESIGNS, PRODUCTION, Timing, polling_values
+from bench.floor import measure_floor
 from bench.report import ratios, write_plot, write_report
+from bench.reproduce import compare_files
 from bench.round import DUPLICATE_GRACE_INTERVALS, RoundPlan, run_round
 from imageq.config import PollingSettings
 from imageq.simulator.latency import REALISTIC_CLIP_S, parse_distribution
@@ -42,6 +47,8 @@ SMOKE_TIMING: Final = Timing(first_delay_s=1.0, interval_s=0.5, jitter_s=0.1, de
 ROUND_OVERHEAD_S: Final = 9.0
 # Jobs handed over per second, roughly, on two busy cores (imageq's producer is the slower).
 HANDOVER_PER_S: Final = 150.0
+# The floor's calls per piece and repetition, in --smoke (a second or two, not a figure).
+SMOKE_FLOOR_CALLS: Final = 40
 PRINTED: Final = ("lag_p50_s", "lag_p99_s", "polls_per_job", "submits_per_job", "cpu_s_per_job",
                   "rss_growth_kb_per_job", "redis_kb_per_job")  # fmt: skip
 
@@ -77,6 +84,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     add("--logs", type=Path, default=None, help="keep worker logs here (default: discarded)")
     add("--render", action="store_true",
         help="only write the report and plot again from --out's results.json")  # fmt: skip
+    add("--floor-calls", type=int, default=400,
+        help="the floor's calls per piece and repetition, at start and end (0: none)")  # fmt: skip
+    add("--floor-reps", type=int, default=3, help="the floor's interleaved repetitions")
+    add("--check-against", type=Path, default=None, metavar="RESULTS_JSON",
+        help="compare the ratios with an earlier run's (writes reproduction.md)")  # fmt: skip
     add(
         "--smoke",
         action="store_true",
@@ -87,6 +99,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     if args.smoke:
         args.n, args.reps = args.n or "20", 1
         args.latency, args.latency_scale = "uniform:1,3", 1.0
+        args.floor_calls, args.floor_reps = min(args.floor_calls, SMOKE_FLOOR_CALLS), 1
     args.n = args.n or "100,1000,3000"
     try:
         parse_distribution(args.latency)
@@ -156,16 +169,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     missing = [name for name in ("gevent", "matplotlib") if importlib.util.find_spec(name) is None]
     if missing:
         sys.exit(f"bench needs {', '.join(missing)}: pip install -e '.[bench]'")
+    if args.check_against is not None and not args.check_against.exists():
+        sys.exit(f"--check-against: {args.check_against} does not exist")
     args.out.mkdir(parents=True, exist_ok=True)
     started, load = time.monotonic(), os.getloadavg()
+    floor = {"start": _floor(args, "start")}
     with tempfile.TemporaryDirectory(prefix="imageq-bench-") as scratch:
         log_dir = args.logs or Path(scratch)
         rounds = plan(args, log_dir)
         print(f"{len(rounds)} rounds, about {estimate_s(rounds) / 60:.0f} min", flush=True)
         results = []
         for index, r in enumerate(rounds, 1):
-            round_started = time.monotonic()
-            result = {**run_round(r), "round_s": time.monotonic() - round_started}
+            round_started, load_start = time.monotonic(), os.getloadavg()[0]
+            result = {**run_round(r), "round_s": time.monotonic() - round_started,
+                      "loadavg_start": load_start, "loadavg_end": os.getloadavg()[0]}  # fmt: skip
             results.append(result)
             # Kept as it goes, so a run cut short still leaves its rounds behind.
             (args.out / "results.partial.json").write_text(json.dumps(results, indent=1))
@@ -176,14 +193,35 @@ def main(argv: Sequence[str] | None = None) -> int:
                 f" ({time.monotonic() - started:.0f} s elapsed)",
                 flush=True,
             )
+    floor["end"] = _floor(args, "end")
     meta = describe(args, rounds, results, load=load, duration_s=time.monotonic() - started)
+    meta["floor"] = floor if floor["start"] else None
     (args.out / "results.json").write_text(json.dumps({"meta": meta, "results": results}, indent=1))
     (args.out / "results.partial.json").unlink(missing_ok=True)
     write_report(args.out / "report.md", results, meta, notes(args))
     write_plot(args.out / "plot.png", results, meta)
     print_ratios(results)
     print(f"report: {args.out / 'report.md'}, plot: {args.out / 'plot.png'}")
+    if args.check_against is not None:
+        verdict = compare_files(args.check_against, args.out / "results.json")
+        (args.out / "reproduction.md").write_text(verdict)
+        print(f"\n{verdict}")
     return 0
+
+
+def _floor(args: argparse.Namespace, when: str) -> dict[str, Any] | None:
+    """The floor's pieces, measured now; None when --floor-calls is 0, or when the end's
+    measurement fails (the run's rounds are worth more than it: the report says it)."""
+    if args.floor_calls <= 0:
+        return None
+    print(f"floor ({when}): {args.floor_calls} calls x {args.floor_reps} per piece", flush=True)
+    if when == "start":
+        return measure_floor(calls=args.floor_calls, reps=args.floor_reps)
+    try:
+        return measure_floor(calls=args.floor_calls, reps=args.floor_reps)
+    except Exception as error:  # the rounds already run outweigh the end's floor
+        print(f"floor (end) not measured: {error!r}", flush=True)
+        return None
 
 
 def render(out: Path) -> int:
@@ -213,7 +251,12 @@ def describe(
         "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "command": "python -m bench.run " + " ".join(sys.argv[1:]),
         "duration": f"{duration_s / 60:.1f} min for {len(rounds)} rounds",
-        "plan": "; ".join(f"N = {n:,}: {k} run(s) of each design" for n, k in runs.items()),
+        "plan": "; ".join(
+            f"N = {n:,}: {k} pair(s) of rounds" + (" (no spread)" if k == 1 else "")
+            for n, k in runs.items()
+        )
+        + "; a pair runs both designs one after the other on the same jobs, imageq first in"
+        " even repetitions, naive first in odd ones",
         "machine": f"{os.cpu_count()} cores ({_cpu_model()}), load average "
         f"{load[0]:.2f} at start (shared with other work)",
         "software": f"Python {platform.python_version()}, "
@@ -232,8 +275,11 @@ def describe(
             for key, value in PollingSettings(**polling_values(timing)).model_dump().items()
         ),
     }
+    loads = [r[key] for r in results for key in ("loadavg_start", "loadavg_end")]
+    facts["machine"] += f"; {min(loads):.2f}-{max(loads):.2f} at the rounds' starts and ends"
     return {
         "facts": facts,
+        "polling_mode": args.polling_mode,
         "scale": args.latency_scale if not args.smoke else 1.0,
         "processes": args.processes,
         "interval_s": timing.interval_s,
@@ -291,10 +337,10 @@ def notes(args: argparse.Namespace) -> list[str]:
 
 
 def print_ratios(results: Sequence[dict[str, Any]]) -> None:
-    print("\nratios imageq/naive (median of per-run ratios):")
+    print("\nratios imageq/naive (median of the per-pair ratios, min-max):")
     for n, by_key in ratios(results).items():
-        shown = [key for key in PRINTED if not math.isnan(by_key[key])]
-        cells = ", ".join(f"{key} {by_key[key]:.2f}" for key in shown)
+        shown = [key for key in PRINTED if not math.isnan(by_key[key].median)]
+        cells = ", ".join(f"{key} {by_key[key].text(one='one pair')}" for key in shown)
         print(f"  N={n:,}: {cells}")
 
 
