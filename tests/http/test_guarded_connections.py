@@ -1,4 +1,4 @@
-"""The guard at connect time, over real HTTP on loopback: guarded sessions check the address
+"""The guard at connect time, over real HTTP on loopback: the outbound client checks the address
 each connection really goes to, redirect hops and re-resolved names included.
 
 Nothing here leaves loopback. A fence records every socket connect and refuses any that is not
@@ -8,23 +8,26 @@ each test of a refusal asserts the fence saw no attempt at all.
 
 from __future__ import annotations
 
+import inspect
 import ipaddress
 import socket
 import threading
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any, cast
 
 import pytest
-import requests
+import urllib3
+from urllib3.exceptions import NewConnectionError
 
 from imageq.worker.errors import UnsafeTarget
 from imageq.worker.outputs.fetching import fetch_image
 from imageq.worker.webhooks.addresses import TargetPolicy
 from imageq.worker.webhooks.guard import check_target
+from imageq.worker.webhooks.outbound import OutboundClient
 from imageq.worker.webhooks.sending import WebhookSender
-from imageq.worker.webhooks.sessions import ThreadSessions, guarded_session
 from imageq.worker.webhooks.signing import build_webhook
 from tests.unit.test_output_storage import PNG, fail
 
@@ -117,12 +120,14 @@ class _Server(ThreadingHTTPServer):
     daemon_threads = True
     routes: dict[str, Route]
     seen: list[tuple[str, str]]  # (path, Host header)
+    authorizations: list[str | None]  # the Authorization header of each request
 
 
 class _Handler(BaseHTTPRequestHandler):
     def _answer(self) -> None:
         server = cast(_Server, self.server)
         server.seen.append((self.path, self.headers.get("Host", "")))
+        server.authorizations.append(self.headers.get("Authorization"))
         length = int(self.headers.get("Content-Length") or 0)
         self.rfile.read(length)
         route = server.routes.get(self.path.partition("?")[0], respond(404, b"", "text/plain"))
@@ -154,7 +159,7 @@ def redirect(location: str) -> Route:
 @pytest.fixture
 def server() -> Iterator[_Server]:
     httpd = _Server(("127.0.0.1", 0), _Handler)
-    httpd.routes, httpd.seen = {}, []
+    httpd.routes, httpd.seen, httpd.authorizations = {}, [], []
     thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05})
     thread.start()
     try:
@@ -169,17 +174,26 @@ def port_of(server: _Server) -> int:
     return int(server.server_address[1])
 
 
-@pytest.fixture
-def make_session() -> Iterator[Callable[[TargetPolicy], requests.Session]]:
-    sessions: list[requests.Session] = []
+TIMEOUT = urllib3.Timeout(2)
 
-    def make(policy: TargetPolicy) -> requests.Session:
-        sessions.append(guarded_session(policy, user_agent="imageq-test"))
-        return sessions[-1]
+
+@pytest.fixture
+def make_client() -> Iterator[Callable[[TargetPolicy], OutboundClient]]:
+    clients: list[OutboundClient] = []
+
+    def make(policy: TargetPolicy) -> OutboundClient:
+        clients.append(OutboundClient(policy, user_agent="imageq-test"))
+        return clients[-1]
 
     yield make
-    for session in sessions:
-        session.close()
+    for client in clients:
+        client.close()
+
+
+def get(client: OutboundClient, url: str) -> urllib3.BaseHTTPResponse:
+    response = client.request("GET", url, timeout=TIMEOUT)
+    response.read()
+    return response
 
 
 # --- loopback: only when allowed ---------------------------------------------------------------
@@ -190,7 +204,7 @@ def test_loopback_only_when_allowed(
     server: _Server,
     fence: Fence,
     dns: Answers,
-    make_session: Callable[[TargetPolicy], requests.Session],
+    make_client: Callable[[TargetPolicy], OutboundClient],
     host: str,
 ) -> None:
     """Refused before connecting by default; reached with the loopback switch."""
@@ -200,12 +214,12 @@ def test_loopback_only_when_allowed(
     server.routes["/img"] = respond(200, b"ok", "text/plain")
     url = f"http://{host}:{port_of(server)}/img"
     with pytest.raises(UnsafeTarget, match="loopback"):
-        make_session(STRICT).get(url, timeout=2)
+        get(make_client(STRICT), url)
     assert (fence.inside, fence.outside, server.seen) == ([], [], [])
     if host == "[::1]":
         return  # the server listens on 127.0.0.1: reaching ::1 is not this test's point
-    response = make_session(LOOPBACK_ONLY).get(url, timeout=2)
-    assert response.status_code == 200
+    response = get(make_client(LOOPBACK_ONLY), url)
+    assert response.status == 200
     assert fence.outside == []
 
 
@@ -225,11 +239,11 @@ def test_loopback_only_when_allowed(
     ],
 )
 def test_metadata_and_link_local_refused_even_when_listed(
-    fence: Fence, make_session: Callable[[TargetPolicy], requests.Session], url: str
+    fence: Fence, make_client: Callable[[TargetPolicy], OutboundClient], url: str
 ) -> None:
     """Refused with loopback allowed and a list covering them, before any socket connects."""
     with pytest.raises(UnsafeTarget, match="never calls"):
-        make_session(LISTED).get(url, timeout=2)
+        get(make_client(LISTED), url)
     assert fence.outside == []
 
 
@@ -237,16 +251,16 @@ def test_metadata_and_link_local_refused_even_when_listed(
 
 
 def test_private_network_only_when_listed(
-    fence: Fence, dns: Answers, make_session: Callable[[TargetPolicy], requests.Session]
+    fence: Fence, dns: Answers, make_client: Callable[[TargetPolicy], OutboundClient]
 ) -> None:
     """Unlisted: refused before connecting. Listed: the guard lets the connect through (the
     test's fence then refuses it, so nothing leaves loopback)."""
     dns["receiver.test"] = ["10.0.0.7"]
     with pytest.raises(UnsafeTarget, match="IMAGEQ_WEBHOOK__ALLOWED_NETWORKS"):
-        make_session(LOOPBACK_ONLY).get("http://receiver.test:8080/hook", timeout=2)
+        get(make_client(LOOPBACK_ONLY), "http://receiver.test:8080/hook")
     assert fence.outside == []
-    with pytest.raises(requests.ConnectionError):
-        make_session(LISTED).get("http://receiver.test:8080/hook", timeout=2)
+    with pytest.raises(NewConnectionError):
+        get(make_client(LISTED), "http://receiver.test:8080/hook")
     assert fence.outside == [("10.0.0.7", 8080)]
 
 
@@ -257,13 +271,13 @@ def test_private_network_only_when_listed(
 def test_name_resolving_to_refused_address_is_refused_at_connect(
     fence: Fence,
     dns: Answers,
-    make_session: Callable[[TargetPolicy], requests.Session],
+    make_client: Callable[[TargetPolicy], OutboundClient],
     scheme: str,
 ) -> None:
     """A name whose answer is refused fails with no socket connected, http and https alike."""
     dns["cdn.test"] = ["169.254.169.254"]
     with pytest.raises(UnsafeTarget) as caught:
-        make_session(LISTED).get(f"{scheme}://cdn.test/img.png", timeout=2)
+        get(make_client(LISTED), f"{scheme}://cdn.test/img.png")
     assert "'cdn.test'" in str(caught.value)
     assert "169.254" not in str(caught.value)  # the address is for the operator's log only
     assert fence.outside == []
@@ -277,7 +291,7 @@ def test_rebinding_after_the_check_is_refused_at_connect(
     dns["hooks.test"] = ["127.0.0.1", "169.254.169.254"]
     url = f"http://hooks.test:{port_of(server)}/hook"
     check_target(url, LOOPBACK_ONLY)  # what enqueue and the attempt's pre-check do
-    sender = WebhookSender(ThreadSessions(LOOPBACK_ONLY, user_agent="imageq-test"), timeout_s=2)
+    sender = WebhookSender(OutboundClient(LOOPBACK_ONLY, user_agent="imageq-test"), timeout_s=2)
     attempt = sender.send(
         build_webhook(url, {"job_id": "j1"}, job_id="j1", secrets=[SECRET], now=NOW)
     )
@@ -288,7 +302,11 @@ def test_rebinding_after_the_check_is_refused_at_connect(
 
 
 def test_connection_goes_to_the_checked_address_with_the_name_as_host(
-    server: _Server, fence: Fence, dns: Answers, monkeypatch: pytest.MonkeyPatch
+    server: _Server,
+    fence: Fence,
+    dns: Answers,
+    monkeypatch: pytest.MonkeyPatch,
+    make_client: Callable[[TargetPolicy], OutboundClient],
 ) -> None:
     """One lookup per connection, a connect to exactly that answer, and the name in Host."""
     dns["pinned.test"] = ["127.0.0.1"]
@@ -301,26 +319,36 @@ def test_connection_goes_to_the_checked_address_with_the_name_as_host(
 
     monkeypatch.setattr(socket, "getaddrinfo", counting)
     server.routes["/img"] = respond(200, b"ok", "text/plain")
-    with guarded_session(LOOPBACK_ONLY, user_agent="imageq-test") as session:
-        assert session.get(f"http://pinned.test:{port_of(server)}/img", timeout=2).ok
+    client = make_client(LOOPBACK_ONLY)
+    assert get(client, f"http://pinned.test:{port_of(server)}/img").status == 200
     assert lookups == ["pinned.test"]
     assert fence.inside == [("127.0.0.1", port_of(server))]
     assert server.seen == [("/img", f"pinned.test:{port_of(server)}")]
 
 
-def test_proxy_variables_are_ignored(
-    server: _Server, fence: Fence, monkeypatch: pytest.MonkeyPatch
+def test_proxy_variables_and_netrc_are_ignored(
+    server: _Server,
+    fence: Fence,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    make_client: Callable[[TargetPolicy], OutboundClient],
 ) -> None:
-    """Through a proxy the target's address would go unchecked: guarded sessions connect
-    directly whatever HTTP_PROXY says, and refuse a proxy handed to them."""
+    """Through a proxy the target's address would go unchecked: the outbound client connects
+    directly whatever HTTP_PROXY says, and takes no proxy at all. Nor does a job's URL collect
+    the machine's .netrc credentials."""
     monkeypatch.setenv("HTTP_PROXY", "http://10.0.0.1:3128")
     monkeypatch.setenv("NO_PROXY", "")
+    netrc = tmp_path / "netrc"
+    netrc.write_text("machine 127.0.0.1 login me password not-for-a-job\n")
+    netrc.chmod(0o600)
+    monkeypatch.setenv("NETRC", str(netrc))
     server.routes["/img"] = respond(200, b"ok", "text/plain")
-    with guarded_session(LOOPBACK_ONLY, user_agent="imageq-test") as session:
-        url = f"http://127.0.0.1:{port_of(server)}/img"
-        assert session.get(url, timeout=2).ok
-        with pytest.raises(UnsafeTarget, match="proxies"):
-            session.get(url, timeout=2, proxies={"http": "http://10.0.0.1:3128"})
+    url = f"http://127.0.0.1:{port_of(server)}/img"
+    assert get(make_client(LOOPBACK_ONLY), url).status == 200
+    assert fence.inside == [("127.0.0.1", port_of(server))]
+    assert server.seen == [("/img", f"127.0.0.1:{port_of(server)}")]  # not a proxy's absolute URI
+    assert server.authorizations == [None]
+    assert not {"proxy", "proxies"} & set(inspect.signature(OutboundClient.request).parameters)
     assert fence.outside == []
 
 
@@ -341,7 +369,7 @@ def test_download_redirect_to_refused_address_is_final(
     server: _Server,
     fence: Fence,
     dns: Answers,
-    make_session: Callable[[TargetPolicy], requests.Session],
+    make_client: Callable[[TargetPolicy], OutboundClient],
     location: str,
     refusal: str,
 ) -> None:
@@ -350,7 +378,7 @@ def test_download_redirect_to_refused_address_is_final(
     dns["evil.test"] = ["169.254.169.254"]
     server.routes["/out"] = redirect(location)
     url = f"http://127.0.0.1:{port_of(server)}/out?sig=SECRET"
-    error = fail(lambda: fetch_image(make_session(LOOPBACK_ONLY), url, **LIMITS))
+    error = fail(lambda: fetch_image(make_client(LOOPBACK_ONLY), url, **LIMITS))
     assert not error.retryable
     assert refusal in error.message
     assert "SECRET" not in error.message
@@ -362,14 +390,14 @@ def test_download_redirect_to_allowed_host_is_followed(
     server: _Server,
     fence: Fence,
     dns: Answers,
-    make_session: Callable[[TargetPolicy], requests.Session],
+    make_client: Callable[[TargetPolicy], OutboundClient],
 ) -> None:
     """A hop to an allowed host is followed as before: each hop is checked, not forbidden."""
     dns["cdn.test"] = ["127.0.0.1"]
     server.routes["/out"] = redirect(f"http://cdn.test:{port_of(server)}/img.png")
     server.routes["/img.png"] = respond(200, PNG, "image/png")
     body, media_type = fetch_image(
-        make_session(LOOPBACK_ONLY), f"http://127.0.0.1:{port_of(server)}/out", **LIMITS
+        make_client(LOOPBACK_ONLY), f"http://127.0.0.1:{port_of(server)}/out", **LIMITS
     )
     assert (body, media_type) == (PNG, "image/png")
     assert fence.outside == []
@@ -379,7 +407,7 @@ def test_webhook_redirect_is_not_followed(server: _Server, fence: Fence) -> None
     """A receiver's 3xx is its answer: the webhook never goes where Location points."""
     server.routes["/hook"] = redirect("http://169.254.169.254/latest/meta-data/")
     url = f"http://127.0.0.1:{port_of(server)}/hook"
-    sender = WebhookSender(ThreadSessions(LOOPBACK_ONLY, user_agent="imageq-test"), timeout_s=2)
+    sender = WebhookSender(OutboundClient(LOOPBACK_ONLY, user_agent="imageq-test"), timeout_s=2)
     attempt = sender.send(
         build_webhook(url, {"job_id": "j1"}, job_id="j1", secrets=[SECRET], now=NOW)
     )
