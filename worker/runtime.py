@@ -56,7 +56,12 @@ def connect_store(settings: Settings) -> JobStore:
 
 
 def build_runtime(settings: Settings) -> Runtime:
-    outbound = OutboundClient(target_policy(settings.webhook), user_agent=settings.api.user_agent)
+    outbound = OutboundClient(
+        target_policy(settings.webhook),
+        user_agent=settings.api.user_agent,
+        # Every Celery thread and every poller thread may send a webhook or download at once.
+        max_connections=settings.worker.concurrency + settings.polling.poller_threads,
+    )
     return Runtime(
         settings=settings,
         # Every Celery thread and every poller thread may be in an API call at once.

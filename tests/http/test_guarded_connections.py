@@ -10,9 +10,12 @@ from __future__ import annotations
 
 import inspect
 import ipaddress
+import logging
 import socket
+import ssl
 import threading
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -22,6 +25,7 @@ import pytest
 import urllib3
 from urllib3.exceptions import NewConnectionError
 
+from imageq.producers.verify import verify_webhook
 from imageq.worker.errors import UnsafeTarget
 from imageq.worker.outputs.fetching import fetch_image
 from imageq.worker.webhooks.addresses import TargetPolicy
@@ -121,6 +125,7 @@ class _Server(ThreadingHTTPServer):
     routes: dict[str, Route]
     seen: list[tuple[str, str]]  # (path, Host header)
     authorizations: list[str | None]  # the Authorization header of each request
+    received: list[tuple[bytes, dict[str, str]]]  # (body, headers by lowercase name)
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -129,7 +134,8 @@ class _Handler(BaseHTTPRequestHandler):
         server.seen.append((self.path, self.headers.get("Host", "")))
         server.authorizations.append(self.headers.get("Authorization"))
         length = int(self.headers.get("Content-Length") or 0)
-        self.rfile.read(length)
+        headers = {name.lower(): value for name, value in self.headers.items()}
+        server.received.append((self.rfile.read(length), headers))
         route = server.routes.get(self.path.partition("?")[0], respond(404, b"", "text/plain"))
         route(self)
 
@@ -159,7 +165,11 @@ def redirect(location: str) -> Route:
 @pytest.fixture
 def server() -> Iterator[_Server]:
     httpd = _Server(("127.0.0.1", 0), _Handler)
-    httpd.routes, httpd.seen, httpd.authorizations = {}, [], []
+    yield from serve(httpd)
+
+
+def serve(httpd: _Server) -> Iterator[_Server]:
+    httpd.routes, httpd.seen, httpd.authorizations, httpd.received = {}, [], [], []
     thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05})
     thread.start()
     try:
@@ -168,6 +178,17 @@ def server() -> Iterator[_Server]:
         httpd.shutdown()
         httpd.server_close()
         thread.join(timeout=5)
+
+
+@pytest.fixture
+def tls_server(tls_files: tuple[Path, Path, Path]) -> Iterator[_Server]:
+    """The same server behind TLS, with a certificate for 127.0.0.1 from a test CA."""
+    _, key, cert = tls_files
+    httpd = _Server(("127.0.0.1", 0), _Handler)
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(cert, key)
+    httpd.socket = context.wrap_socket(httpd.socket, server_side=True)
+    yield from serve(httpd)
 
 
 def port_of(server: _Server) -> int:
@@ -413,4 +434,84 @@ def test_webhook_redirect_is_not_followed(server: _Server, fence: Fence) -> None
     )
     assert attempt.http_status == 302
     assert [path for path, _ in server.seen] == ["/hook"]
+    assert fence.outside == []
+
+
+# --- the shared client: signing, TLS, threads, a check per connection ---------------------------
+
+
+def webhook_to(url: str, job_id: str = "j1") -> Any:
+    return build_webhook(url, {"job_id": job_id}, job_id=job_id, secrets=[SECRET], now=NOW)
+
+
+def test_the_signed_bytes_are_the_bytes_received(server: _Server) -> None:
+    """The receiver verifies the signature on the body exactly as it arrived."""
+    server.routes["/hook"] = respond(204, b"", "text/plain")
+    client = OutboundClient(LOOPBACK_ONLY, user_agent="imageq-test")
+    attempt = WebhookSender(client, timeout_s=2).send(
+        webhook_to(f"http://127.0.0.1:{port_of(server)}/hook")
+    )
+    assert attempt.http_status == 204
+    ((body, headers),) = server.received
+    assert verify_webhook(body, headers, SECRET, now=NOW.timestamp()) == {"job_id": "j1"}
+    assert (headers["user-agent"], headers["content-type"]) == ("imageq-test", "application/json")
+
+
+def test_each_webhook_connects_and_is_checked_anew(
+    server: _Server, fence: Fence, dns: Answers
+) -> None:
+    """The client is shared and long-lived, but each webhook opens its own connection: a name
+    that rebinds between two webhooks is refused on the second, which sends nothing."""
+    dns["hooks.test"] = ["127.0.0.1", "169.254.169.254"]
+    server.routes["/hook"] = respond(200, b"ok", "text/plain")
+    sender = WebhookSender(OutboundClient(LOOPBACK_ONLY, user_agent="imageq-test"), timeout_s=2)
+    url = f"http://hooks.test:{port_of(server)}/hook"
+    assert sender.send(webhook_to(url)).http_status == 200
+    refused = sender.send(webhook_to(url))
+    assert refused.http_status is None
+    assert refused.error is not None
+    assert "refused to connect to 'hooks.test'" in refused.error
+    assert [path for path, _ in server.seen] == ["/hook"]
+    assert fence.inside == [("127.0.0.1", port_of(server))]
+    assert fence.outside == []
+
+
+def test_threads_share_one_client_without_discarding(
+    server: _Server, caplog: pytest.LogCaptureFixture
+) -> None:
+    """16 threads send 160 webhooks through one client sized for them: each is delivered, and
+    urllib3 never warns of a full pool."""
+    server.routes["/hook"] = respond(200, b"", "text/plain")
+    client = OutboundClient(LOOPBACK_ONLY, user_agent="imageq-test", max_connections=16)
+    sender = WebhookSender(client, timeout_s=5)
+    url = f"http://127.0.0.1:{port_of(server)}/hook"
+    with caplog.at_level(logging.WARNING, logger="urllib3"), ThreadPoolExecutor(16) as pool:
+        statuses = list(
+            pool.map(lambda n: sender.send(webhook_to(url, f"j{n}")).http_status, range(160))
+        )
+    client.close()
+    assert statuses == [200] * 160
+    assert sorted(headers["webhook-id"] for _, headers in server.received) == sorted(
+        f"msg_j{n}" for n in range(160)
+    )
+    assert [record.getMessage() for record in caplog.records] == []
+
+
+def test_https_is_verified_against_certifi_and_the_name(
+    tls_server: _Server, tls_files: tuple[Path, Path, Path], fence: Fence, dns: Answers
+) -> None:
+    """Certifi's bundle refuses the test CA; with the test CA, 127.0.0.1 is delivered, and a
+    name resolving to 127.0.0.1 is still refused, since the certificate is not for that name
+    (the name, not the address, is what TLS checks). Nothing reaches the server unverified."""
+    tls_server.routes["/hook"] = respond(200, b"", "text/plain")
+    port = port_of(tls_server)
+    untrusting = WebhookSender(OutboundClient(LOOPBACK_ONLY, user_agent="t"), timeout_s=2)
+    assert untrusting.send(webhook_to(f"https://127.0.0.1:{port}/hook")).error == "SSLError"
+    assert tls_server.received == []
+    client = OutboundClient(LOOPBACK_ONLY, user_agent="t", ca_bundle=str(tls_files[0]))
+    trusting = WebhookSender(client, timeout_s=2)
+    assert trusting.send(webhook_to(f"https://127.0.0.1:{port}/hook")).http_status == 200
+    dns["other-name.test"] = ["127.0.0.1"]
+    assert trusting.send(webhook_to(f"https://other-name.test:{port}/hook")).error == "SSLError"
+    assert [path for path, _ in tls_server.seen] == ["/hook"]
     assert fence.outside == []

@@ -36,19 +36,27 @@ MAX_HOSTS: Final = 64
 
 class OutboundClient:
     """Sends one request to a URL through the guard and returns the answer unread
-    (`preload_content=False`): the caller reads what it needs and closes it."""
+    (`preload_content=False`): the caller reads what it needs and closes it. Thread-safe.
+
+    A pool per host (scheme, host, port), at most `max_hosts` of them, each keeping up to
+    `max_connections` connections: the number of threads that may send at once, so that none
+    is discarded with a warning. `ca_bundle` replaces certifi's bundle (tests).
+    """
 
     def __init__(
         self,
         policy: TargetPolicy,
         *,
         user_agent: str,
+        max_connections: int = 10,
         max_hosts: int = MAX_HOSTS,
         ca_bundle: str | None = None,
     ) -> None:
         self._manager = CheckedPoolManager(
             policy,
             num_pools=max_hosts,
+            maxsize=max_connections,
+            block=False,
             retries=NO_RETRIES,
             ssl_context=verifying_context(ca_bundle or certifi.where()),
         )
