@@ -122,6 +122,8 @@ Route = Callable[[BaseHTTPRequestHandler], None]
 
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
+    # The default backlog of 5 drops connections when 16 threads connect at once.
+    request_queue_size = 128
     routes: dict[str, Route]
     seen: list[tuple[str, str]]  # (path, Host header)
     authorizations: list[str | None]  # the Authorization header of each request
