@@ -16,19 +16,20 @@ from imageq.worker.store.sample_cache import SampleCache
 from imageq.worker.upstream.client import ApiClient
 from imageq.worker.upstream.gate import OPEN_GATE, Gate, open_gate
 from imageq.worker.webhooks.guard import target_policy
+from imageq.worker.webhooks.outbound import OutboundClient
 from imageq.worker.webhooks.sending import WebhookSender
-from imageq.worker.webhooks.sessions import ThreadSessions
 
 
 @dataclass(frozen=True)
 class Runtime:
-    """Settings, the API client, the job store and the webhook sender, plus clock and dice."""
+    """Settings, the API client, the job store, the webhook sender and the outbound client
+    (webhooks, downloads), plus clock and dice."""
 
     settings: Settings
     client: ApiClient
     store: JobStore
     webhooks: WebhookSender
-    sessions: ThreadSessions
+    outbound: OutboundClient
     storage: Storage | None
     # Recent generation times per quality and resolution, for the adaptive poll schedule.
     samples: SampleCache
@@ -58,7 +59,12 @@ def connect_store(settings: Settings) -> JobStore:
 
 
 def build_runtime(settings: Settings) -> Runtime:
-    sessions = ThreadSessions(target_policy(settings.webhook), user_agent=settings.api.user_agent)
+    outbound = OutboundClient(
+        target_policy(settings.webhook),
+        user_agent=settings.api.user_agent,
+        # Every Celery thread and every poller thread may send a webhook or download at once.
+        max_connections=settings.worker.concurrency + settings.polling.poller_threads,
+    )
     store = connect_store(settings)
     return Runtime(
         settings=settings,
@@ -68,8 +74,8 @@ def build_runtime(settings: Settings) -> Runtime:
             max_connections=settings.worker.concurrency + settings.polling.poller_threads,
         ),
         store=store,
-        webhooks=WebhookSender(sessions, timeout_s=settings.webhook.timeout_s),
-        sessions=sessions,
+        webhooks=WebhookSender(outbound, timeout_s=settings.webhook.timeout_s),
+        outbound=outbound,
         storage=open_configured_storage(settings.storage) if settings.storage.enabled else None,
         samples=SampleCache(
             store.generation_samples,

@@ -28,7 +28,7 @@ from imageq.worker.outputs.fetching import (
 )
 from imageq.worker.outputs.storage import FsspecStorage, LocalStorage
 from imageq.worker.webhooks.addresses import TargetPolicy
-from imageq.worker.webhooks.sessions import guarded_session
+from imageq.worker.webhooks.outbound import OutboundClient
 from tests.unit.test_output_storage import FINISHED_AT, PNG, encode, fail, stored_files
 
 KEY = "k"
@@ -136,12 +136,11 @@ def redirect(location: str, status: int = 302) -> Route:
 
 
 @pytest.fixture
-def session() -> Iterator[requests.Session]:
-    # The worker's kind of session: guarded, loopback allowed (the test server's address).
-    with guarded_session(TargetPolicy(allow_loopback=True), user_agent="imageq-test") as session:
-        # As the API client's session has: it must never reach an output URL.
-        session.headers["Authorization"] = "Bearer sk-never-to-a-cdn"
-        yield session
+def client() -> Iterator[OutboundClient]:
+    # The worker's outbound client: guarded, loopback allowed (the test server's address).
+    client = OutboundClient(TargetPolicy(allow_loopback=True), user_agent="imageq-test")
+    yield client
+    client.close()
 
 
 # --- images -------------------------------------------------------------------------------------
@@ -149,7 +148,7 @@ def session() -> Iterator[requests.Session]:
 
 def save(
     storage: LocalStorage,
-    session: requests.Session,
+    client: OutboundClient,
     url: str,
     *,
     expected_size: tuple[int, int] | None = None,
@@ -157,7 +156,7 @@ def save(
 ) -> SavedImage:
     return save_output(
         storage,
-        session,
+        client,
         url=url,
         job_id="job1",
         index=0,
@@ -201,12 +200,12 @@ def completed_output_url(sim: SimulatorServer, aspect_ratio: str) -> str:
 
 
 def test_simulator_png_is_saved_with_its_digest_and_size(
-    sim: SimulatorServer, session: requests.Session, tmp_path: Path
+    sim: SimulatorServer, client: OutboundClient, tmp_path: Path
 ) -> None:
     """A simulator output lands under date/job/index with the right sha256, size and type."""
     url = completed_output_url(sim, "16:9")
     expected = pixel_size("16:9", "1K")
-    saved = save(LocalStorage(tmp_path), session, url, expected_size=expected)
+    saved = save(LocalStorage(tmp_path), client, url, expected_size=expected)
     stored = (tmp_path / "2026-11-26" / "job1" / "0.png").read_bytes()
     assert saved.location == str(tmp_path.resolve() / "2026-11-26" / "job1" / "0.png")
     assert saved.sha256 == hashlib.sha256(stored).hexdigest()
@@ -224,11 +223,11 @@ def test_simulator_png_is_saved_with_its_digest_and_size(
 
 
 def test_simulator_output_of_the_wrong_size_is_refused(
-    sim: SimulatorServer, session: requests.Session, tmp_path: Path
+    sim: SimulatorServer, client: OutboundClient, tmp_path: Path
 ) -> None:
     """An image whose pixels differ from the size table is final, with both sizes named."""
     url = completed_output_url(sim, "1:1")
-    error = fail(lambda: save(LocalStorage(tmp_path), session, url, expected_size=(1536, 864)))
+    error = fail(lambda: save(LocalStorage(tmp_path), client, url, expected_size=(1536, 864)))
     assert not error.retryable
     assert "1024x1024" in error.message
     assert "1536x864" in error.message
@@ -248,7 +247,7 @@ def test_simulator_output_of_the_wrong_size_is_refused(
 )
 def test_decoded_format_picks_extension_and_type(
     origin: Origin,
-    session: requests.Session,
+    client: OutboundClient,
     tmp_path: Path,
     image_format: str,
     served_as: str,
@@ -258,18 +257,18 @@ def test_decoded_format_picks_extension_and_type(
     """The format Pillow reads wins over the Content-Type header."""
     body = encode(image_format, (40, 30))
     origin.routes["/img"] = respond(200, body, content_type=served_as)
-    saved = save(LocalStorage(tmp_path), session, origin.url("/img"), expected_size=(40, 30))
+    saved = save(LocalStorage(tmp_path), client, origin.url("/img"), expected_size=(40, 30))
     assert saved.content_type == content_type
     assert Path(saved.location).name == f"0.{extension}"
     assert Path(saved.location).read_bytes() == body
 
 
 def test_the_api_key_is_not_sent_to_output_urls(
-    origin: Origin, session: requests.Session, tmp_path: Path
+    origin: Origin, client: OutboundClient, tmp_path: Path
 ) -> None:
-    """The session's Authorization header stays with the API."""
+    """The API key stays with the API client: a download sends no Authorization header."""
     origin.routes["/img"] = respond(200, PNG)
-    save(LocalStorage(tmp_path), session, origin.url("/img"))
+    save(LocalStorage(tmp_path), client, origin.url("/img"))
     ((_, headers),) = origin.server.seen
     assert "Authorization" not in headers
 
@@ -281,22 +280,22 @@ def test_the_api_key_is_not_sent_to_output_urls(
     ("status", "retryable"), [(404, True), (410, False), (403, False), (429, True), (503, True)]
 )
 def test_http_errors_keep_their_status(
-    origin: Origin, session: requests.Session, status: int, retryable: bool
+    origin: Origin, client: OutboundClient, status: int, retryable: bool
 ) -> None:
     """404 may be a CDN lagging behind, so it is retried; 410 and 403 are final."""
     origin.routes["/img"] = respond(status, b"{}", content_type="application/json")
-    error = fail(lambda: fetch_image(session, origin.url("/img?sig=SECRET"), **vars(LIMITS)))
+    error = fail(lambda: fetch_image(client, origin.url("/img?sig=SECRET"), **vars(LIMITS)))
     assert (error.retryable, error.http_status) == (retryable, status)
     assert "SECRET" not in error.message
     assert "/img" in error.message
 
 
-def test_connection_refused_is_retryable(session: requests.Session) -> None:
+def test_connection_refused_is_retryable(client: OutboundClient) -> None:
     """Nobody listening is a transient failure without an HTTP status."""
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    error = fail(lambda: fetch_image(session, f"http://127.0.0.1:{port}/x?t=1", **vars(LIMITS)))
+    error = fail(lambda: fetch_image(client, f"http://127.0.0.1:{port}/x?t=1", **vars(LIMITS)))
     assert (error.retryable, error.http_status) == (True, None)
 
 
@@ -312,51 +311,51 @@ def test_connection_refused_is_retryable(session: requests.Session) -> None:
     ids=["content-length", "streamed"],
 )
 def test_oversized_body_is_final_and_nothing_is_stored(
-    origin: Origin, session: requests.Session, tmp_path: Path, route: Route, refusal: str
+    origin: Origin, client: OutboundClient, tmp_path: Path, route: Route, refusal: str
 ) -> None:
     """A body over max_bytes is refused, early when Content-Length says so, else mid-stream."""
     origin.routes["/img"] = route
     limits = DownloadLimits(
         max_bytes=4096, connect_timeout_s=2.0, read_timeout_s=2.0, total_timeout_s=5.0
     )
-    error = fail(lambda: save(LocalStorage(tmp_path), session, origin.url("/img"), limits=limits))
+    error = fail(lambda: save(LocalStorage(tmp_path), client, origin.url("/img"), limits=limits))
     assert not error.retryable
     assert refusal in error.message
     assert stored_files(tmp_path) == []
 
 
-def test_html_body_is_final(origin: Origin, session: requests.Session, tmp_path: Path) -> None:
+def test_html_body_is_final(origin: Origin, client: OutboundClient, tmp_path: Path) -> None:
     """A Content-Type that is not image/* is final (an error page, a login wall)."""
     origin.routes["/img"] = respond(200, b"<html>expired</html>", content_type="text/html")
-    error = fail(lambda: save(LocalStorage(tmp_path), session, origin.url("/img")))
+    error = fail(lambda: save(LocalStorage(tmp_path), client, origin.url("/img")))
     assert (error.retryable, error.http_status) == (False, 200)
     assert stored_files(tmp_path) == []
 
 
 def test_non_image_claiming_png_is_final(
-    origin: Origin, session: requests.Session, tmp_path: Path
+    origin: Origin, client: OutboundClient, tmp_path: Path
 ) -> None:
     """Bytes that Pillow cannot read are final whatever the header says."""
     origin.routes["/img"] = respond(200, b"definitely not a png", content_type="image/png")
-    error = fail(lambda: save(LocalStorage(tmp_path), session, origin.url("/img")))
+    error = fail(lambda: save(LocalStorage(tmp_path), client, origin.url("/img")))
     assert not error.retryable
     assert stored_files(tmp_path) == []
 
 
-def test_truncated_body_is_retryable(origin: Origin, session: requests.Session) -> None:
+def test_truncated_body_is_retryable(origin: Origin, client: OutboundClient) -> None:
     """A connection closed before Content-Length bytes arrived may work next time."""
     origin.routes["/img"] = respond(200, PNG[:20], declared_length=len(PNG))
-    error = fail(lambda: fetch_image(session, origin.url("/img"), **vars(LIMITS)))
+    error = fail(lambda: fetch_image(client, origin.url("/img"), **vars(LIMITS)))
     assert (error.retryable, error.http_status) == (True, 200)
 
 
-def test_slow_body_hits_the_total_timeout(origin: Origin, session: requests.Session) -> None:
+def test_slow_body_hits_the_total_timeout(origin: Origin, client: OutboundClient) -> None:
     """Bytes trickling in faster than the read timeout still cannot outlast total_timeout_s."""
     origin.routes["/img"] = stream(b"x", count=100, pause_s=0.02, length=100)
     started = time.monotonic()
     error = fail(
         lambda: fetch_image(
-            session,
+            client,
             origin.url("/img"),
             max_bytes=1000,
             connect_timeout_s=1.0,
@@ -372,38 +371,36 @@ def test_slow_body_hits_the_total_timeout(origin: Origin, session: requests.Sess
 # --- redirects ----------------------------------------------------------------------------------
 
 
-def test_one_redirect_is_followed(
-    origin: Origin, session: requests.Session, tmp_path: Path
-) -> None:
+def test_one_redirect_is_followed(origin: Origin, client: OutboundClient, tmp_path: Path) -> None:
     """A CDN redirect, relative Location included, leads to the image."""
     origin.routes["/out"] = redirect("/cdn/img.png?token=x")
     origin.routes["/cdn/img.png"] = respond(200, PNG)
-    saved = save(LocalStorage(tmp_path), session, origin.url("/out"), expected_size=(64, 48))
+    saved = save(LocalStorage(tmp_path), client, origin.url("/out"), expected_size=(64, 48))
     assert Path(saved.location).read_bytes() == PNG
     assert origin.paths_seen() == ["/out", "/cdn/img.png?token=x"]
 
 
-def test_redirect_loop_fails(origin: Origin, session: requests.Session) -> None:
+def test_redirect_loop_fails(origin: Origin, client: OutboundClient) -> None:
     """At most three redirects are followed; a loop is final."""
     origin.routes["/loop"] = redirect("/loop", status=307)
-    error = fail(lambda: fetch_image(session, origin.url("/loop"), **vars(LIMITS)))
+    error = fail(lambda: fetch_image(client, origin.url("/loop"), **vars(LIMITS)))
     assert (error.retryable, error.http_status) == (False, 307)
     assert len(origin.paths_seen()) == 4
 
 
-def test_redirect_to_another_scheme_is_final(origin: Origin, session: requests.Session) -> None:
+def test_redirect_to_another_scheme_is_final(origin: Origin, client: OutboundClient) -> None:
     """Only http(s) is fetched, wherever a redirect points."""
     origin.routes["/out"] = redirect("file:///etc/passwd")
-    error = fail(lambda: fetch_image(session, origin.url("/out"), **vars(LIMITS)))
+    error = fail(lambda: fetch_image(client, origin.url("/out"), **vars(LIMITS)))
     assert not error.retryable
 
 
-def test_save_output_to_fsspec(origin: Origin, session: requests.Session, bucket: str) -> None:
+def test_save_output_to_fsspec(origin: Origin, client: OutboundClient, bucket: str) -> None:
     """save_output works the same on any Storage."""
     origin.routes["/img"] = respond(200, PNG)
     saved = save_output(
         FsspecStorage(f"memory://{bucket}"),
-        session,
+        client,
         url=origin.url("/img"),
         job_id="job1",
         index=3,

@@ -5,10 +5,8 @@ whether the request can have left, and one pool shared by many threads."""
 from __future__ import annotations
 
 import json
-import shutil
 import socket
 import ssl
-import subprocess
 import threading
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -192,27 +190,6 @@ def test_one_pool_serves_many_threads() -> None:
             answers = list(pool.map(lambda n: client.get_task(ids[n % 8]).task_id, range(400)))
         client.close()
     assert answers == [ids[n % 8] for n in range(400)]
-
-
-@pytest.fixture(scope="module")
-def tls_files(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, Path]:
-    """A throwaway CA and a certificate it signed for 127.0.0.1 (skipped without openssl)."""
-    if shutil.which("openssl") is None:
-        pytest.skip("no openssl to make a certificate with")
-    where = tmp_path_factory.mktemp("tls")
-    ca, key, cert = where / "ca.crt", where / "server.key", where / "server.crt"
-
-    def openssl(*args: str) -> None:
-        subprocess.run(["openssl", *args], check=True, capture_output=True, cwd=where)
-
-    openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
-            "-keyout", "ca.key", "-out", str(ca), "-subj", "/CN=imageq test CA")  # fmt: skip
-    openssl("req", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key),
-            "-out", "server.csr", "-subj", "/CN=127.0.0.1")  # fmt: skip
-    (where / "san.cnf").write_text("subjectAltName=IP:127.0.0.1\n")
-    openssl("x509", "-req", "-in", "server.csr", "-CA", str(ca), "-CAkey", "ca.key",
-            "-CAcreateserial", "-days", "1", "-extfile", "san.cnf", "-out", str(cert))  # fmt: skip
-    return ca, key, cert
 
 
 @pytest.fixture

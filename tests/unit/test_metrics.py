@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 import redis
-import requests
+import urllib3
 from prometheus_client.core import Metric
 from prometheus_client.registry import REGISTRY
 
@@ -22,6 +22,8 @@ from imageq.worker.metrics_cluster import (
 )
 from imageq.worker.outputs.fetching import fetch_image
 from imageq.worker.store.job_store import JobStore
+from imageq.worker.webhooks.addresses import TargetPolicy
+from imageq.worker.webhooks.outbound import OutboundClient
 
 
 @pytest.mark.parametrize(
@@ -47,17 +49,17 @@ def test_count_api_request_counts_and_times() -> None:
     )
 
 
-class _RefusingSession(requests.Session):
-    """A guarded session's refusal, as `webhooks.connecting` raises it before connecting."""
+class _RefusingClient(OutboundClient):
+    """The outbound client's refusal, as `webhooks.connecting` raises it before connecting."""
 
-    def get(self, url: str | bytes, **_: Any) -> requests.Response:
+    def request(self, method: str, url: str, **_: Any) -> urllib3.BaseHTTPResponse:
         raise UnsafeTarget("refused to connect to '10.0.0.1': it resolves to a private address")
 
 
-def _fetch_error(session: requests.Session) -> DownloadFailed:
+def _fetch_error(client: OutboundClient) -> DownloadFailed:
     with pytest.raises(DownloadFailed) as caught:
         fetch_image(
-            session,
+            client,
             "http://images.invalid/a.png",
             max_bytes=100,
             connect_timeout_s=1,
@@ -69,7 +71,10 @@ def _fetch_error(session: requests.Session) -> DownloadFailed:
 
 def test_a_refused_address_is_counted_refused() -> None:
     """The guard's refusal, raised through fetching, is told apart from other final errors."""
-    assert download_outcome(_fetch_error(_RefusingSession())) == "refused"
+    assert (
+        download_outcome(_fetch_error(_RefusingClient(TargetPolicy(), user_agent="imageq-test")))
+        == "refused"
+    )
 
 
 @pytest.mark.parametrize(

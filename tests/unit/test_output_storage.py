@@ -22,6 +22,7 @@ from imageq.worker.outputs.fetching import (
     is_retryable_status,
     output_key,
     redact_url,
+    redirect_target,
 )
 from imageq.worker.outputs.storage import FsspecStorage, LocalStorage, mask_userinfo, open_storage
 
@@ -212,3 +213,24 @@ def test_fsspec_missing_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None
     with pytest.raises(ImportError, match=r"pip install 'imageq\[fsspec\]'") as caught:
         FsspecStorage("s3://KEY:SECRET@bucket")
     assert "SECRET" not in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("status", "location", "target"),
+    [
+        (302, "/cdn/a.png?t=1", "/cdn/a.png?t=1"),
+        (301, "https://cdn.example/a.png", "https://cdn.example/a.png"),
+        (303, "/a", "/a"),
+        (307, "/a", "/a"),
+        (308, "/a", "/a"),
+        (302, None, None),  # a redirect status without a Location is an answer
+        (200, "/a", None),
+        (300, "/a", None),
+        (304, "/a", None),
+        (302, "/caf\u00c3\u00a9.png", "/caf\u00e9.png"),  # UTF-8 read back from Latin-1
+        (302, "/\u00ff.png", "/\u00ff.png"),  # not UTF-8: kept as it came
+    ],
+)
+def test_redirect_target(status: int, location: str | None, target: str | None) -> None:
+    """Only 301, 302, 303, 307 and 308 with a Location redirect a download."""
+    assert redirect_target(status, location) == target

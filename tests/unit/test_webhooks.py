@@ -3,12 +3,26 @@
 from __future__ import annotations
 
 import json
+import socket
 from datetime import UTC, datetime, timedelta
 
 import pytest
 from standardwebhooks import Webhook
 from standardwebhooks.webhooks import WebhookVerificationError
+from urllib3 import HTTPConnectionPool
+from urllib3.connection import HTTPConnection
+from urllib3.exceptions import (
+    ConnectTimeoutError,
+    HTTPError,
+    LocationParseError,
+    NameResolutionError,
+    NewConnectionError,
+    ProtocolError,
+    ReadTimeoutError,
+    SSLError,
+)
 
+from imageq.worker.webhooks.outbound import error_name
 from imageq.worker.webhooks.signing import build_webhook, webhook_id
 
 SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
@@ -74,3 +88,25 @@ def test_every_secret_signs_for_rotation() -> None:
     assert len(request.headers["webhook-signature"].split()) == 2
     for secret in (SECRET, other):
         assert Webhook(secret).verify(request.body, dict(request.headers)) == {"a": 1}
+
+
+# Made, never connected: the errors below only name them.
+_CONNECTION = HTTPConnection("hooks.example")
+_POOL = HTTPConnectionPool("hooks.example")
+
+
+@pytest.mark.parametrize(
+    ("error", "name"),
+    [
+        (NewConnectionError(_CONNECTION, "refused"), "ConnectionError"),
+        (NameResolutionError("hooks.example", _CONNECTION, socket.gaierror()), "ConnectionError"),
+        (ConnectTimeoutError(None, "timed out"), "ConnectTimeout"),
+        (ReadTimeoutError(_POOL, "/hook", "timed out"), "ReadTimeout"),
+        (SSLError("certificate verify failed"), "SSLError"),
+        (ProtocolError("Connection aborted."), "ConnectionError"),
+        (LocationParseError("http://[x"), "InvalidURL"),
+    ],
+)
+def test_error_names_stay_those_records_have_used(error: HTTPError, name: str) -> None:
+    """A send with no answer records a short name, the one it had under requests."""
+    assert error_name(error) == name

@@ -15,13 +15,14 @@ from io import BytesIO
 from typing import Final
 from urllib.parse import urljoin, urlsplit, urlunsplit
 
-import requests
 import urllib3
 from PIL import Image
+from urllib3.exceptions import HTTPError, LocationValueError
 
 from imageq.worker.domain.sizes import Size
 from imageq.worker.errors import DownloadFailed, UnsafeTarget
 from imageq.worker.outputs.storage import Storage
+from imageq.worker.webhooks.outbound import OutboundClient, error_name
 
 EXTENSIONS: Final = {"image/png": "png", "image/jpeg": "jpg", "image/webp": "webp"}
 _PILLOW_FORMATS: Final = {"PNG": "image/png", "JPEG": "image/jpeg", "WEBP": "image/webp"}
@@ -33,6 +34,7 @@ MAX_REDIRECTS: Final = 3
 # caps the attempts, so a file that is really gone costs only a few tries.
 _RETRYABLE_STATUSES: Final = frozenset({404, 408, 425, 429})
 _READ_BYTES: Final = 64 * 1024
+_REDIRECT_STATUSES: Final = frozenset({301, 302, 303, 307, 308})
 
 
 @dataclass(frozen=True)
@@ -111,7 +113,7 @@ def inspect_image(data: bytes) -> tuple[str, int, int]:
 
 
 def fetch_image(
-    session: requests.Session,
+    client: OutboundClient,
     url: str,
     *,
     max_bytes: int,
@@ -122,27 +124,46 @@ def fetch_image(
     """GET an image, following at most MAX_REDIRECTS redirects: (body, Content-Type media type).
 
     Retryable: connection errors, timeouts, 404/408/425/429 and 5xx. Final: other statuses, a
-    Content-Type that is not image/*, a body over `max_bytes`, too many redirects, a hop to an
-    address the session's guard refuses (`webhooks.sessions`). A stalled
-    read is cut by `read_timeout_s`, the whole download by `total_timeout_s`.
+    Content-Type that is not image/*, a body over `max_bytes`, too many redirects, a URL or a
+    hop to an address the client's guard refuses (`webhooks.outbound`). A stalled read is cut
+    by `read_timeout_s`, the whole download by `total_timeout_s`.
     """
     deadline = time.monotonic() + total_timeout_s
     for _ in range(MAX_REDIRECTS + 1):
         remaining_s = _remaining_s(deadline, url)
-        timeout = (min(connect_timeout_s, remaining_s), min(read_timeout_s, remaining_s))
-        with _get(session, url, timeout=timeout) as response:
-            target = session.get_redirect_target(response)
+        timeout = urllib3.Timeout(
+            connect=min(connect_timeout_s, remaining_s), read=min(read_timeout_s, remaining_s)
+        )
+        response = _get(client, url, timeout=timeout)
+        try:
+            target = redirect_target(response.status, response.headers.get("Location"))
             if target is None:
                 media_type = _check_response(response, url, max_bytes=max_bytes)
                 return _read_body(response, url, max_bytes=max_bytes, deadline=deadline), media_type
-            url = urljoin(url, target)
+        finally:
+            # Unread or read: the connection is closed, never handed back half-read.
+            response.close()
+            response.release_conn()
+        url = urljoin(url, target)
     message = f"GET {redact_url(url)}: more than {MAX_REDIRECTS} redirects"
-    raise DownloadFailed(message, retryable=False, http_status=response.status_code)
+    raise DownloadFailed(message, retryable=False, http_status=response.status)
+
+
+def redirect_target(status: int, location: str | None) -> str | None:
+    """Where a redirect answer points (relative or not), else None: a 301, 302, 303, 307 or
+    308 with a Location. The header comes decoded as Latin-1; it is read back as the UTF-8 a
+    server sends."""
+    if status not in _REDIRECT_STATUSES or location is None:
+        return None
+    try:
+        return location.encode("latin-1").decode("utf-8")
+    except UnicodeError:
+        return location
 
 
 def save_output(
     storage: Storage,
-    session: requests.Session,
+    client: OutboundClient,
     *,
     url: str,
     job_id: str,
@@ -156,7 +177,7 @@ def save_output(
     The format Pillow reads wins over the Content-Type header, for the extension and the record.
     """
     body, _ = fetch_image(
-        session,
+        client,
         url,
         max_bytes=limits.max_bytes,
         connect_timeout_s=limits.connect_timeout_s,
@@ -180,22 +201,19 @@ def save_output(
     return SavedImage(location, len(body), sha256, content_type, width, height, public_url)
 
 
-def _get(session: requests.Session, url: str, *, timeout: tuple[float, float]) -> requests.Response:
-    # Output URLs are public or signed: never send them the session's API key. Redirects are
-    # followed by hand, so the hop limit holds without touching the shared session.
-    headers = {"Authorization": None, "Accept": "image/png, image/jpeg, image/webp, image/*"}
+def _get(client: OutboundClient, url: str, *, timeout: urllib3.Timeout) -> urllib3.BaseHTTPResponse:
+    # The client never holds the API key: output URLs are public or signed.
+    headers = {"Accept": "image/png, image/jpeg, image/webp, image/*"}
     try:
-        return session.get(
-            url, headers=headers, timeout=timeout, stream=True, allow_redirects=False
-        )
-    # A guarded session checks each hop's address before connecting; a refusal is final.
+        return client.request("GET", url, headers=headers, timeout=timeout)
+    # The guard checks the URL, and each hop's address before connecting; a refusal is final.
     except UnsafeTarget as error:
         raise DownloadFailed(f"GET {redact_url(url)}: {error}", retryable=False) from None
-    # `from None`: requests' exceptions spell out the full URL, query and token included.
-    except requests.RequestException as error:
-        # InvalidURL, InvalidSchema (a redirect to file:// or ftp://) ... are ValueErrors: final.
-        retryable = not isinstance(error, ValueError)
-        message = f"GET {redact_url(url)}: {type(error).__name__}"
+    # A URL urllib3 cannot parse is final; every other failure to get an answer may pass.
+    # `from None`: urllib3's exceptions spell out the full URL, query and token included.
+    except HTTPError as error:
+        retryable = not isinstance(error, LocationValueError)
+        message = f"GET {redact_url(url)}: {error_name(error)}"
         raise DownloadFailed(message, retryable=retryable) from None
 
 
@@ -206,9 +224,9 @@ def _remaining_s(deadline: float, url: str) -> float:
     return remaining_s
 
 
-def _check_response(response: requests.Response, url: str, *, max_bytes: int) -> str:
+def _check_response(response: urllib3.BaseHTTPResponse, url: str, *, max_bytes: int) -> str:
     """The response's media type, once its status, type and length are acceptable."""
-    status, where = response.status_code, f"GET {redact_url(url)}"
+    status, where = response.status, f"GET {redact_url(url)}"
     if status != 200:
         retryable = is_retryable_status(status)
         raise DownloadFailed(f"{where}: HTTP {status}", retryable=retryable, http_status=status)
@@ -223,18 +241,20 @@ def _check_response(response: requests.Response, url: str, *, max_bytes: int) ->
     return media_type
 
 
-def _read_body(response: requests.Response, url: str, *, max_bytes: int, deadline: float) -> bytes:
+def _read_body(
+    response: urllib3.BaseHTTPResponse, url: str, *, max_bytes: int, deadline: float
+) -> bytes:
     body = bytearray()
     try:
         # read1 returns whatever has arrived, so a trickling server cannot hold one call for
         # longer than the read timeout and the deadline is checked between reads.
-        while chunk := response.raw.read1(_READ_BYTES, decode_content=True):
+        while chunk := response.read1(_READ_BYTES, decode_content=True):
             body += chunk
             if len(body) > max_bytes:
                 message = f"GET {redact_url(url)}: body exceeds max_bytes={max_bytes}"
-                raise DownloadFailed(message, retryable=False, http_status=response.status_code)
+                raise DownloadFailed(message, retryable=False, http_status=response.status)
             _remaining_s(deadline, url)
-    except (urllib3.exceptions.HTTPError, OSError) as error:
+    except (HTTPError, OSError) as error:
         message = f"GET {redact_url(url)}: reading the body failed ({type(error).__name__})"
-        raise DownloadFailed(message, retryable=True, http_status=response.status_code) from None
+        raise DownloadFailed(message, retryable=True, http_status=response.status) from None
     return bytes(body)

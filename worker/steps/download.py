@@ -64,7 +64,7 @@ def _save_all(rt: Runtime, job: Job) -> list[dict[str, Any]]:
         try:
             saved = save_output(
                 rt.storage,
-                rt.sessions.get(),
+                rt.outbound,
                 url=output["url"],
                 job_id=job.job_id,
                 index=index,

@@ -1,11 +1,11 @@
 """Connections that check the address they are about to open: the guard at connect time.
 
 A URL checked at enqueue may resolve elsewhere by the time it is called (DNS rebinding, or a
-redirect to another host). So every connection of a guarded session resolves its host once,
+redirect to another host). So every connection of the guarded pools resolves its host once,
 refuses if `TargetPolicy` refuses any of the answers, and then connects to exactly those
 checked addresses; the Host header and TLS SNI still carry the name, as urllib3 sets them from
-it. A refusal raises `UnsafeTarget` before any socket exists, and urllib3 and requests let it
-through unwrapped (it is not an OSError), so callers tell it apart from a network failure.
+it. A refusal raises `UnsafeTarget` before any socket exists, and urllib3 lets it through
+unwrapped (it is not an OSError), so callers tell it apart from a network failure.
 """
 
 from __future__ import annotations
@@ -15,7 +15,6 @@ import socket
 from typing import Any
 
 import urllib3
-from requests.adapters import HTTPAdapter
 from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.connectionpool import HTTPConnectionPool
 from urllib3.exceptions import ConnectTimeoutError, NameResolutionError, NewConnectionError
@@ -23,7 +22,6 @@ from urllib3.util.connection import allowed_gai_family
 
 from imageq.worker.errors import UnsafeTarget
 from imageq.worker.webhooks.addresses import TargetPolicy
-from imageq.worker.webhooks.guard import target_host
 
 log = logging.getLogger(__name__)
 
@@ -76,8 +74,8 @@ class _Checked:
         timeout = connection.timeout
         if timeout is not None and not isinstance(timeout, int | float):
             timeout = socket.getdefaulttimeout()  # urllib3's "not given" sentinel
-        # The same translations urllib3's own _new_conn makes, so retries and requests'
-        # exceptions behave as for any other session.
+        # The same translations urllib3's own _new_conn makes, so its retries and exceptions
+        # behave as for any other connection.
         try:
             return open_checked_socket(
                 connection.host,
@@ -108,9 +106,10 @@ class CheckedHTTPSConnection(_Checked, HTTPSConnection):
         self.target_policy = target_policy
 
 
-class _CheckedPoolManager(urllib3.PoolManager):
-    """Every pool it makes opens checked connections (`_new_pool` is urllib3's documented
-    place to customise pools)."""
+class CheckedPoolManager(urllib3.PoolManager):
+    """A pool manager every pool of which opens checked connections (`_new_pool` is urllib3's
+    documented place to customise pools). It sends to the target directly: it has no proxy,
+    and urllib3 reads no proxy or .netrc from the environment."""
 
     def __init__(self, policy: TargetPolicy, **kwargs: Any) -> None:
         super().__init__(**kwargs)
@@ -127,28 +126,3 @@ class _CheckedPoolManager(urllib3.PoolManager):
         pool.ConnectionCls = CheckedHTTPSConnection if scheme == "https" else CheckedHTTPConnection
         pool.conn_kw["target_policy"] = self._policy
         return pool
-
-
-class CheckedAdapter(HTTPAdapter):
-    """A requests adapter whose every connection, redirect hops included, is checked."""
-
-    def __init__(self, policy: TargetPolicy) -> None:
-        self._policy = policy
-        super().__init__()
-
-    def init_poolmanager(
-        self, connections: int, maxsize: int, block: bool = False, **pool_kwargs: Any
-    ) -> None:
-        self.poolmanager = _CheckedPoolManager(
-            self._policy, num_pools=connections, maxsize=maxsize, block=block, **pool_kwargs
-        )
-
-    def send(self, request: Any, *args: Any, **kwargs: Any) -> Any:
-        # Names of metadata services are refused before any lookup, as at enqueue.
-        target_host(request.url or "", field="URL")
-        return super().send(request, *args, **kwargs)
-
-    def proxy_manager_for(self, proxy: str, **proxy_kwargs: Any) -> Any:
-        # Through a proxy the connection goes to the proxy, and the target's address is never
-        # seen here: guarded sessions connect directly or not at all.
-        raise UnsafeTarget("guarded sessions do not use proxies")

@@ -7,11 +7,12 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-import requests
+import urllib3
+from urllib3.exceptions import HTTPError
 
 from imageq.worker.errors import UnsafeTarget
 from imageq.worker.upstream.responses import parse_retry_after
-from imageq.worker.webhooks.sessions import ThreadSessions
+from imageq.worker.webhooks.outbound import OutboundClient, error_name
 from imageq.worker.webhooks.signing import WebhookRequest
 
 
@@ -39,40 +40,41 @@ class DeliveryAttempt:
 
 
 class WebhookSender:
-    """Sends webhooks over guarded plain sessions: never the API client's, which carry the
-    API key. Redirects are not followed: a 3xx is an answer, not a new target."""
+    """Sends webhooks through the guarded outbound client: never the API client's
+    connections, which carry the API key. Redirects are not followed: a 3xx is an answer,
+    not a new target. Thread-safe."""
 
-    def __init__(self, sessions: ThreadSessions, *, timeout_s: float) -> None:
-        self._sessions = sessions
-        self._timeout_s = timeout_s
+    def __init__(self, client: OutboundClient, *, timeout_s: float) -> None:
+        self._client = client
+        self._timeout = urllib3.Timeout(connect=timeout_s, read=timeout_s)
 
     def send(self, request: WebhookRequest) -> DeliveryAttempt:
         started, clock = time.time(), time.perf_counter()
         try:
-            # stream=True and no read: only the status matters, and a receiver's answer body,
-            # however large, is never loaded.
-            with self._sessions.get().post(
+            response = self._client.request(
+                "POST",
                 request.url,
-                data=request.body.encode(),
-                headers=dict(request.headers),
-                timeout=self._timeout_s,
-                allow_redirects=False,
-                stream=True,
-            ) as response:
-                pass
+                body=request.body.encode(),
+                headers=request.headers,
+                timeout=self._timeout,
+            )
         except UnsafeTarget as error:
             # The guard at connect time: the name resolved to a refused address since the
             # check before this attempt. Nothing was sent.
             return DeliveryAttempt(
                 at=started, duration_s=time.perf_counter() - clock, error=str(error)
             )
-        except requests.RequestException as error:
+        except HTTPError as error:
             return DeliveryAttempt(
-                at=started, duration_s=time.perf_counter() - clock, error=type(error).__name__
+                at=started, duration_s=time.perf_counter() - clock, error=error_name(error)
             )
+        # Only the status matters: the answer's body, however large, is never read, and its
+        # connection is closed rather than drained for reuse.
+        response.close()
+        response.release_conn()
         return DeliveryAttempt(
             at=started,
             duration_s=time.perf_counter() - clock,
-            http_status=response.status_code,
+            http_status=response.status,
             retry_after_s=parse_retry_after(response.headers.get("Retry-After")),
         )
