@@ -96,7 +96,7 @@ def poll(rt: Runtime, job_id: str, token: int, facts: PollFacts | None = None) -
         delay_s=step.delay_s,
         remote_status=remote.status_word if remote else None,
     )
-    return moving.follow_ups() if rt.store.apply(moving) else []
+    return moving.follow_ups() if rt.store.hand_on_poll(moving) else []
 
 
 def poll_facts(job: Job) -> PollFacts:
