@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 import redis
@@ -26,6 +27,7 @@ from imageq.worker.messages import (
     ScheduleWebhook,
     message,
 )
+from imageq.worker.policy.stale_polls import may_be_stale
 from imageq.worker.poller import Poller
 from imageq.worker.runtime import runtime
 from imageq.worker.steps.batch_end import batch_finished
@@ -57,9 +59,21 @@ def submit_job(self: Task, job_id: str) -> None:
 
 @app.task(name=POLL_TASK, bind=True, **_TRANSIENT)
 def poll_job(self: Task, job_id: str, token: int, facts: dict[str, Any] | None = None) -> None:
-    """Poll a submitted job once; the token makes a duplicate message a no-op."""
-    known = PollFacts.from_message(facts) if facts is not None else None
-    _publish(poll(runtime(), job_id, token, known))
+    """Poll a submitted job once; the token makes a duplicate message a no-op, and a message
+    that may be stale checks it before asking the API."""
+    rt = runtime()
+    if facts is None:
+        _publish(poll(rt, job_id, token))
+        return
+    request = self.request
+    stale = may_be_stale(
+        redelivered=bool((request.delivery_info or {}).get("redelivered")),
+        retries=request.retries or 0,
+        due_at=_due_at(request.eta),
+        now=rt.clock(),
+        grace_s=rt.settings.sweep.grace_s,
+    )
+    _publish(poll(rt, job_id, token, PollFacts.from_message(facts), check_token=stale))
 
 
 @app.task(name=DOWNLOAD_TASK, bind=True, **_TRANSIENT)
@@ -99,6 +113,14 @@ def sweep_overdue(self: Task) -> None:
         _publish(sweep(rt))
     finally:
         rt.store.release_lock("sweep", token)
+
+
+def _due_at(eta: str | datetime | None) -> float | None:
+    """When a countdown message was published to run (epoch s): Celery's `eta`, ISO text."""
+    if eta is None:
+        return None
+    when = eta if isinstance(eta, datetime) else datetime.fromisoformat(eta)
+    return when.timestamp()
 
 
 def _publish_callback(stored: dict[str, Any], payload: dict[str, Any]) -> None:
