@@ -23,6 +23,7 @@ from imageq.worker.messages import (
     Actions,
     PollFacts,
     ScheduleCallback,
+    ScheduleDownload,
     SchedulePoll,
     ScheduleWebhook,
     message,
@@ -133,15 +134,22 @@ def publish_actions(actions: Actions) -> None:
 
 
 def _publish(actions: Actions) -> None:
-    """Send each follow-up as a task message, except the first notification attempts: those run
-    here, in the task that finished the job (one task fewer per job, and no queue wait before
-    the result goes out); only a failed webhook is handed to the retrying webhook task."""
+    """Send each follow-up as a task message, except the first attempts of what follows a job's
+    end: they run here, in the task that finished the job (a task message fewer each, and no
+    queue wait before the result goes out). Only a failed attempt is handed to its retrying
+    task. A message would buy no safety: the finishing write files each of them in the job's
+    record, due now, and the sweeper re-sends whatever a lost worker left undone."""
     rt = runtime()
     polled_by_poller = rt.settings.polling.mode == "poller"
     for action in actions:
         match action:
             case SchedulePoll() if polled_by_poller:
                 pass  # the poll schedule in Redis has it; the poller will take it
+            case ScheduleDownload(job_id, attempt, countdown_s) if (
+                attempt == 1 and not countdown_s and not polled_by_poller
+            ):
+                # Not on the poller's threads: a download may take seconds.
+                _publish(download(rt, job_id, attempt))
             case ScheduleCallback(job_id):
                 _publish(callback(rt, job_id, send=_publish_callback))
             case ScheduleWebhook(job_id, attempt, countdown_s) if attempt == 1 and not countdown_s:
