@@ -112,7 +112,10 @@ def render(document: dict[str, Any]) -> str:
         f" --latency-scale {document['latency_scale']}`: two worker processes (threads x 32,"
         f" countdown mode), {document['n']} jobs at once, realistic completion times and the"
         f" polling schedule x {document['latency_scale']}. Ratios are against"
-        f" `{next(iter(document['trees']))}` in the same repetition: median (min to max).",
+        f" `{next(iter(document['trees']))}` in the same repetition: median (min to max)."
+        + "".join(
+            f" `{name}` is commit {commit}." for name, commit in document.get("commits", {}).items()
+        ),
         "",
         "| tree | CPU ms / job | ratio | CPU ms / poll | ratio | polls / job |",
         "|---|---:|---:|---:|---:|---:|",
@@ -138,6 +141,22 @@ def render(document: dict[str, Any]) -> str:
             f" {' '.join(r['loadavg_before'])} |"
         )
     return "\n".join(lines) + "\n"
+
+
+def _commit(tree: Path) -> str:
+    """The checkout's commit, and `+changes` if its files differ from it."""
+
+    def git(*args: str) -> str:
+        return subprocess.run(  # noqa: S603 -- a fixed command, no shell
+            ["git", "-C", str(tree), *args],  # noqa: S607 -- git from PATH, as a developer runs it
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+
+    return git("rev-parse", "--short", "HEAD") + (
+        "+changes" if git("status", "--porcelain") else ""
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -173,6 +192,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         "reps": args.reps,
         "latency_scale": scale,
         "trees": trees,
+        "commits": {name: _commit(Path(path)) for name, path in trees.items()},
         "summary": summarize(rounds, names),
         "rounds": rounds,
     }
