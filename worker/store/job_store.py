@@ -191,7 +191,8 @@ class JobStore(BatchRecords, CostRecords, WorkIndexes):
     def hand_on_poll(self, moving: Transition) -> bool:
         """Carry out a poll that goes on (`transitions.poll_on`) with its own small script:
         the same checked write and index changes `apply` makes of it, from plain arguments,
-        without a JSON document to build and decode. True when applied."""
+        without a JSON document to build and decode. True when applied. It changes no field a
+        failover must keep (`DURABLE_FIELDS`), so it never waits for replicas."""
         if (
             moving.changes.keys() != _POLL_ON_CHANGES
             or moving.expect.get("status") is not JobStatus.SUBMITTED

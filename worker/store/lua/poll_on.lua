@@ -1,4 +1,4 @@
--- A poll that goes on (worker/store/job_store.py, `JobStore.poll_on`): the same compare-and-set
+-- A poll that goes on (worker/store/job_store.py, `JobStore.hand_on_poll`): the same compare-and-set
 -- write.lua makes for `transitions.poll_on`, with plain arguments instead of one JSON document.
 -- KEYS: job, in-flight index, poll schedule.
 -- ARGV: job id, expected token, new token, poll count, next poll at, due at, updated at, TTL,
