@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 import redis
@@ -22,10 +23,12 @@ from imageq.worker.messages import (
     Actions,
     PollFacts,
     ScheduleCallback,
+    ScheduleDownload,
     SchedulePoll,
     ScheduleWebhook,
     message,
 )
+from imageq.worker.policy.stale_polls import may_be_stale
 from imageq.worker.poller import Poller
 from imageq.worker.runtime import runtime
 from imageq.worker.steps.batch_end import batch_finished
@@ -57,9 +60,21 @@ def submit_job(self: Task, job_id: str) -> None:
 
 @app.task(name=POLL_TASK, bind=True, **_TRANSIENT)
 def poll_job(self: Task, job_id: str, token: int, facts: dict[str, Any] | None = None) -> None:
-    """Poll a submitted job once; the token makes a duplicate message a no-op."""
-    known = PollFacts.from_message(facts) if facts is not None else None
-    _publish(poll(runtime(), job_id, token, known))
+    """Poll a submitted job once; the token makes a duplicate message a no-op, and a message
+    that may be stale checks it before asking the API."""
+    rt = runtime()
+    if facts is None:
+        _publish(poll(rt, job_id, token))
+        return
+    request = self.request
+    stale = may_be_stale(
+        redelivered=bool((request.delivery_info or {}).get("redelivered")),
+        retries=request.retries or 0,
+        due_at=_due_at(request.eta),
+        now=rt.clock(),
+        grace_s=rt.settings.sweep.grace_s,
+    )
+    _publish(poll(rt, job_id, token, PollFacts.from_message(facts), check_token=stale))
 
 
 @app.task(name=DOWNLOAD_TASK, bind=True, **_TRANSIENT)
@@ -101,6 +116,14 @@ def sweep_overdue(self: Task) -> None:
         rt.store.release_lock("sweep", token)
 
 
+def _due_at(eta: str | datetime | None) -> float | None:
+    """When a countdown message was published to run (epoch s): Celery's `eta`, ISO text."""
+    if eta is None:
+        return None
+    when = eta if isinstance(eta, datetime) else datetime.fromisoformat(eta)
+    return when.timestamp()
+
+
 def _publish_callback(stored: dict[str, Any], payload: dict[str, Any]) -> None:
     signature(stored, app=app).apply_async(args=(payload,))
 
@@ -111,15 +134,22 @@ def publish_actions(actions: Actions) -> None:
 
 
 def _publish(actions: Actions) -> None:
-    """Send each follow-up as a task message, except the first notification attempts: those run
-    here, in the task that finished the job (one task fewer per job, and no queue wait before
-    the result goes out); only a failed webhook is handed to the retrying webhook task."""
+    """Send each follow-up as a task message, except the first attempts of what follows a job's
+    end: they run here, in the task that finished the job (a task message fewer each, and no
+    queue wait before the result goes out). Only a failed attempt is handed to its retrying
+    task. A message would buy no safety: the finishing write files each of them in the job's
+    record, due now, and the sweeper re-sends whatever a lost worker left undone."""
     rt = runtime()
     polled_by_poller = rt.settings.polling.mode == "poller"
     for action in actions:
         match action:
             case SchedulePoll() if polled_by_poller:
                 pass  # the poll schedule in Redis has it; the poller will take it
+            case ScheduleDownload(job_id, attempt, countdown_s) if (
+                attempt == 1 and not countdown_s and not polled_by_poller
+            ):
+                # Not on the poller's threads: a download may take seconds.
+                _publish(download(rt, job_id, attempt))
             case ScheduleCallback(job_id):
                 _publish(callback(rt, job_id, send=_publish_callback))
             case ScheduleWebhook(job_id, attempt, countdown_s) if attempt == 1 and not countdown_s:

@@ -90,6 +90,32 @@ def test_a_poll_that_goes_on_reads_no_record(rt: Runtime, monkeypatch: pytest.Mo
     assert "hgetall" in calls
 
 
+def test_a_message_known_current_reads_nothing(
+    rt: Runtime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A first delivery on time (`check_token=False`): no read at all, only the checked write."""
+    job_id, first = submitted(rt)
+    calls: list[str] = []
+    monkeypatch.setattr(rt.store, "_redis", CountingRedis(rt.store._redis, calls))
+    second = polled(poll(rt, job_id, first.token, first.facts, check_token=False))
+    assert calls == []
+    assert rt.store.get(job_id).poll_token == second.token
+
+
+def test_an_unchecked_stale_message_moves_nothing(rt: Runtime, simulator: SimulatorServer) -> None:
+    """Were a stale message not checked (a job cancelled after its poll was sent), it costs one
+    request and its write still changes nothing."""
+    job_id, first = submitted(rt)
+    second = polled(poll(rt, job_id, first.token, first.facts, check_token=False))
+    task_id = rt.store.get(job_id).remote_task_id
+    assert task_id is not None
+    asked = simulator.stats()["queries_by_task_id"][task_id]
+    assert poll(rt, job_id, first.token, first.facts, check_token=False) == []
+    assert simulator.stats()["queries_by_task_id"][task_id] == asked + 1
+    job = rt.store.get(job_id)
+    assert (job.poll_token, job.poll_count) == (second.token, 1)
+
+
 def test_stale_messages_with_facts_change_nothing(rt: Runtime) -> None:
     job_id, first = submitted(rt)
     second = polled(poll(rt, job_id, first.token, first.facts))

@@ -21,10 +21,18 @@ from imageq.worker.steps.put_off import put_off_poll
 from imageq.worker.upstream.responses import RemoteTask
 
 
-def poll(rt: Runtime, job_id: str, token: int, facts: PollFacts | None = None) -> Actions:
+def poll(
+    rt: Runtime,
+    job_id: str,
+    token: int,
+    facts: PollFacts | None = None,
+    *,
+    check_token: bool = True,
+) -> Actions:
     """One poll. With the job's `facts` from the message, the record is read only to finish it:
-    a poll that goes on costs a check of its token and the checked write, and no message that
-    is not the job's current poll reaches the API."""
+    a poll that goes on costs the checked write, and before the API call a check of its token
+    (two small fields) unless `check_token` is False: the message is known to hold the job's
+    current token (`imageq.worker.policy.stale_polls`), so the write alone decides."""
     job: Job | None = None
     if facts is None:
         job = _pollable(rt, job_id, token)
@@ -33,9 +41,9 @@ def poll(rt: Runtime, job_id: str, token: int, facts: PollFacts | None = None) -
         facts = poll_facts(job)
     else:
         bind_job(job_id, remote_task_id=facts.remote_task_id, batch_id=None)
-        # A redelivered or duplicated message (a dead worker's, back after the visibility
-        # timeout) must not cost an API call: two small fields, one round trip, first.
-        if not rt.store.poll_is_current(job_id, token):
+        # A message that may be stale (a dead worker's, back after the visibility timeout; an
+        # original the sweeper's copy overtook) must not cost an API call.
+        if check_token and not rt.store.poll_is_current(job_id, token):
             return []
     grant = rt.gate.acquire("poll", f"poll:{job_id}")
     if not grant.allowed:
@@ -99,7 +107,7 @@ def poll(rt: Runtime, job_id: str, token: int, facts: PollFacts | None = None) -
         delay_s=step.delay_s,
         remote_status=remote.status_word if remote else None,
     )
-    return moving.follow_ups() if rt.store.apply(moving) else []
+    return moving.follow_ups() if rt.store.hand_on_poll(moving) else []
 
 
 def poll_facts(job: Job) -> PollFacts:

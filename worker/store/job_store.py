@@ -50,8 +50,11 @@ def _script(name: str) -> str:
 
 _WRITE: Final = _script("write.lua")
 _CLAIM_POLLS: Final = _script("claim_polls.lua")
+_POLL_ON: Final = _script("poll_on.lua")
 _TERMINAL: Final = {str(status): True for status in TERMINAL_JOB_STATUSES}
 _SUBMITTED: Final = encode_fields({"status": JobStatus.SUBMITTED})["status"]
+_POLL_ON_CHANGES: Final = frozenset({"poll_token", "poll_count", "next_poll_at", "remote_status"})
+_DEFAULT_REMOTE_STATUS: Final = DEFAULTS["remote_status"]
 
 DURABLE_FIELDS: Final = frozenset(
     {
@@ -113,6 +116,7 @@ class JobStore(BatchRecords, CostRecords, WorkIndexes):
         self.index = JobIndex(client, prefix=prefix, ttl_s=ttl_s)
         self._write = client.register_script(_WRITE)
         self._claim = client.register_script(_CLAIM_POLLS)
+        self._poll_on = client.register_script(_POLL_ON)
 
     def __repr__(self) -> str:
         return f"JobStore(prefix={self._prefix!r})"
@@ -183,6 +187,38 @@ class JobStore(BatchRecords, CostRecords, WorkIndexes):
             dead_letter=transition.dead_letter,
             revive=transition.revive,
         )
+
+    def hand_on_poll(self, moving: Transition) -> bool:
+        """Carry out a poll that goes on (`transitions.poll_on`) with its own small script:
+        the same checked write and index changes `apply` makes of it, from plain arguments,
+        without a JSON document to build and decode. True when applied. It changes no field a
+        failover must keep (`DURABLE_FIELDS`), so it never waits for replicas."""
+        if (
+            moving.changes.keys() != _POLL_ON_CHANGES
+            or moving.expect.get("status") is not JobStatus.SUBMITTED
+            or len(moving.expect) != 2
+            or moving.due_at is None
+        ):
+            raise ValueError(f"not a poll that goes on: {sorted(moving.changes)}")
+        changes = moving.changes
+        remote_status = _encode(changes["remote_status"])
+        result = self._poll_on(
+            keys=[self.key(moving.job_id), self.in_flight_key, self.poll_schedule_key],
+            args=[
+                moving.job_id,
+                moving.expect["poll_token"],
+                changes["poll_token"],
+                changes["poll_count"],
+                _encode(changes["next_poll_at"]),
+                _encode(moving.due_at),
+                _encode(time.time()),
+                self._ttl_s,
+                "" if remote_status == _DEFAULT_REMOTE_STATUS else remote_status,
+            ],
+        )
+        if result == -1:
+            raise JobNotFound(moving.job_id)
+        return bool(result)
 
     def update(
         self,
@@ -277,6 +313,12 @@ class JobStore(BatchRecords, CostRecords, WorkIndexes):
                 job_id, acknowledged=int(acknowledged), required=self._wait_replicas
             )
         return raw
+
+
+def _encode(value: Any) -> str:
+    """A scalar field's value as `encode_fields` stores it (separators matter only inside
+    containers, so the default encoder, which `json` keeps built, gives the same text)."""
+    return json.dumps(value)
 
 
 def _text(value: bytes | str) -> str:
