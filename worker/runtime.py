@@ -36,11 +36,16 @@ class Runtime:
 
 
 def connect_store(settings: Settings) -> JobStore:
-    """A job store on its own connection pool, sized for the worker's concurrency."""
+    """A job store on its own connection pool, sized for the worker's concurrency (and, with
+    the poller, for its largest pool, its notifier and its claiming thread)."""
+    threads = settings.worker.concurrency + 4
+    polling = settings.polling
+    if polling.mode == "poller":
+        threads += polling.poller_max_threads + polling.poller_notify_threads + 1
     client = redis_client(
         settings.redis,
         "store",
-        max_connections=max(settings.redis.max_connections, settings.worker.concurrency + 4),
+        max_connections=max(settings.redis.max_connections, threads),
         socket_timeout=10,
         socket_connect_timeout=5,
         health_check_interval=30,
