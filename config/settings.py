@@ -168,15 +168,15 @@ class PollingSettings(BaseModel):
         16,
         ge=1,
         description="With the poller: how many polls one worker runs at once when it starts,"
-        " and the fewest it keeps room for; it grows from here while polls wait (see"
-        " `poller_max_threads`). Set both to the same number for a fixed pool.",
+        " and the fewest it keeps room for (it grows from there up to `poller_max_threads`;"
+        " set both alike for a fixed pool).",
     )
     poller_max_threads: int = Field(
         256,
         ge=1,
-        description="With the poller: the most polls one worker runs at once. The poller grows"
-        " towards it while due polls wait for a thread and the process is under"
-        " `poller_cpu_target`, and shrinks back when idle or over that share.",
+        description="With the poller: the most polls one worker runs at once; it grows towards"
+        " this while due polls wait for a thread and the process is under `poller_cpu_target`,"
+        " and shrinks back when idle or over that share.",
     )
     poller_cpu_target: float = Field(
         0.9,
