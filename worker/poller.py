@@ -9,9 +9,10 @@ Celery's per-message cost (publish, hold the countdown, deliver, ack), most of a
 the countdown design, is not paid per poll.
 
 How many polls run at once is measured, not fixed: it starts at `poller_threads` and is
-resized every `poller_sizing_s` by `poller_sizing.next_pool_size`, up to `poller_max_threads`,
-from the process's CPU use and whether due polls waited. A poll that finishes a job hands its
-follow-ups to the `Notifier`, so its thread goes back to polling.
+resized every `poller_sizing_s` by `poller_sizing.next_sizing`, up to `poller_max_threads`,
+from the process's CPU use, whether due polls waited, and whether its last growth paid. A
+poll that finishes a job hands its follow-ups to the `Notifier`, so its thread goes back to
+polling.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from concurrent.futures import ThreadPoolExecutor
 from imageq.worker.messages import Actions, SchedulePoll
 from imageq.worker.policy.leases import lease_s
 from imageq.worker.poller_notifier import Notifier
-from imageq.worker.poller_sizing import PoolLimits, Window, next_pool_size
+from imageq.worker.poller_sizing import PoolLimits, Sizing, Window, next_sizing
 from imageq.worker.runtime import Runtime
 from imageq.worker.steps.poll import poll
 
@@ -71,8 +72,10 @@ class Poller:
         self._cpu_clock = cpu_clock
         self._wall_clock = wall_clock
         self._changed = threading.Condition()
-        self._size = timing.poller_threads
+        self._sizing = Sizing.start(self._limits)
+        self._size = self._sizing.size
         self._running = 0  # polls claimed and not yet done
+        self._polls_done = 0
         self._filled = False  # the last claim took all its room (or had none)
         self._claims = self._full_claims = self._peak_running = 0
         self._window_cpu_s = cpu_clock()
@@ -129,20 +132,23 @@ class Poller:
                 claims=self._claims,
                 full_claims=self._full_claims,
                 peak_running=self._peak_running,
+                polls_done=self._polls_done,
                 cpu_s=cpu_s - self._window_cpu_s,
                 wall_s=now - self._window_at,
             )
-            was, self._size = self._size, next_pool_size(self._size, window, self._limits)
-            self._claims = self._full_claims = 0
+            self._sizing = next_sizing(self._sizing, window, self._limits)
+            was, self._size = self._size, self._sizing.size
+            self._claims = self._full_claims = self._polls_done = 0
             self._peak_running = self._running
             self._window_cpu_s, self._window_at = cpu_s, now
         if self._size != was:
             log.info(
-                "poller runs up to %d polls at once (was %d): %.2f cores used, %d of %d claims"
-                " took all their room",
+                "poller runs up to %d polls at once (was %d): %.2f cores used, %.0f polls/s,"
+                " %d of %d claims took all their room",
                 self._size,
                 was,
                 window.cpu_share,
+                window.poll_rate,
                 window.full_claims,
                 window.claims,
             )
@@ -167,10 +173,11 @@ class Poller:
     def _room_or_stop(self) -> bool:
         return self._stop.is_set() or 8 * (self._size - self._running) >= self._size
 
-    def _release(self, count: int) -> None:
+    def _release(self, count: int, *, polled: bool = False) -> None:
         if count:
             with self._changed:
                 self._running -= count
+                self._polls_done += polled
                 self._changed.notify()
 
     def _poll_one(self, job_id: str, token: int) -> None:
@@ -181,4 +188,4 @@ class Poller:
         except Exception:
             log.exception("poll of job %s failed; it is polled again when its claim lapses", job_id)
         finally:
-            self._release(1)
+            self._release(1, polled=True)
