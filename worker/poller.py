@@ -178,7 +178,8 @@ class Poller:
             with self._changed:
                 self._running -= count
                 self._polls_done += polled
-                self._changed.notify()
+                if self._room_or_stop():  # wake the claimer only when it would claim
+                    self._changed.notify()
 
     def _poll_one(self, job_id: str, token: int) -> None:
         try:
