@@ -175,8 +175,8 @@ class PollingSettings(BaseModel):
         256,
         ge=1,
         description="With the poller: the most polls one worker runs at once; it grows towards"
-        " this while due polls wait for a thread and the process is under `poller_cpu_target`,"
-        " and shrinks back when idle or over that share.",
+        " this while due polls wait for a thread, the process is under `poller_cpu_target` and"
+        " more threads poll faster, and shrinks back when idle or over that share.",
     )
     poller_cpu_target: float = Field(
         0.9,
@@ -197,7 +197,7 @@ class PollingSettings(BaseModel):
         description="With the poller: threads that send a finished job's follow-ups (first"
         " webhook attempt, callback, download and batch messages), so the poll threads go on"
         " polling; when all are busy and 64 per thread wait, follow-ups go out as task"
-        " messages instead. 0: the poll thread that finished the job sends them.",
+        " messages instead; 0 sends them on the poll thread that finished the job.",
     )
 
     @model_validator(mode="after")
