@@ -128,7 +128,7 @@ def sizing(
     deployment = Deployment(
         mode=chosen,
         threads=threads or settings.worker.concurrency,
-        poller_threads=settings.polling.poller_threads,
+        poller_threads=settings.polling.poller_max_threads,
         cores_per_host=cores_per_host,
         processes_per_host=processes_per_host,
         cpu_target=cpu_target,

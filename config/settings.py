@@ -66,7 +66,8 @@ class RedisSettings(BaseModel):
     max_connections: int = Field(
         64,
         ge=4,
-        description="Job-store connection pool size per process (raised to concurrency + 4).",
+        description="Job-store connection pool size per process (raised to concurrency + 4, plus"
+        " the poller's most threads in poller mode).",
     )
     sentinels: Annotated[list[str], NoDecode] = Field(
         default_factory=list,
@@ -188,13 +189,55 @@ class PollingSettings(BaseModel):
         0.25, gt=0, description="With the poller: how often it looks for due polls."
     )
     poller_threads: int = Field(
-        16, ge=1, description="With the poller: how many polls one worker runs at once."
+        16,
+        ge=1,
+        description="With the poller: how many polls one worker runs at once when it starts,"
+        " and the fewest it keeps room for (it grows from there up to `poller_max_threads`;"
+        " set both alike for a fixed pool).",
+    )
+    poller_max_threads: int = Field(
+        256,
+        ge=1,
+        description="With the poller: the most polls one worker runs at once; it grows towards"
+        " this while due polls wait for a thread, the process is under `poller_cpu_target` and"
+        " more threads poll faster, and shrinks back when idle or over that share.",
+    )
+    poller_cpu_target: float = Field(
+        0.9,
+        gt=0,
+        le=1,
+        description="With the poller: the share of one core (all the worker process's threads"
+        " together) above which the poller runs fewer polls at once rather than more.",
+    )
+    poller_sizing_s: float = Field(
+        1.0,
+        gt=0,
+        description="With the poller: how often it measures its CPU use and backlog and"
+        " resizes (the length of one measuring window).",
+    )
+    poller_notify_threads: int = Field(
+        4,
+        ge=0,
+        description="With the poller: threads that send a finished job's follow-ups (first"
+        " webhook attempt, callback, download and batch messages), so the poll threads go on"
+        " polling; when all are busy and 64 per thread wait, follow-ups go out as task"
+        " messages instead; 0 sends them on the poll thread that finished the job.",
     )
 
     @model_validator(mode="after")
     def _jitter_below_delays(self) -> PollingSettings:
         if self.jitter_s >= self.interval_s:
             raise ValueError("polling.jitter_s must be smaller than polling.interval_s")
+        return self
+
+    @model_validator(mode="after")
+    def _poller_pool_in_order(self) -> PollingSettings:
+        if self.poller_threads > self.poller_max_threads:
+            raise ValueError(
+                f"polling.poller_threads ({self.poller_threads}) is the poller's starting and"
+                f" least size, so it cannot exceed polling.poller_max_threads"
+                f" ({self.poller_max_threads}); raise the second or lower the first"
+            )
         return self
 
     @property

@@ -73,7 +73,7 @@ class Deployment:
 
     mode: Mode = "countdown"
     threads: int = 32  # IMAGEQ_WORKER__CONCURRENCY
-    poller_threads: int = 16  # IMAGEQ_POLLING__POLLER_THREADS
+    poller_threads: int = 256  # IMAGEQ_POLLING__POLLER_MAX_THREADS: the most the pool grows to
     cores_per_host: int = 4
     processes_per_host: int | None = None  # None: one per core (a process uses one core at most)
     cpu_target: float = 0.7  # the share of a core (or thread) to plan for, leaving headroom

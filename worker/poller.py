@@ -1,94 +1,192 @@
 """The poller: polls taken from the poll schedule in Redis, without a Celery message each.
 
-With `polling.mode = "poller"` every worker runs one: a thread that, every `poller_tick_s`,
-claims the polls that are due (an atomic claim: no two pollers take the same one; a claim is a
-lease, so a poller that dies only delays its polls) and runs them on a small thread pool. Each
-poll is the same step as the poll task's, compare-and-set and all, and the step itself files
-the job's next poll in the schedule. Celery's per-message cost (publish, hold the countdown,
-deliver, ack), most of a poll's CPU in the countdown design, is not paid per poll.
+With `polling.mode = "poller"` every worker runs one: a thread that, every `poller_tick_s` (or
+as soon as threads free up, while polls wait), claims the polls that are due (an atomic claim:
+no two pollers take the same one; a claim is a lease, so a poller that dies only delays its
+polls) and runs them on a thread pool. Each poll is the same step as the poll task's,
+compare-and-set and all, and the step itself files the job's next poll in the schedule.
+Celery's per-message cost (publish, hold the countdown, deliver, ack), most of a poll's CPU in
+the countdown design, is not paid per poll.
+
+How many polls run at once is measured, not fixed: it starts at `poller_threads` and is
+resized every `poller_sizing_s` by `poller_sizing.next_sizing`, up to `poller_max_threads`,
+from the process's CPU use, whether due polls waited, and whether its last growth paid. A
+poll that finishes a job hands its follow-ups to the `Notifier`, so its thread goes back to
+polling.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
 from imageq.worker.messages import Actions, SchedulePoll
 from imageq.worker.policy.leases import lease_s
+from imageq.worker.poller_notifier import Notifier
+from imageq.worker.poller_sizing import PoolLimits, Sizing, Window, next_sizing
 from imageq.worker.runtime import Runtime
 from imageq.worker.steps.poll import poll
 
 log = logging.getLogger(__name__)
 
 Publish = Callable[[Actions], None]
+Clock = Callable[[], float]
 
 
 class Poller:
-    """Start with `start()`, stop with `stop()`; `tick()` is one claim-and-dispatch round."""
+    """Start with `start()`, stop with `stop()`; `tick()` is one claim-and-dispatch round.
 
-    def __init__(self, rt: Runtime, publish: Publish) -> None:
+    `send_now` carries out a finished job's follow-ups (notifications in this process);
+    `send_later` sends them all as task messages, for when the notifier is full.
+    """
+
+    def __init__(
+        self,
+        rt: Runtime,
+        *,
+        send_now: Publish,
+        send_later: Publish,
+        cpu_clock: Clock = time.process_time,
+        wall_clock: Clock = time.monotonic,
+    ) -> None:
         self._rt = rt
-        self._publish = publish
         timing = rt.settings.polling
-        self._threads = timing.poller_threads
+        self._limits = PoolLimits(
+            least=timing.poller_threads,
+            most=timing.poller_max_threads,
+            cpu_target=timing.poller_cpu_target,
+        )
         self._tick_s = timing.poller_tick_s
+        self._sizing_s = timing.poller_sizing_s
         # A poll longer than this is taken again by another poller; its token keeps the copy
         # from moving the job twice.
         self._lease_s = lease_s(rt.settings, "poll")
-        self._pool = ThreadPoolExecutor(self._threads, thread_name_prefix="imageq-poll")
-        self._busy = threading.Semaphore(2 * self._threads)
+        # Threads start only as polls need them, so the ceiling costs nothing until it is used.
+        self._pool = ThreadPoolExecutor(timing.poller_max_threads, thread_name_prefix="imageq-poll")
+        self._notifier = Notifier(
+            timing.poller_notify_threads, send_now=send_now, send_later=send_later
+        )
+        self._cpu_clock = cpu_clock
+        self._wall_clock = wall_clock
+        self._changed = threading.Condition()
+        self._sizing = Sizing.start(self._limits)
+        self._size = self._sizing.size
+        self._running = 0  # polls claimed and not yet done
+        self._polls_done = 0
+        self._filled = False  # the last claim took all its room (or had none)
+        self._claims = self._full_claims = self._peak_running = 0
+        self._window_cpu_s = cpu_clock()
+        self._window_at = wall_clock()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="imageq-poller", daemon=True)
+
+    @property
+    def size(self) -> int:
+        """How many polls it runs at once now."""
+        return self._size
 
     def start(self) -> None:
         self._thread.start()
 
     def stop(self, *, timeout_s: float = 10.0) -> None:
         self._stop.set()
+        with self._changed:
+            self._changed.notify_all()
         self._thread.join(timeout_s)
         self._pool.shutdown(wait=True, cancel_futures=True)
+        self._notifier.stop()
 
     def tick(self) -> int:
         """Claim as many due polls as there is room for, hand them to the pool; how many."""
-        room = 0
-        while room < 2 * self._threads and self._busy.acquire(blocking=False):
-            room += 1
+        with self._changed:
+            room = self._size - self._running
+            self._filled = room <= 0
+            if self._filled:
+                return 0
+            self._running += room  # held for this claim; what it does not take is given back
         try:
-            claimed = (
-                self._rt.store.claim_due_polls(
-                    now=self._rt.clock(), limit=room, lease_s=self._lease_s
-                )
-                if room
-                else []
+            claimed = self._rt.store.claim_due_polls(
+                now=self._rt.clock(), limit=room, lease_s=self._lease_s
             )
         except Exception:
-            for _ in range(room):
-                self._busy.release()
+            self._release(room)
             raise
-        for _ in range(room - len(claimed)):
-            self._busy.release()
+        self._release(room - len(claimed))
+        self._filled = len(claimed) == room
+        with self._changed:
+            self._claims += 1
+            self._full_claims += self._filled
+            self._peak_running = max(self._peak_running, self._running)
         for job_id, token in claimed:
             self._pool.submit(self._poll_one, job_id, token)
         return len(claimed)
 
+    def resize(self) -> int:
+        """Close the measuring window: set the size for the next one from it; the new size."""
+        now, cpu_s = self._wall_clock(), self._cpu_clock()
+        with self._changed:
+            window = Window(
+                claims=self._claims,
+                full_claims=self._full_claims,
+                peak_running=self._peak_running,
+                polls_done=self._polls_done,
+                cpu_s=cpu_s - self._window_cpu_s,
+                wall_s=now - self._window_at,
+            )
+            self._sizing = next_sizing(self._sizing, window, self._limits)
+            was, self._size = self._size, self._sizing.size
+            self._claims = self._full_claims = self._polls_done = 0
+            self._peak_running = self._running
+            self._window_cpu_s, self._window_at = cpu_s, now
+        if self._size != was:
+            log.info(
+                "poller runs up to %d polls at once (was %d): %.2f cores used, %.0f polls/s,"
+                " %d of %d claims took all their room",
+                self._size,
+                was,
+                window.cpu_share,
+                window.poll_rate,
+                window.full_claims,
+                window.claims,
+            )
+        return self._size
+
     def _run(self) -> None:
         while not self._stop.is_set():
             try:
-                full = self.tick() >= self._threads
+                self.tick()
+                filled = self._filled
             except Exception:  # Redis away: try again next tick
                 log.warning("poller could not claim polls", exc_info=True)
-                full = False
-            if not full:
+                filled = False
+            if filled:  # more may be due: claim again as soon as an eighth of the room is free
+                with self._changed:
+                    self._changed.wait_for(self._room_or_stop, self._tick_s)
+            else:
                 self._stop.wait(self._tick_s)
+            if self._wall_clock() - self._window_at >= self._sizing_s:
+                self.resize()
+
+    def _room_or_stop(self) -> bool:
+        return self._stop.is_set() or 8 * (self._size - self._running) >= self._size
+
+    def _release(self, count: int, *, polled: bool = False) -> None:
+        if count:
+            with self._changed:
+                self._running -= count
+                self._polls_done += polled
+                if self._room_or_stop():  # wake the claimer only when it would claim
+                    self._changed.notify()
 
     def _poll_one(self, job_id: str, token: int) -> None:
         try:
             actions = poll(self._rt, job_id, token)
             # The step has filed the next poll in the schedule; no message is needed for it.
-            self._publish([a for a in actions if not isinstance(a, SchedulePoll)])
+            self._notifier.hand_over([a for a in actions if not isinstance(a, SchedulePoll)])
         except Exception:
             log.exception("poll of job %s failed; it is polled again when its claim lapses", job_id)
         finally:
-            self._busy.release()
+            self._release(1, polled=True)

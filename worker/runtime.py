@@ -39,12 +39,23 @@ class Runtime:
     gate: Gate = OPEN_GATE
 
 
+def busy_threads(settings: Settings) -> int:
+    """How many of the worker's threads may use a connection at once: Celery's, and with the
+    poller its largest pool, its notifier and its claiming thread."""
+    threads = settings.worker.concurrency
+    polling = settings.polling
+    if polling.mode == "poller":
+        threads += polling.poller_max_threads + polling.poller_notify_threads + 1
+    return threads
+
+
 def connect_store(settings: Settings) -> JobStore:
-    """A job store on its own connection pool, sized for the worker's concurrency."""
+    """A job store on its own connection pool, sized for every thread that may use it."""
+    threads = busy_threads(settings) + 4
     client = redis_client(
         settings.redis,
         "store",
-        max_connections=max(settings.redis.max_connections, settings.worker.concurrency + 4),
+        max_connections=max(settings.redis.max_connections, threads),
         socket_timeout=10,
         socket_connect_timeout=5,
         health_check_interval=30,
@@ -63,7 +74,7 @@ def build_runtime(settings: Settings) -> Runtime:
         target_policy(settings.webhook),
         user_agent=settings.api.user_agent,
         # Every Celery thread and every poller thread may send a webhook or download at once.
-        max_connections=settings.worker.concurrency + settings.polling.poller_threads,
+        max_connections=busy_threads(settings),
     )
     store = connect_store(settings)
     return Runtime(
@@ -71,7 +82,7 @@ def build_runtime(settings: Settings) -> Runtime:
         # Every Celery thread and every poller thread may be in an API call at once.
         client=ApiClient(
             settings.api,
-            max_connections=settings.worker.concurrency + settings.polling.poller_threads,
+            max_connections=busy_threads(settings),
         ),
         store=store,
         webhooks=WebhookSender(outbound, timeout_s=settings.webhook.timeout_s),

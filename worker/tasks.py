@@ -133,7 +133,13 @@ def publish_actions(actions: Actions) -> None:
     _publish(actions)
 
 
-def _publish(actions: Actions) -> None:
+def send_actions(actions: Actions) -> None:
+    """Send every follow-up as a task message, the first notification attempts too (the
+    poller's way out when its notifier threads are all busy)."""
+    _publish(actions, notify_here=False)
+
+
+def _publish(actions: Actions, *, notify_here: bool = True) -> None:
     """Send each follow-up as a task message, except the first attempts of what follows a job's
     end: they run here, in the task that finished the job (a task message fewer each, and no
     queue wait before the result goes out). Only a failed attempt is handed to its retrying
@@ -146,13 +152,15 @@ def _publish(actions: Actions) -> None:
             case SchedulePoll() if polled_by_poller:
                 pass  # the poll schedule in Redis has it; the poller will take it
             case ScheduleDownload(job_id, attempt, countdown_s) if (
-                attempt == 1 and not countdown_s and not polled_by_poller
+                notify_here and attempt == 1 and not countdown_s and not polled_by_poller
             ):
                 # Not on the poller's threads: a download may take seconds.
                 _publish(download(rt, job_id, attempt))
-            case ScheduleCallback(job_id):
+            case ScheduleCallback(job_id) if notify_here:
                 _publish(callback(rt, job_id, send=_publish_callback))
-            case ScheduleWebhook(job_id, attempt, countdown_s) if attempt == 1 and not countdown_s:
+            case ScheduleWebhook(job_id, attempt, countdown_s) if (
+                notify_here and attempt == 1 and not countdown_s
+            ):
                 _publish(webhook(rt, job_id, attempt))
             case _:
                 name, args, options = message(action, rt.settings.worker)
@@ -168,7 +176,7 @@ _poller: Poller | None = None
 def _start_poller(**_: Any) -> None:
     global _poller
     if runtime().settings.polling.mode == "poller":
-        _poller = Poller(runtime(), publish_actions)
+        _poller = Poller(runtime(), send_now=publish_actions, send_later=send_actions)
         _poller.start()
 
 
