@@ -23,7 +23,7 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
-from imageq.worker.messages import Actions, SchedulePoll
+from imageq.worker.messages import Actions, PollFacts, SchedulePoll
 from imageq.worker.policy.leases import lease_s
 from imageq.worker.poller_notifier import Notifier
 from imageq.worker.poller_sizing import PoolLimits, Sizing, Window, next_sizing
@@ -120,8 +120,8 @@ class Poller:
             self._claims += 1
             self._full_claims += self._filled
             self._peak_running = max(self._peak_running, self._running)
-        for job_id, token in claimed:
-            self._pool.submit(self._poll_one, job_id, token)
+        for job_id, token, facts in claimed:
+            self._pool.submit(self._poll_one, job_id, token, facts)
         return len(claimed)
 
     def resize(self) -> int:
@@ -181,9 +181,11 @@ class Poller:
                 if self._room_or_stop():  # wake the claimer only when it would claim
                     self._changed.notify()
 
-    def _poll_one(self, job_id: str, token: int) -> None:
+    def _poll_one(self, job_id: str, token: int, facts: PollFacts | None) -> None:
         try:
-            actions = poll(self._rt, job_id, token)
+            # The claim read the token and the facts in one step with taking the lease, so the
+            # poll asks the API without reading the record; its write checks the token again.
+            actions = poll(self._rt, job_id, token, facts, check_token=False)
             # The step has filed the next poll in the schedule; no message is needed for it.
             self._notifier.hand_over([a for a in actions if not isinstance(a, SchedulePoll)])
         except Exception:

@@ -11,7 +11,9 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+import redis
 
+from imageq.devenv.redis_server import RedisServer
 from imageq.devenv.webhook_receiver import WebhookReceiver
 from imageq.producers.jobs import build_job
 from imageq.simulator.server import SimulatorServer
@@ -174,3 +176,30 @@ def test_the_pool_grows_while_polls_wait_within_its_cpu_share(
 
 def polls_made(sim: SimulatorServer) -> int:
     return sum(sim.stats()["queries_by_task_id"].values())
+
+
+def test_a_claimed_poll_that_goes_on_reads_no_record(
+    settings_values: dict[str, Any],
+    slow_api: SimulatorServer,
+    redis_server: RedisServer,
+    running: list[Poller],
+) -> None:
+    """The claim brings each poll its facts: 40 polls of jobs that go on reach the API without
+    reading a job record (no HGETALL on the Redis server; without the facts each poll makes
+    one)."""
+    values = {**settings_values, "api": {**settings_values["api"], "base_url": slow_api.base_url}}
+    rt = poller_runtime(values, poller_threads=4, deadline_s=60)
+    for n in range(10):
+        submitted(rt, f"a castle {n}")
+    admin = redis.Redis.from_url(redis_server.url(12))
+    reads_before = record_reads(admin)
+    before = polls_made(slow_api)
+    start(running, rt, list)
+    wait_for(lambda: polls_made(slow_api) >= before + 40, timeout_s=15, what="40 polls")
+    assert record_reads(admin) == reads_before
+    admin.close()
+
+
+def record_reads(client: redis.Redis) -> int:
+    """HGETALL calls the server has run (every database)."""
+    return int(client.info("commandstats").get("cmdstat_hgetall", {}).get("calls", 0))

@@ -17,6 +17,8 @@ from imageq.worker.domain.batch import Batch
 from imageq.worker.domain.job import Job
 from imageq.worker.domain.status import JobStatus
 from imageq.worker.errors import CorruptRecord, JobNotFound
+from imageq.worker.messages import PollFacts
+from imageq.worker.steps.poll import poll_facts
 from imageq.worker.store.job_store import JobStore, Slot
 
 
@@ -157,7 +159,8 @@ def test_defaults_are_not_stored(store: JobStore, redis_server: RedisServer) -> 
     assert store.get("j1") == replace(
         new_job(), next_poll_at=5.0, updated_at=store.get("j1").updated_at
     )
-    assert store.claim_due_polls(now=10.0, limit=5, lease_s=1.0) == [("j1", 0)]
+    claimed = store.claim_due_polls(now=10.0, limit=5, lease_s=1.0)
+    assert [(poll.job_id, poll.token) for poll in claimed] == [("j1", 0)]
     client.close()
 
 
@@ -209,7 +212,38 @@ def test_a_corrupt_poll_token_does_not_stop_the_poll_claims(
         store.create(new_job(job_id), due_at=1.0)
         assert store.update(job_id, expect={}, changes={"next_poll_at": 5.0, "poll_token": 2})
     client.hset(store.key("bad"), "poll_token", '"two"')
-    assert store.claim_due_polls(now=10.0, limit=5, lease_s=1.0) == [("good", 2)]
+    claimed = store.claim_due_polls(now=10.0, limit=5, lease_s=1.0)
+    assert [(poll.job_id, poll.token) for poll in claimed] == [("good", 2)]
     assert client.zscore(store.poll_schedule_key, "bad") is None
     assert client.zscore(store.in_flight_key, "bad") is None
+    client.close()
+
+
+def test_a_claim_carries_what_the_poll_needs(store: JobStore, redis_server: RedisServer) -> None:
+    """The poller's claim reads a submitted job's poll facts in the same step, equal to those the
+    record gives; a job that is not submitted, or whose facts do not read, comes without them
+    (its poll reads the record, as before)."""
+    client = redis.Redis.from_url(redis_server.url(3))
+    params = {"prompt": "x", "aspect_ratio": "1:1", "resolution": "1K", "quality": "high"}
+    submitted = {
+        "status": JobStatus.SUBMITTED,
+        "remote_task_id": "t-1",
+        "deadline_at": 200.5,
+        "submitted_at": 20.25,
+        "poll_count": 3,
+        "poll_token": 4,
+        "next_poll_at": 5.0,
+    }
+    for job_id in ("live", "queued", "odd"):
+        store.create(replace(new_job(job_id), params=params), due_at=1.0)
+    assert store.update("live", expect={}, changes=submitted)
+    assert store.update("odd", expect={}, changes=submitted)
+    assert store.update("queued", expect={}, changes={"next_poll_at": 5.0})
+    client.hset(store.key("odd"), "deadline_at", '"soon"')
+    claimed = {poll.job_id: poll for poll in store.claim_due_polls(now=10.0, limit=5, lease_s=1)}
+    assert claimed["live"].facts == poll_facts(store.get("live"))
+    assert claimed["live"].facts == PollFacts("t-1", 200.5, 3, 20.25, "high", "1K")
+    assert claimed["live"].token == 4
+    assert claimed["queued"].facts is None
+    assert claimed["odd"].facts is None
     client.close()

@@ -13,13 +13,15 @@ import json
 import logging
 import time
 import uuid
-from typing import Any
+from typing import Any, Final, NamedTuple
 
 import redis
 from redis.commands.core import Script
 
 from imageq.worker.domain.job import DEFAULTS
+from imageq.worker.domain.status import JobStatus
 from imageq.worker.errors import CorruptRecord
+from imageq.worker.messages import PollFacts
 
 log = logging.getLogger("imageq.worker.store.job_store")
 
@@ -54,19 +56,20 @@ class WorkIndexes:
     def poll_schedule_key(self) -> str:
         return f"{self._prefix}:poll_schedule"
 
-    def claim_due_polls(self, *, now: float, limit: int, lease_s: float) -> list[tuple[str, int]]:
-        """Take up to `limit` polls due by `now` (job id, poll token), oldest first; each is due
-        again after `lease_s` unless its poll moves it first, so a poller lost mid-poll only
-        delays it, and no two pollers take the same one."""
+    def claim_due_polls(self, *, now: float, limit: int, lease_s: float) -> list[ClaimedPoll]:
+        """Take up to `limit` polls due by `now`, oldest first; each is due again after
+        `lease_s` unless its poll moves it first, so a poller lost mid-poll only delays it, and
+        no two pollers take the same one. Each comes with the facts its poll needs, read in the
+        same step (None where the record is not a submitted job's: the poll reads it then)."""
         raw = self._claim(
             keys=[self.poll_schedule_key],
             args=[now, limit, now + lease_s, self._prefix, DEFAULTS["poll_token"]],
         )
         claimed = []
-        for i in range(0, len(raw), 2):
+        for i in range(0, len(raw), 3):
             job_id, token = _text(raw[i]), _text(raw[i + 1])
             if token.isdigit():
-                claimed.append((job_id, int(token)))
+                claimed.append(ClaimedPoll(job_id, int(token), claimed_facts(raw[i + 2])))
             else:  # one corrupt record must not stop every poller's claims
                 self.skip_corrupt(CorruptRecord(job_id, "poll_token", "not an integer"))
         return claimed
@@ -138,3 +141,54 @@ class WorkIndexes:
 
 def _text(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
+
+
+class ClaimedPoll(NamedTuple):
+    """A poll the poller took: its job, its poll token, and the facts it needs (or None)."""
+
+    job_id: str
+    token: int
+    facts: PollFacts | None
+
+
+_SUBMITTED: Final = json.dumps(str(JobStatus.SUBMITTED))
+
+
+def claimed_facts(stored: list[bytes | str | None]) -> PollFacts | None:
+    """A claimed job's poll facts from its stored status, remote_task_id, deadline_at,
+    poll_count, submitted_at and params; None unless it is a submitted job whose fields all
+    read as expected (anything else is for the reading path, which knows what to do with it)."""
+    status, remote_task_id, deadline_at, poll_count, submitted_at, params = (
+        None if value is None else _text(value) for value in stored
+    )
+    if status != _SUBMITTED or remote_task_id is None or deadline_at is None or params is None:
+        return None
+    try:
+        task_id = json.loads(remote_task_id)
+        deadline = json.loads(deadline_at)
+        count = json.loads(poll_count or DEFAULTS["poll_count"])
+        submitted = json.loads(submitted_at or "0")
+        kind = json.loads(params)
+    except ValueError:
+        return None
+    if not (
+        isinstance(task_id, str)
+        and _number(deadline)
+        and isinstance(count, int)
+        and not isinstance(count, bool)
+        and _number(submitted)
+        and isinstance(kind, dict)
+    ):
+        return None
+    return PollFacts(
+        remote_task_id=task_id,
+        deadline_at=float(deadline),
+        poll_count=count,
+        submitted_at=float(submitted),
+        quality=str(kind.get("quality", "")),
+        resolution=str(kind.get("resolution", "")),
+    )
+
+
+def _number(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)

@@ -1,5 +1,8 @@
 -- The poller's claim (worker/store/job_store.py): the polls due now, each leased until ARGV[3].
 -- KEYS[1]: the poll schedule; ARGV: now, limit, lease end, key prefix, default poll token.
+-- Returns, for each claimed poll, its job id, its poll token and what the poll needs of the
+-- record (status, remote_task_id, deadline_at, poll_count, submitted_at, params: as stored,
+-- false where not stored), so a poll that goes on reads nothing more before the API call.
 
 local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, ARGV[2])
 local out = {}
@@ -11,6 +14,8 @@ for _, id in ipairs(ids) do
     redis.call('ZADD', KEYS[1], ARGV[3], id)
     out[#out + 1] = id
     out[#out + 1] = token
+    out[#out + 1] = redis.call(
+      'HMGET', job, 'status', 'remote_task_id', 'deadline_at', 'poll_count', 'submitted_at', 'params')
   else
     redis.call('ZREM', KEYS[1], id)
   end
