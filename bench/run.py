@@ -272,7 +272,9 @@ def describe(
         f"log level {args.loglevel}",
         "imageq polling settings": ", ".join(
             f"{key}={value:g}" if isinstance(value, float) else f"{key}={value}"
-            for key, value in PollingSettings(**polling_values(timing)).model_dump().items()
+            for key, value in PollingSettings(**polling_values(timing), mode=args.polling_mode)
+            .model_dump()
+            .items()
         ),
     }
     loads = [r[key] for r in results for key in ("loadavg_start", "loadavg_end")]
