@@ -51,7 +51,19 @@ COSTS = Coefficients(
 )
 def test_polls_per_job(mean_s: float, expected: float) -> None:
     """One poll when the job is done by the first; then one per interval, half a one late."""
-    assert polls_per_job(mean_s, first_poll_s=15.0, interval_s=4.0) == pytest.approx(expected)
+    assert polls_per_job(mean_s, first_poll_s=15.0, gap_s=4.0) == pytest.approx(expected)
+
+
+def test_placed_later_polls_are_modelled_near_the_far_end_of_their_window() -> None:
+    """Adaptive: later polls 4.96 s apart at the defaults (4 +/- 1 s), the placed schedule's
+    mean in the realistic mix; fixed: the plain interval. Fewer polls for the same job."""
+    assert Deployment().later_gap_s == pytest.approx(4.96)
+    assert Deployment(adaptive=False).later_gap_s == 4.0
+    assert Deployment(interval_s=10.0, jitter_s=0.0).later_gap_s == 10.0
+    placed = size(Load(864_000, 120.0, mean_generation_s=60.0), Deployment(), COSTS)
+    fixed = size(Load(864_000, 120.0, mean_generation_s=60.0), Deployment(adaptive=False), COSTS)
+    assert placed.polls_per_job == pytest.approx(1.0 + (60.0 - 0.58 * 60.0) / 4.96 + 0.5)
+    assert placed.polls_per_job < fixed.polls_per_job
 
 
 @pytest.mark.parametrize(("mean_s", "first_s"), [(10.0, 10.0), (43.0, 0.58 * 43.0), (300.0, 120.0)])
