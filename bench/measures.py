@@ -41,16 +41,21 @@ def measure(seen: Observed) -> dict[str, float]:
     """The round's metrics; per-job ones divide by N, the jobs put in flight."""
     tasks = seen.sim_stats["tasks"].values()
     completed_at = {task["out_task_id"]: task["completed_at"] for task in tasks}
+    created_at = {task["out_task_id"]: task["created_at"] for task in tasks}
     task_of = {task["out_task_id"]: task_id for task_id, task in seen.sim_stats["tasks"].items()}
     queries = seen.sim_stats["queries_by_task_id"]
     accepted = seen.sim_stats["accepted_submits_by_out_task_id"]
     lags, polls, submits, notifications, succeeded = [], [], [], [], 0
+    spans: list[tuple[float, float]] = []
     for job_id in seen.job_ids:
         times = seen.arrivals.times.get(job_id, [])
         notifications.append(len(times))
         finished = completed_at.get(job_id)
         if times and finished is not None:
             lags.append(min(times) - finished)
+        created = created_at.get(job_id)
+        if times and created is not None:
+            spans.append((created, min(times)))
         polls.append(queries.get(task_of.get(job_id, ""), 0))
         submits.append(accepted.get(job_id, 0))
         body = seen.arrivals.first_body.get(job_id)
@@ -76,8 +81,20 @@ def measure(seen: Observed) -> dict[str, float]:
         "submit_s": seen.submit_s,
         "all_notified_s": math.nan if seen.all_notified_s is None else seen.all_notified_s,
         "peak_poll_rate": seen.peak_poll_rate,
+        "peak_in_flight": most_at_once(spans),
         "machine_busy_pct": 100 * seen.machine_busy,
     }
+
+
+def most_at_once(spans: Sequence[tuple[float, float]]) -> int:
+    """The most spans (start, end) open at one instant; one ending as another starts is not
+    counted with it. Here: jobs between the API accepting them and their notification."""
+    edges = sorted([(start, 1) for start, _ in spans] + [(end, -1) for _, end in spans])
+    most = open_now = 0
+    for _, step in edges:
+        open_now += step
+        most = max(most, open_now)
+    return most
 
 
 def _status(body: bytes) -> str | None:

@@ -32,6 +32,7 @@ ROWS: Final = (
     ("rss_growth_kb_per_job", "worker RSS growth per in-flight job (KB)", "{:.2f}"),
     ("redis_kb_per_job", "Redis memory per in-flight job (KB)", "{:.2f}"),
     ("peak_poll_rate", "peak poll rate (polls/s, 2 s windows)", "{:.0f}"),
+    ("peak_in_flight", "most jobs in flight at once (API accepted, not yet notified)", "{:.0f}"),
     ("submit_s", "time to hand over the N jobs (s)", "{:.1f}"),
     ("all_notified_s", "hand-over to last notification (s)", "{:.1f}"),
     ("machine_busy_pct", "machine CPU busy in the round (% of all cores)", "{:.0f}"),

@@ -20,7 +20,7 @@ from bench.floor_model import (
     job_multiple,
     poll_multiple,
 )
-from bench.measures import Spread, spread_of
+from bench.measures import Spread, most_at_once, spread_of
 from bench.pairing import load_text, ratio_spread_at
 from bench.report import write_report
 from bench.run import parse_args, plan
@@ -251,3 +251,13 @@ def test_plan_runs_each_pair_back_to_back_on_the_same_jobs(tmp_path: Path) -> No
 def test_floor_pieces_cover_the_model() -> None:
     """Every piece the floor counts is one bench.floor measures."""
     assert set(PER_POLL) | set(PER_JOB) == set(FLOOR_PIECES)
+
+
+@pytest.mark.parametrize(
+    ("spans", "most"),
+    [([], 0), ([(0.0, 1.0), (2.0, 3.0)], 1), ([(0.0, 3.0), (1.0, 2.0), (1.5, 4.0)], 3),
+     ([(0.0, 1.0), (1.0, 2.0)], 1)],
+)  # fmt: skip
+def test_most_jobs_in_flight_at_once(spans: list[tuple[float, float]], most: int) -> None:
+    """The most spans open at one instant; one ending as the next starts is not both."""
+    assert most_at_once(spans) == most
