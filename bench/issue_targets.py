@@ -17,6 +17,9 @@ Result = Mapping[str, Any]
 CPU_TARGET: Final = {"countdown": 1.0, "poller": 0.45}
 # Worker RSS growth per job in flight, KB, by mode (issue 17).
 RSS_TARGET: Final = {"countdown": 10.0, "poller": 5.0}
+# The stretch: this machine holds so many jobs in flight at once, at production timing, in
+# poller mode, within the lag bound (issue 17).
+STRETCH_IN_FLIGHT: Final = 10_000
 
 
 def marginal(results: Sequence[Result], design: str, key: str, n: int) -> float:
@@ -94,4 +97,31 @@ def targets(
     if count < 3:
         lines += ["", f"Fewer than 3 pairs at N = {n:,}: these ratios are not reproducible "
                       "figures (the issue asks for at least 3 interleaved pairs)."]  # fmt: skip
+    return [*lines, ""]
+
+
+def stretch(results: Sequence[Result], meta: Mapping[str, Any]) -> list[str]:
+    """The stretch target, checked on each imageq round that could meet it (production timing,
+    poller mode): the most jobs in flight at once and the lag p99 then. Empty if none."""
+    if meta["scale"] != 1 or polling_mode(meta) != "poller":
+        return []
+    rounds = [r for r in results if r["design"] == "imageq" and r["n"] >= STRETCH_IN_FLIGHT]
+    if not rounds:
+        return []
+    bound = meta["lag_target_s"]
+    lines = [
+        f"Stretch: {STRETCH_IN_FLIGHT:,} jobs in flight at once on this machine (workers, Redis, "
+        f"simulator, producer and receiver together), production timing, poller mode, lag p99 "
+        f"≤ {bound:.2f} s. In flight: accepted by the API and not yet notified.",
+        "",
+        "| N handed over | most in flight at once | lag p99 (s) | load average | met |",
+        "|---:|---:|---:|---|:---:|",
+    ]
+    for r in rounds:
+        most = r.get("peak_in_flight", math.nan)
+        held = not math.isnan(most) and most >= STRETCH_IN_FLIGHT
+        met = "✅" if held and r["lag_p99_s"] <= bound else "❌"
+        shown = "-" if math.isnan(most) else f"{most:,.0f}"
+        load = load_text([r]).removeprefix("load average ")
+        lines.append(f"| {r['n']:,} | {shown} | {r['lag_p99_s']:.2f} | {load} | {met} |")
     return [*lines, ""]

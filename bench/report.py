@@ -10,7 +10,7 @@ from typing import Any, Final
 
 from bench.floor_model import floor_of
 from bench.floor_report import floor_section
-from bench.issue_targets import marginal, targets
+from bench.issue_targets import marginal, stretch, targets
 from bench.measures import Spread, median_of, ratio
 from bench.pairing import by_design, load_text, ns_of, pairs, ratio_spread_at
 
@@ -165,7 +165,7 @@ def write_report(
     lines = ["# imageq benchmark: imageq against the naive sleeping design", ""]
     lines += [f"- {key}: {value}" for key, value in meta["facts"].items()]
     floor = floor_of(meta)
-    lines += ["", "## Targets (issue)", "", *targets(results, meta, floor)]
+    lines += ["", "## Targets (issue)", "", *targets(results, meta, floor), *stretch(results, meta)]
     lines += floor_section(results, meta, floor)
     lines += ["## Lag against load, and the in-flight capacity per worker process", ""]
     lines += capacity(results, meta)

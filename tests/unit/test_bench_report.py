@@ -261,3 +261,18 @@ def test_floor_pieces_cover_the_model() -> None:
 def test_most_jobs_in_flight_at_once(spans: list[tuple[float, float]], most: int) -> None:
     """The most spans open at one instant; one ending as the next starts is not both."""
     assert most_at_once(spans) == most
+
+
+def test_stretch_is_checked_on_production_timing_poller_runs_only(tmp_path: Path) -> None:
+    """10,000 at once within the bound: met; fewer held at once, or late: not; at x 0.3 or in
+    countdown mode the stretch is not shown."""
+    production = {**meta_of(mode="poller"), "scale": 1, "lag_target_s": 6.0}
+    held = {**round_of("imageq", 12000, 0, cpu_s=0.008), "peak_in_flight": 10400, "lag_p99_s": 5.5}
+    short = {**held, "rep": 1, "peak_in_flight": 9100}
+    late = {**held, "rep": 2, "lag_p99_s": 6.5}
+    text = report(tmp_path, [held, short, late], production)
+    assert "| 12,000 | 10,400 | 5.50 | 1.00-1.50 | ✅ |" in text
+    assert "| 12,000 | 9,100 | 5.50 | 1.00-1.50 | ❌ |" in text
+    assert "| 12,000 | 10,400 | 6.50 | 1.00-1.50 | ❌ |" in text
+    assert "Stretch" not in report(tmp_path, [held], meta_of(mode="poller"))
+    assert "Stretch" not in report(tmp_path, [held], {**production, "polling_mode": "countdown"})
