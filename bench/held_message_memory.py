@@ -142,14 +142,15 @@ def _serve_snapshots(directory: Path) -> None:
 
 def _answer(name: str, snapshots: dict[str, tracemalloc.Snapshot]) -> dict[str, Any]:
     gc.collect()
-    snapshot = tracemalloc.take_snapshot().filter_traces(
-        [tracemalloc.Filter(False, tracemalloc.__file__)]
-    )
+    # Read before this snapshot is taken: the earlier one is held in both readings.
     answer: dict[str, Any] = {
         "rss": _rss_bytes(),
         "traced": tracemalloc.get_traced_memory()[0],
         "tracing_overhead": tracemalloc.get_tracemalloc_memory(),
     }
+    snapshot = tracemalloc.take_snapshot().filter_traces(
+        [tracemalloc.Filter(False, tracemalloc.__file__)]
+    )
     if snapshots:
         before = snapshots[min(snapshots)]
         lines = snapshot.compare_to(before, "lineno")
