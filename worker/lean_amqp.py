@@ -28,6 +28,7 @@ OWN_TASKS_PREFIX: Final = "imageq."
 DEFAULT_HEADERS: Final[dict[str, Any]] = {
     "lang": "py",
     "shadow": None,
+    "eta": None,
     "expires": None,
     "group": None,
     "group_index": None,
