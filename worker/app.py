@@ -50,10 +50,6 @@ def celery_config(settings: Settings) -> dict[str, Any]:
             # kombu's default of 10 connections per channel loses acks under load
             # (MaxConnectionsError); keep the pool above the concurrency.
             "max_connections": max(worker.concurrency * 2, 20),
-            # The JSON body as it is, not base64 over it: a worker holds each countdown message
-            # until due, body and payload both (a message says its own encoding, so those
-            # sent base64 before are still read).
-            "body_encoding": None,
         },
         "task_serializer": "json",
         "result_serializer": "json",

@@ -59,8 +59,7 @@ def stored_values(client: redis.Redis) -> Iterator[tuple[bytes, bytes]]:
     """(key, bytes) for every value in the database, read by type and also DUMPed.
 
     DUMP alone is not enough (Redis LZF-compresses strings over 20 bytes in it), nor is the
-    plain value: kombu base64-encodes message bodies (imageq's workers send theirs as JSON text,
-    escaped inside the payload), so those are decoded as well.
+    plain value: kombu base64-encodes message bodies, so those are decoded as well.
     """
     readers: dict[bytes, Callable[[bytes], object]] = {
         b"string": client.get,
@@ -105,11 +104,8 @@ def message_bodies(value: bytes) -> Iterator[bytes]:
     while stack:
         item = stack.pop()
         if isinstance(item, dict):
-            encoding = item.get("properties", {}).get("body_encoding")
-            if encoding == "base64":
+            if item.get("properties", {}).get("body_encoding") == "base64":
                 yield base64.b64decode(item.get("body", ""))
-            elif encoding is None and isinstance(item.get("body"), str):
-                yield item["body"].encode()  # imageq's own: JSON as it is, unescaped here
             stack.extend(item.values())
         elif isinstance(item, list):
             stack.extend(item)
