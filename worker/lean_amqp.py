@@ -9,7 +9,8 @@ root and parent task ids (Flower's task tree; imageq follows a job by its id, in
 arguments), the RPC result backend's `reply_to` (imageq keeps no Celery results), and a body's
 empty callbacks, errbacks, chain and chord. Every header a worker reads that is not at its
 default stays: the task name and id, `eta` (a poll's due time, `stale_polls.py`), `retries`
-once retried. Messages for other tasks (a user's Celery callback) are Celery's own, whole.
+once retried, and the shown arguments (`argsrepr`, `kwargsrepr`: Flower lists them). Messages
+for other tasks (a user's Celery callback) are Celery's own, whole.
 
 `send_task`'s `argsrepr` and `kwargsrepr` go in the headers, where Celery reads them; Celery
 would also copy them into the message properties, where nothing does.
@@ -34,7 +35,6 @@ DEFAULT_HEADERS: Final[dict[str, Any]] = {
     "group_index": None,
     "retries": 0,
     "timelimit": [None, None],
-    "kwargsrepr": "{}",
     "ignore_result": False,
     "replaced_task_nesting": 0,
     "stamped_headers": None,

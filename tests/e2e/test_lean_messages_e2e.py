@@ -62,7 +62,7 @@ def test_a_lean_poll_message_runs_the_job(
     raw = broker.rpop(SCRATCH_QUEUE)
     assert isinstance(raw, bytes)
     payload = json.loads(raw)
-    assert set(payload["headers"]) == {"task", "id", "eta", "argsrepr"}
+    assert set(payload["headers"]) == {"task", "id", "eta", "argsrepr", "kwargsrepr"}
     assert set(payload["properties"]).isdisjoint({"reply_to", "argsrepr", "kwargsrepr"})
     body = json.loads(base64.b64decode(payload["body"]))
     assert body == [[job_id, first.token, first.facts.to_message()], {}, {}]

@@ -26,7 +26,7 @@ def as_task(name: str, **options: Any) -> Any:
 def test_own_task_messages_carry_only_what_the_worker_reads() -> None:
     """A poll with a countdown: the task, its id, its due time and the shown arguments."""
     message = as_task("imageq.poll", countdown=5, argsrepr="['j1', 4]", kwargsrepr="{}")
-    assert set(message.headers) == {"task", "id", "eta", "argsrepr"}
+    assert set(message.headers) == {"task", "id", "eta", "argsrepr", "kwargsrepr"}
     assert "reply_to" not in message.properties
     assert message.properties["correlation_id"] == "id-1"
     assert message.body == (["j1", 4], {}, {})
