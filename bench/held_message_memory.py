@@ -9,8 +9,8 @@ them all, and prints, per held message: the bytes allocated by source line (trac
 snapshots before and after), the bytes of each part of a held message (the kombu Message, its
 raw payload, the headers, Celery's Request and its copy of the headers, the decoded body, the
 ETA, the timer entry, the QoS bookkeeping: a walk of the objects themselves, each object
-counted once, in that order), and the RSS growth (from /proc, less tracemalloc's own).
-`python -m bench.held` measures RSS and CPU without tracing.
+counted once, in that order). RSS is not shown: a traced process holds the snapshots and the
+traces too; `python -m bench.held` measures RSS and CPU without tracing.
 """
 
 from __future__ import annotations
@@ -42,11 +42,6 @@ _TRIGGER_DIR = "IMAGEQ_BENCH_HELD_DIR"  # where the parent asks the traced worke
 
 
 # --- in the worker: tracemalloc, and a walk of the held objects -------------------------------
-
-
-def _rss_bytes() -> int:
-    with open("/proc/self/statm") as statm:
-        return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
 
 def _children(value: Any) -> Iterator[Any]:
@@ -142,12 +137,7 @@ def _serve_snapshots(directory: Path) -> None:
 
 def _answer(name: str, snapshots: dict[str, tracemalloc.Snapshot]) -> dict[str, Any]:
     gc.collect()
-    # Read before this snapshot is taken: the earlier one is held in both readings.
-    answer: dict[str, Any] = {
-        "rss": _rss_bytes(),
-        "traced": tracemalloc.get_traced_memory()[0],
-        "tracing_overhead": tracemalloc.get_tracemalloc_memory(),
-    }
+    answer: dict[str, Any] = {"traced": tracemalloc.get_traced_memory()[0]}
     snapshot = tracemalloc.take_snapshot().filter_traces(
         [tracemalloc.Filter(False, tracemalloc.__file__)]
     )
@@ -228,12 +218,11 @@ def publish_polls(settings: Settings, n: int) -> None:
 
 def report(n: int, idle: dict[str, Any], held: dict[str, Any]) -> str:
     per = max(held.get("requests", n), 1)
-    rss = held["rss"] - idle["rss"] - (held["tracing_overhead"] - idle["tracing_overhead"])
     traced = held["traced"] - idle["traced"]
     out = [
         f"held messages: {held.get('requests')} (asked {n})",
-        f"RSS growth per held message, less tracemalloc's own: {rss / per:,.0f} B",
         f"traced allocations per held message: {traced / per:,.0f} B",
+        "(RSS: `python -m bench.held`, without tracing)",
         "",
         "parts of one held message (object walk, mean of 50):",
     ]
