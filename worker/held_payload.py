@@ -27,8 +27,9 @@ def _shared_keys(value: dict[str, Any], *, values: bool = False) -> dict[str, An
 
 def share_strings(payload: Any) -> Any:
     """`payload` (kombu's dict for one fetched message) with its keys, its header and property
-    dicts' keys, the content type and encoding, the task name and the delivery info's values
-    interned; anything not shaped so is returned as it is."""
+    dicts' keys, the content type and encoding, the task name, the body encoding and the
+    delivery info's values interned, and the correlation id the task id's string when equal;
+    anything not shaped so is returned as it is."""
     if not isinstance(payload, dict) or not all(isinstance(key, str) for key in payload):
         return payload
     shared = _shared_keys(payload)
@@ -46,4 +47,9 @@ def share_strings(payload: Any) -> Any:
         delivery = properties.get("delivery_info")
         if isinstance(delivery, dict) and all(isinstance(key, str) for key in delivery):
             properties["delivery_info"] = _shared_keys(delivery, values=True)
+        if isinstance(properties.get("body_encoding"), str):
+            properties["body_encoding"] = sys.intern(properties["body_encoding"])
+        # Celery's correlation id is the task id: one string for both.
+        if isinstance(headers, dict) and properties.get("correlation_id") == headers.get("id"):
+            properties["correlation_id"] = headers.get("id")
     return shared

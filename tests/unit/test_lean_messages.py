@@ -75,7 +75,11 @@ def test_shared_strings_are_one_object_for_all_messages() -> None:
             "body": "[]",
             "content-type": "application/json",
             "headers": {"task": "imageq.poll", "id": "x"},
-            "properties": {"delivery_info": {"exchange": "", "routing_key": "imageq.poll"}},
+            "properties": {
+                "correlation_id": "x",
+                "body_encoding": "base64",
+                "delivery_info": {"exchange": "", "routing_key": "imageq.poll"},
+            },
         }
     )
     first, second = json.loads(raw), json.loads(raw)
@@ -86,6 +90,8 @@ def test_shared_strings_are_one_object_for_all_messages() -> None:
     assert one["content-type"] is two["content-type"]
     routing = one["properties"]["delivery_info"]["routing_key"]
     assert routing is two["properties"]["delivery_info"]["routing_key"]
+    assert one["properties"]["body_encoding"] is two["properties"]["body_encoding"]
+    assert one["properties"]["correlation_id"] is one["headers"]["id"]
     (key,) = (key for key in one["headers"] if key == "task")
     assert key is next(key for key in two["headers"] if key == "task")
 
