@@ -17,6 +17,8 @@ from urllib.parse import urlsplit
 import redis
 from kombu.transport import redis as kombu_redis
 
+from imageq.worker.held_payload import share_strings
+
 TRANSPORT = "imageq.worker.broker:Transport"
 SENTINEL_TRANSPORT = "imageq.worker.broker:SentinelTransport"
 _TRANSPORTS = {"redis": TRANSPORT, "rediss": TRANSPORT, "sentinel": SENTINEL_TRANSPORT}
@@ -50,9 +52,15 @@ class SentinelChannel(_SharedClient, kombu_redis.SentinelChannel):
     pass
 
 
-class Transport(kombu_redis.Transport):
+class _SharedStrings(kombu_redis.Transport):
+    def _deliver(self, message: Any, queue: str) -> None:
+        # Held until due if it has a countdown: its repeated strings shared (held_payload.py).
+        super()._deliver(share_strings(message), queue)
+
+
+class Transport(_SharedStrings):
     Channel = Channel
 
 
-class SentinelTransport(kombu_redis.SentinelTransport):
+class SentinelTransport(_SharedStrings, kombu_redis.SentinelTransport):
     Channel = SentinelChannel

@@ -6,7 +6,7 @@ its publishing options, for the worker's tasks and the producers alike.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, fields
 from typing import Any
 
 from imageq.config import WorkerSettings
@@ -46,15 +46,26 @@ class PollFacts:
     resolution: str = ""
 
     @classmethod
-    def from_message(cls, value: dict[str, Any]) -> PollFacts:
+    def from_message(cls, value: list[Any] | dict[str, Any]) -> PollFacts:
+        """The facts as a message carries them: a list in field order (`to_message`), or the
+        dict by field name that messages carried before (still read, so none is lost)."""
+        given = value if isinstance(value, dict) else dict(zip(_FACT_FIELDS, value, strict=False))
         return cls(
-            remote_task_id=str(value["remote_task_id"]),
-            deadline_at=float(value["deadline_at"]),
-            poll_count=int(value["poll_count"]),
-            submitted_at=float(value.get("submitted_at", 0.0)),
-            quality=str(value.get("quality", "")),
-            resolution=str(value.get("resolution", "")),
+            remote_task_id=str(given["remote_task_id"]),
+            deadline_at=float(given["deadline_at"]),
+            poll_count=int(given["poll_count"]),
+            submitted_at=float(given.get("submitted_at", 0.0)),
+            quality=str(given.get("quality", "")),
+            resolution=str(given.get("resolution", "")),
         )
+
+    def to_message(self) -> list[Any]:
+        """The facts in field order, without their names: a worker holds each countdown message
+        until it is due, and names would be allocated again in every one."""
+        return [getattr(self, name) for name in _FACT_FIELDS]
+
+
+_FACT_FIELDS = tuple(field.name for field in fields(PollFacts))
 
 
 @dataclass(frozen=True)
@@ -112,6 +123,14 @@ Message = tuple[str, list[Any], dict[str, Any]]
 """A task name, its arguments, and `apply_async` options."""
 
 
+def shown_arguments(args: list[Any]) -> str:
+    """A message's arguments as Celery shows them (logs, Flower): the ids and numbers, with
+    `...` for the poll facts (a worker holds each countdown message, and this text, in memory
+    until it is due; the facts are in the arguments themselves)."""
+    shown = (repr(arg) if isinstance(arg, str | int | float) else "..." for arg in args)
+    return f"[{', '.join(shown)}]"
+
+
 def message(action: Action, queues: WorkerSettings) -> Message:
     """The task message that carries out an action."""
     match action:
@@ -119,7 +138,9 @@ def message(action: Action, queues: WorkerSettings) -> Message:
             queue = queues.bulk_submit_queue if lane == "bulk" else queues.submit_queue
             return SUBMIT_TASK, [job_id], {"countdown": countdown_s, "queue": queue}
         case SchedulePoll(job_id, token, countdown_s, facts):
-            args: list[Any] = [job_id, token] if facts is None else [job_id, token, asdict(facts)]
+            args: list[Any] = (
+                [job_id, token] if facts is None else [job_id, token, facts.to_message()]
+            )
             return POLL_TASK, args, {"countdown": countdown_s}
         case ScheduleDownload(job_id, attempt, countdown_s):
             return DOWNLOAD_TASK, [job_id, attempt], {"countdown": countdown_s}

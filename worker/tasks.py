@@ -10,7 +10,7 @@ import redis
 from celery import Task, signature
 from celery.signals import worker_ready, worker_shutdown
 
-from imageq.worker.app import default_app
+from imageq.worker.app import default_app, send_message
 from imageq.worker.errors import WriteNotReplicated
 from imageq.worker.messages import (
     BATCH_TASK,
@@ -26,7 +26,6 @@ from imageq.worker.messages import (
     ScheduleDownload,
     SchedulePoll,
     ScheduleWebhook,
-    message,
 )
 from imageq.worker.policy.stale_polls import may_be_stale
 from imageq.worker.poller import Poller
@@ -59,7 +58,9 @@ def submit_job(self: Task, job_id: str) -> None:
 
 
 @app.task(name=POLL_TASK, bind=True, **_TRANSIENT)
-def poll_job(self: Task, job_id: str, token: int, facts: dict[str, Any] | None = None) -> None:
+def poll_job(
+    self: Task, job_id: str, token: int, facts: list[Any] | dict[str, Any] | None = None
+) -> None:
     """Poll a submitted job once; the token makes a duplicate message a no-op, and a message
     that may be stale checks it before asking the API."""
     rt = runtime()
@@ -163,10 +164,7 @@ def _publish(actions: Actions, *, notify_here: bool = True) -> None:
             ):
                 _publish(webhook(rt, job_id, attempt))
             case _:
-                name, args, options = message(action, rt.settings.worker)
-                # The shown arguments, given: Celery's own `saferepr` of them is pure Python,
-                # 2 % of a countdown worker's CPU; these hold only ids, numbers and times.
-                app.send_task(name, args=args, argsrepr=repr(args), kwargsrepr="{}", **options)
+                send_message(app, action, rt.settings.worker)
 
 
 _poller: Poller | None = None
