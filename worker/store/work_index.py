@@ -20,8 +20,9 @@ from redis.commands.core import Script
 
 from imageq.worker.domain.job import DEFAULTS
 from imageq.worker.domain.status import JobStatus
+from imageq.worker.domain.submit_schedule import LANES, due_submits
 from imageq.worker.errors import CorruptRecord
-from imageq.worker.messages import PollFacts
+from imageq.worker.messages import PollFacts, Submit
 
 log = logging.getLogger("imageq.worker.store.job_store")
 
@@ -39,6 +40,8 @@ class WorkIndexes:
     _prefix: str
     _ttl_s: int
     _claim: Script
+    _claim_submits: Script
+    _release_submit: Script
 
     @property
     def in_flight_key(self) -> str:
@@ -55,6 +58,44 @@ class WorkIndexes:
     @property
     def poll_schedule_key(self) -> str:
         return f"{self._prefix}:poll_schedule"
+
+    def submit_schedule_key(self, lane: str) -> str:
+        """The submit schedule of a lane (`domain.submit_schedule.LANES`), poller mode's."""
+        return f"{self._prefix}:submit_schedule:{lane}"
+
+    def schedule_submits(self, submits: list[Submit], *, now: float) -> None:
+        """File submits in their lanes' schedules, due after their countdowns (poller mode:
+        instead of a task message each). An entry already there is moved to the new time."""
+        due = due_submits(submits, now=now)
+        if not due:
+            return
+        with self._redis.pipeline(transaction=False) as pipe:
+            for lane, entries in due.items():
+                pipe.zadd(self.submit_schedule_key(lane), entries)
+            pipe.execute()
+
+    def claim_due_submits(self, *, now: float, limit: int, lease_s: float) -> list[ClaimedSubmit]:
+        """Take up to `limit` submits due by `now`, interactive ones first, oldest first in each
+        lane; each is due again after `lease_s` unless given up or moved first
+        (`release_submit`, `schedule_submits`), so a poller lost with it only delays it, and no
+        two pollers take the same one. Entries whose job is no longer queued are dropped."""
+        lease_until = now + lease_s
+        raw = self._claim_submits(
+            keys=[self.submit_schedule_key(lane) for lane in LANES],
+            args=[now, limit, lease_until, self._prefix],
+        )
+        return [
+            ClaimedSubmit(_text(raw[i]), LANES[int(raw[i + 1]) - 1], lease_until)
+            for i in range(0, len(raw), 2)
+        ]
+
+    def release_submit(self, claimed: ClaimedSubmit) -> None:
+        """Give up a claimed submit whose step scheduled no new one (submitted, ended, or
+        nothing to do): its entry goes, unless something filed it again meanwhile."""
+        self._release_submit(
+            keys=[self.submit_schedule_key(claimed.lane)],
+            args=[claimed.job_id, claimed.lease_until],
+        )
 
     def claim_due_polls(self, *, now: float, limit: int, lease_s: float) -> list[ClaimedPoll]:
         """Take up to `limit` polls due by `now`, oldest first; each is due again after
@@ -97,10 +138,12 @@ class WorkIndexes:
 
     def unindex(self, job_id: str) -> None:
         """Take a job whose record is gone (or cannot be read) out of the in-flight index and
-        the poll schedule."""
+        the poll and submit schedules."""
         with self._redis.pipeline(transaction=False) as pipe:
             pipe.zrem(self.in_flight_key, job_id)
             pipe.zrem(self.poll_schedule_key, job_id)
+            for lane in LANES:
+                pipe.zrem(self.submit_schedule_key(lane), job_id)
             pipe.execute()
 
     def skip_corrupt(self, error: CorruptRecord) -> None:
@@ -141,6 +184,14 @@ class WorkIndexes:
 
 def _text(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
+
+
+class ClaimedSubmit(NamedTuple):
+    """A submit the poller took: its job, its lane, and when its lease ends."""
+
+    job_id: str
+    lane: str
+    lease_until: float
 
 
 class ClaimedPoll(NamedTuple):
