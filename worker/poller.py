@@ -122,13 +122,13 @@ class Poller:
         polls: list[ClaimedPoll] = []
         submits: list[ClaimedSubmit] = []
         try:
-            now = self._rt.clock()
-            polls = self._rt.store.claim_due_polls(now=now, limit=room, lease_s=self._lease_s)
-            if room > len(polls):
-                submits = self._rt.store.claim_due_submits(
-                    now=now, limit=room - len(polls), lease_s=self._submit_lease_s
-                )
-        finally:  # what was claimed runs, even if the second claim failed
+            polls, submits = self._rt.store.claim_due(
+                now=self._rt.clock(),
+                limit=room,
+                poll_lease_s=self._lease_s,
+                submit_lease_s=self._submit_lease_s,
+            )
+        finally:
             taken = len(polls) + len(submits)
             self._release(room - taken)
             for job_id, token, facts in polls:

@@ -130,3 +130,25 @@ def test_unindex_takes_a_job_out_of_the_submit_schedules(
     store.create(replace(new_job("x"), lane="bulk"), due_at=1.0, schedule_submit=True)
     store.unindex("x")
     assert client.zcard(store.submit_schedule_key("bulk")) == 0
+
+
+def test_the_pollers_claim_takes_due_polls_first_then_submits_in_one_step(
+    store: JobStore, client: redis.Redis
+) -> None:
+    """`claim_due` fills the room with due polls, then with due submits (interactive first),
+    each with its own lease; no room left after the polls, no submit claimed."""
+    for n in range(2):
+        store.create(new_job(f"p{n}"), due_at=1.0)
+        assert store.update(f"p{n}", expect={}, changes={"next_poll_at": 2.0 + n})
+    store.create(new_job("s-bulk", "bulk"), due_at=1.0, schedule_submit=True)
+    store.create(new_job("s-int"), due_at=3.0, schedule_submit=True)
+    polls, none = store.claim_due(now=5.0, limit=2, poll_lease_s=1.0, submit_lease_s=9.0)
+    assert ([p.job_id for p in polls], none) == (["p0", "p1"], [])
+    assert client.zscore(store.poll_schedule_key, "p0") == 6.0
+    polls, submits = store.claim_due(now=5.5, limit=3, poll_lease_s=1.0, submit_lease_s=9.0)
+    assert polls == []
+    assert [(s.job_id, s.lane, s.lease_until) for s in submits] == [
+        ("s-int", "interactive", 14.5),
+        ("s-bulk", "bulk", 14.5),
+    ]
+    assert client.zscore(store.submit_schedule_key("bulk"), "s-bulk") == 14.5

@@ -3,7 +3,7 @@ order the lanes are claimed in, and when each scheduled submit is due.
 
 In poller mode a submit is an entry in a sorted set per lane (job id scored by when it is
 due), not a task message; the poller claims due entries as it claims polls
-(`WorkIndexes.claim_due_submits`)."""
+(`WorkIndexes.claim_due`)."""
 
 from __future__ import annotations
 

@@ -50,8 +50,7 @@ def _script(name: str) -> str:
 
 
 _WRITE: Final = _script("write.lua")
-_CLAIM_POLLS: Final = _script("claim_polls.lua")
-_CLAIM_SUBMITS: Final = _script("claim_submits.lua")
+_CLAIM_DUE: Final = _script("claim_due.lua")
 _RELEASE_SUBMIT: Final = _script("release_submit.lua")
 _POLL_ON: Final = _script("poll_on.lua")
 _TERMINAL: Final = {str(status): True for status in TERMINAL_JOB_STATUSES}
@@ -118,8 +117,7 @@ class JobStore(BatchRecords, CostRecords, WorkIndexes):
         self._wait_timeout_ms = max(1, round(wait_timeout_s * 1000))
         self.index = JobIndex(client, prefix=prefix, ttl_s=ttl_s)
         self._write = client.register_script(_WRITE)
-        self._claim = client.register_script(_CLAIM_POLLS)
-        self._claim_submits = client.register_script(_CLAIM_SUBMITS)
+        self._claim = client.register_script(_CLAIM_DUE)
         self._release_submit = client.register_script(_RELEASE_SUBMIT)
         self._poll_on = client.register_script(_POLL_ON)
 

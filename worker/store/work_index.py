@@ -40,7 +40,6 @@ class WorkIndexes:
     _prefix: str
     _ttl_s: int
     _claim: Script
-    _claim_submits: Script
     _release_submit: Script
 
     @property
@@ -74,20 +73,39 @@ class WorkIndexes:
                 pipe.zadd(self.submit_schedule_key(lane), entries)
             pipe.execute()
 
+    def claim_due(
+        self, *, now: float, limit: int, poll_lease_s: float, submit_lease_s: float
+    ) -> tuple[list[ClaimedPoll], list[ClaimedSubmit]]:
+        """The poller's claim, one round trip: up to `limit` polls due by `now` (as
+        `claim_due_polls`), then due submits with the room they leave (as
+        `claim_due_submits`)."""
+        return self._claim_due(
+            now=now,
+            poll_limit=limit,
+            limit=limit,
+            poll_lease_s=poll_lease_s,
+            submit_lease_s=submit_lease_s,
+        )
+
+    def claim_due_polls(self, *, now: float, limit: int, lease_s: float) -> list[ClaimedPoll]:
+        """Take up to `limit` polls due by `now`, oldest first; each is due again after
+        `lease_s` unless its poll moves it first, so a poller lost mid-poll only delays it, and
+        no two pollers take the same one. Each comes with the facts its poll needs, read in the
+        same step (None where the record is not a submitted job's: the poll reads it then)."""
+        polls, _ = self._claim_due(
+            now=now, poll_limit=limit, limit=limit, poll_lease_s=lease_s, submit_lease_s=None
+        )
+        return polls
+
     def claim_due_submits(self, *, now: float, limit: int, lease_s: float) -> list[ClaimedSubmit]:
         """Take up to `limit` submits due by `now`, interactive ones first, oldest first in each
         lane; each is due again after `lease_s` unless given up or moved first
         (`release_submit`, `schedule_submits`), so a poller lost with it only delays it, and no
         two pollers take the same one. Entries whose job is no longer queued are dropped."""
-        lease_until = now + lease_s
-        raw = self._claim_submits(
-            keys=[self.submit_schedule_key(lane) for lane in LANES],
-            args=[now, limit, lease_until, self._prefix],
+        _, submits = self._claim_due(
+            now=now, poll_limit=0, limit=limit, poll_lease_s=0.0, submit_lease_s=lease_s
         )
-        return [
-            ClaimedSubmit(_text(raw[i]), LANES[int(raw[i + 1]) - 1], lease_until)
-            for i in range(0, len(raw), 2)
-        ]
+        return submits
 
     def release_submit(self, claimed: ClaimedSubmit) -> None:
         """Give up a claimed submit whose step scheduled no new one (submitted, ended, or
@@ -97,23 +115,43 @@ class WorkIndexes:
             args=[claimed.job_id, claimed.lease_until],
         )
 
-    def claim_due_polls(self, *, now: float, limit: int, lease_s: float) -> list[ClaimedPoll]:
-        """Take up to `limit` polls due by `now`, oldest first; each is due again after
-        `lease_s` unless its poll moves it first, so a poller lost mid-poll only delays it, and
-        no two pollers take the same one. Each comes with the facts its poll needs, read in the
-        same step (None where the record is not a submitted job's: the poll reads it then)."""
-        raw = self._claim(
-            keys=[self.poll_schedule_key],
-            args=[now, limit, now + lease_s, self._prefix, DEFAULTS["poll_token"]],
+    def _claim_due(
+        self,
+        *,
+        now: float,
+        poll_limit: int,
+        limit: int,
+        poll_lease_s: float,
+        submit_lease_s: float | None,
+    ) -> tuple[list[ClaimedPoll], list[ClaimedSubmit]]:
+        keys = [self.poll_schedule_key]
+        if submit_lease_s is not None:
+            keys += [self.submit_schedule_key(lane) for lane in LANES]
+        submit_until = now + (submit_lease_s or 0.0)
+        raw_polls, raw_submits = self._claim(
+            keys=keys,
+            args=[
+                now,
+                poll_limit,
+                limit,
+                now + poll_lease_s,
+                submit_until,
+                self._prefix,
+                DEFAULTS["poll_token"],
+            ],
         )
-        claimed = []
-        for i in range(0, len(raw), 3):
-            job_id, token = _text(raw[i]), _text(raw[i + 1])
+        polls = []
+        for i in range(0, len(raw_polls), 3):
+            job_id, token = _text(raw_polls[i]), _text(raw_polls[i + 1])
             if token.isdigit():
-                claimed.append(ClaimedPoll(job_id, int(token), claimed_facts(raw[i + 2])))
+                polls.append(ClaimedPoll(job_id, int(token), claimed_facts(raw_polls[i + 2])))
             else:  # one corrupt record must not stop every poller's claims
                 self.skip_corrupt(CorruptRecord(job_id, "poll_token", "not an integer"))
-        return claimed
+        submits = [
+            ClaimedSubmit(_text(raw_submits[i]), LANES[int(raw_submits[i + 1]) - 1], submit_until)
+            for i in range(0, len(raw_submits), 2)
+        ]
+        return polls, submits
 
     def dead_letters(self) -> dict[str, dict[str, Any]]:
         """Webhook deliveries given up on: job id -> {reason, at, attempts}."""
