@@ -30,6 +30,7 @@ from imageq.worker.app import create_app, send_actions
 from imageq.worker.domain import transitions
 from imageq.worker.domain.batch import Batch
 from imageq.worker.domain.job import Job
+from imageq.worker.domain.submit_schedule import split_submits
 from imageq.worker.errors import (
     CorruptRecord,
     ImageqError,
@@ -275,9 +276,10 @@ class ImageQueue:
     def _queue(self, job: Job) -> bool:
         """Store and queue a new job; False (nothing sent) if its id is already known for the
         same request; `JobConflict` (nothing written) if for another."""
-        if not self._create(job):
+        # In poller mode the creating write files the submit in its lane's schedule.
+        if not self._create(job, schedule_submit=self._polled_by_poller):
             return False
-        if not job.held:
+        if not job.held and not self._polled_by_poller:
             try:
                 self._publish([Submit(job.job_id, job.lane)])
             except BaseException:
@@ -290,13 +292,14 @@ class ImageQueue:
         log.info("job %s enqueued", job.job_id, extra=fields)
         return True
 
-    def _create(self, job: Job) -> bool:
+    def _create(self, job: Job, *, schedule_submit: bool = False) -> bool:
         """Store the new job; False if its id is known for the same request, `JobConflict` if
         for another (nothing written either way)."""
         # A known record can vanish between the two reads (its TTL ran out, or a producer took
         # back a job it could not queue): the id is free again, so try again, a few times.
         for _ in range(3):
-            if self._store.create(job, due_at=None if job.held else time.time()):
+            due_at = None if job.held else time.time()
+            if self._store.create(job, due_at=due_at, schedule_submit=schedule_submit):
                 return True
             try:
                 known = self._store.get(job.job_id)
@@ -318,7 +321,17 @@ class ImageQueue:
                 conflicts[line] = error
         return conflicts
 
+    @property
+    def _polled_by_poller(self) -> bool:
+        return self._settings.polling.mode == "poller"
+
     def _publish(self, actions: Actions) -> None:
+        """Send the actions as task messages; in poller mode submits go in their lanes'
+        schedules instead (a worker in countdown mode still takes them: its sweeper re-sends
+        them as messages once overdue)."""
+        if self._polled_by_poller:
+            submits, actions = split_submits(actions)
+            self._store.schedule_submits(submits, now=time.time())
         send_actions(self._app, actions, self._settings.worker)
 
 

@@ -1,4 +1,5 @@
-"""The poller: polls taken from the poll schedule in Redis, without a Celery message each.
+"""The poller: polls and submits taken from their schedules in Redis, without a Celery message
+each.
 
 With `polling.mode = "poller"` every worker runs one: a thread that, every `poller_tick_s` (or
 as soon as threads free up, while polls wait), claims the polls that are due (an atomic claim:
@@ -6,7 +7,10 @@ no two pollers take the same one; a claim is a lease, so a poller that dies only
 polls) and runs them on a thread pool. Each poll is the same step as the poll task's,
 compare-and-set and all, and the step itself files the job's next poll in the schedule.
 Celery's per-message cost (publish, hold the countdown, deliver, ack), most of a poll's CPU in
-the countdown design, is not paid per poll.
+the countdown design, is not paid per poll. Submits come the same way, from a schedule per
+lane (`domain.submit_schedule`) that the creating write, put-offs, retries and the sweeper
+fill, with the room the due polls leave; the submit step's own lease and request window keep
+one submit per job.
 
 How many polls run at once is measured, not fixed: it starts at `poller_threads` and is
 resized every `poller_sizing_s` by `poller_sizing.next_sizing`, up to `poller_max_threads`,
@@ -23,12 +27,15 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
+from imageq.worker.domain.submit_schedule import keeps_claim, split_submits
 from imageq.worker.messages import Actions, PollFacts, SchedulePoll
 from imageq.worker.policy.leases import lease_s
 from imageq.worker.poller_notifier import Notifier
 from imageq.worker.poller_sizing import PoolLimits, Sizing, Window, next_sizing
 from imageq.worker.runtime import Runtime
 from imageq.worker.steps.poll import poll
+from imageq.worker.steps.submit import submit
+from imageq.worker.store.work_index import ClaimedPoll, ClaimedSubmit
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +71,9 @@ class Poller:
         # A poll longer than this is taken again by another poller; its token keeps the copy
         # from moving the job twice.
         self._lease_s = lease_s(rt.settings, "poll")
+        # A claimed submit comes back after this; the submit's own lease and request window
+        # (`steps.submit`) keep a second attempt from sending it twice.
+        self._submit_lease_s = lease_s(rt.settings, "submit")
         # Threads start only as polls need them, so the ceiling costs nothing until it is used.
         self._pool = ThreadPoolExecutor(timing.poller_max_threads, thread_name_prefix="imageq-poll")
         self._notifier = Notifier(
@@ -100,29 +110,37 @@ class Poller:
         self._notifier.stop()
 
     def tick(self) -> int:
-        """Claim as many due polls as there is room for, hand them to the pool; how many."""
+        """Claim as many due polls as there is room for, then due submits with the room they
+        leave (a job in flight is polled on time before another is taken on, as the request
+        budget lets polls go first); hand them to the pool; how many."""
         with self._changed:
             room = self._size - self._running
             self._filled = room <= 0
             if self._filled:
                 return 0
             self._running += room  # held for this claim; what it does not take is given back
+        polls: list[ClaimedPoll] = []
+        submits: list[ClaimedSubmit] = []
         try:
-            claimed = self._rt.store.claim_due_polls(
-                now=self._rt.clock(), limit=room, lease_s=self._lease_s
+            polls, submits = self._rt.store.claim_due(
+                now=self._rt.clock(),
+                limit=room,
+                poll_lease_s=self._lease_s,
+                submit_lease_s=self._submit_lease_s,
             )
-        except Exception:
-            self._release(room)
-            raise
-        self._release(room - len(claimed))
-        self._filled = len(claimed) == room
+        finally:
+            taken = len(polls) + len(submits)
+            self._release(room - taken)
+            for job_id, token, facts in polls:
+                self._pool.submit(self._poll_one, job_id, token, facts)
+            for claimed in submits:
+                self._pool.submit(self._submit_one, claimed)
+        self._filled = taken == room
         with self._changed:
             self._claims += 1
             self._full_claims += self._filled
             self._peak_running = max(self._peak_running, self._running)
-        for job_id, token, facts in claimed:
-            self._pool.submit(self._poll_one, job_id, token, facts)
-        return len(claimed)
+        return taken
 
     def resize(self) -> int:
         """Close the measuring window: set the size for the next one from it; the new size."""
@@ -180,6 +198,22 @@ class Poller:
                 self._polls_done += polled
                 if self._room_or_stop():  # wake the claimer only when it would claim
                     self._changed.notify()
+
+    def _submit_one(self, claimed: ClaimedSubmit) -> None:
+        try:
+            submits, rest = split_submits(submit(self._rt, claimed.job_id))
+            # A submit put off or retried goes back in the schedule, replacing the claim;
+            # without one the claim is given up.
+            self._rt.store.schedule_submits(submits, now=self._rt.clock())
+            if not keeps_claim(submits, claimed.job_id):
+                self._rt.store.release_submit(claimed)
+            self._notifier.hand_over([a for a in rest if not isinstance(a, SchedulePoll)])
+        except Exception:
+            log.exception(
+                "submit of job %s failed; it is taken again when its claim lapses", claimed.job_id
+            )
+        finally:
+            self._release(1, polled=True)
 
     def _poll_one(self, job_id: str, token: int, facts: PollFacts | None) -> None:
         try:

@@ -26,6 +26,7 @@ from imageq.worker.messages import (
     ScheduleDownload,
     SchedulePoll,
     ScheduleWebhook,
+    Submit,
 )
 from imageq.worker.policy.stale_polls import may_be_stale
 from imageq.worker.poller import Poller
@@ -152,6 +153,8 @@ def _publish(actions: Actions, *, notify_here: bool = True) -> None:
         match action:
             case SchedulePoll() if polled_by_poller:
                 pass  # the poll schedule in Redis has it; the poller will take it
+            case Submit() if polled_by_poller:
+                rt.store.schedule_submits([action], now=rt.clock())  # the poller takes it
             case ScheduleDownload(job_id, attempt, countdown_s) if (
                 notify_here and attempt == 1 and not countdown_s and not polled_by_poller
             ):

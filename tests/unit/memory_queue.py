@@ -34,7 +34,9 @@ class MemoryStore:
     def jobs(self) -> dict[str, Job]:
         return {job_id: self.get(job_id) for job_id in self.records}
 
-    def create(self, job: Job, *, due_at: float | None = None) -> bool:
+    def create(
+        self, job: Job, *, due_at: float | None = None, schedule_submit: bool = False
+    ) -> bool:
         if job.job_id in self.records:
             return False
         self.records[job.job_id] = job.to_hash()

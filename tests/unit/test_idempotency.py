@@ -212,7 +212,9 @@ class Vanishing(MemoryStore):
         super().__init__()
         self.refusals = 1
 
-    def create(self, job: Job, *, due_at: float | None = None) -> bool:
+    def create(
+        self, job: Job, *, due_at: float | None = None, schedule_submit: bool = False
+    ) -> bool:
         if self.refusals:
             self.refusals -= 1
             return False

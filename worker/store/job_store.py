@@ -33,6 +33,7 @@ import redis
 
 from imageq.worker.domain.job import DEFAULTS, Job, encode_fields, is_default
 from imageq.worker.domain.status import TERMINAL_JOB_STATUSES, JobStatus
+from imageq.worker.domain.submit_schedule import lane_of
 from imageq.worker.domain.transitions import Slot as Slot  # where callers have always found it
 from imageq.worker.domain.transitions import Transition
 from imageq.worker.errors import CorruptRecord, JobNotFound, WriteNotReplicated
@@ -49,7 +50,8 @@ def _script(name: str) -> str:
 
 
 _WRITE: Final = _script("write.lua")
-_CLAIM_POLLS: Final = _script("claim_polls.lua")
+_CLAIM_DUE: Final = _script("claim_due.lua")
+_RELEASE_SUBMIT: Final = _script("release_submit.lua")
 _POLL_ON: Final = _script("poll_on.lua")
 _TERMINAL: Final = {str(status): True for status in TERMINAL_JOB_STATUSES}
 _SUBMITTED: Final = encode_fields({"status": JobStatus.SUBMITTED})["status"]
@@ -115,7 +117,8 @@ class JobStore(BatchRecords, CostRecords, WorkIndexes):
         self._wait_timeout_ms = max(1, round(wait_timeout_s * 1000))
         self.index = JobIndex(client, prefix=prefix, ttl_s=ttl_s)
         self._write = client.register_script(_WRITE)
-        self._claim = client.register_script(_CLAIM_POLLS)
+        self._claim = client.register_script(_CLAIM_DUE)
+        self._release_submit = client.register_script(_RELEASE_SUBMIT)
         self._poll_on = client.register_script(_POLL_ON)
 
     def __repr__(self) -> str:
@@ -124,10 +127,15 @@ class JobStore(BatchRecords, CostRecords, WorkIndexes):
     def key(self, job_id: str) -> str:
         return f"{self._prefix}:job:{job_id}"
 
-    def create(self, job: Job, *, due_at: float | None = None) -> bool:
-        """Store a new job (due in the in-flight index at `due_at`, if given); False (and
-        nothing written) if the id is taken."""
-        extra = {"due_at": due_at} if due_at is not None else {}
+    def create(
+        self, job: Job, *, due_at: float | None = None, schedule_submit: bool = False
+    ) -> bool:
+        """Store a new job (due in the in-flight index at `due_at`, if given; with
+        `schedule_submit`, in its lane's submit schedule at the same time, poller mode's
+        submit); False (and nothing written) if the id is taken."""
+        extra: dict[str, Any] = {"due_at": due_at} if due_at is not None else {}
+        if schedule_submit and due_at is not None:
+            extra["submit_schedule"] = self.submit_schedule_key(lane_of(job.lane))
         return self._run(job.job_id, create=True, changes=job.to_hash(), extra=extra).applied
 
     def get(self, job_id: str) -> Job:

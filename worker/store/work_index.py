@@ -20,8 +20,9 @@ from redis.commands.core import Script
 
 from imageq.worker.domain.job import DEFAULTS
 from imageq.worker.domain.status import JobStatus
+from imageq.worker.domain.submit_schedule import LANES, due_submits
 from imageq.worker.errors import CorruptRecord
-from imageq.worker.messages import PollFacts
+from imageq.worker.messages import PollFacts, Submit
 
 log = logging.getLogger("imageq.worker.store.job_store")
 
@@ -39,6 +40,7 @@ class WorkIndexes:
     _prefix: str
     _ttl_s: int
     _claim: Script
+    _release_submit: Script
 
     @property
     def in_flight_key(self) -> str:
@@ -56,23 +58,100 @@ class WorkIndexes:
     def poll_schedule_key(self) -> str:
         return f"{self._prefix}:poll_schedule"
 
+    def submit_schedule_key(self, lane: str) -> str:
+        """The submit schedule of a lane (`domain.submit_schedule.LANES`), poller mode's."""
+        return f"{self._prefix}:submit_schedule:{lane}"
+
+    def schedule_submits(self, submits: list[Submit], *, now: float) -> None:
+        """File submits in their lanes' schedules, due after their countdowns (poller mode:
+        instead of a task message each). An entry already there is moved to the new time."""
+        due = due_submits(submits, now=now)
+        if not due:
+            return
+        with self._redis.pipeline(transaction=False) as pipe:
+            for lane, entries in due.items():
+                pipe.zadd(self.submit_schedule_key(lane), entries)
+            pipe.execute()
+
+    def claim_due(
+        self, *, now: float, limit: int, poll_lease_s: float, submit_lease_s: float
+    ) -> tuple[list[ClaimedPoll], list[ClaimedSubmit]]:
+        """The poller's claim, one round trip: up to `limit` polls due by `now` (as
+        `claim_due_polls`), then due submits with the room they leave (as
+        `claim_due_submits`)."""
+        return self._claim_due(
+            now=now,
+            poll_limit=limit,
+            limit=limit,
+            poll_lease_s=poll_lease_s,
+            submit_lease_s=submit_lease_s,
+        )
+
     def claim_due_polls(self, *, now: float, limit: int, lease_s: float) -> list[ClaimedPoll]:
         """Take up to `limit` polls due by `now`, oldest first; each is due again after
         `lease_s` unless its poll moves it first, so a poller lost mid-poll only delays it, and
         no two pollers take the same one. Each comes with the facts its poll needs, read in the
         same step (None where the record is not a submitted job's: the poll reads it then)."""
-        raw = self._claim(
-            keys=[self.poll_schedule_key],
-            args=[now, limit, now + lease_s, self._prefix, DEFAULTS["poll_token"]],
+        polls, _ = self._claim_due(
+            now=now, poll_limit=limit, limit=limit, poll_lease_s=lease_s, submit_lease_s=None
         )
-        claimed = []
-        for i in range(0, len(raw), 3):
-            job_id, token = _text(raw[i]), _text(raw[i + 1])
+        return polls
+
+    def claim_due_submits(self, *, now: float, limit: int, lease_s: float) -> list[ClaimedSubmit]:
+        """Take up to `limit` submits due by `now`, interactive ones first, oldest first in each
+        lane; each is due again after `lease_s` unless given up or moved first
+        (`release_submit`, `schedule_submits`), so a poller lost with it only delays it, and no
+        two pollers take the same one. Entries whose job is no longer queued are dropped."""
+        _, submits = self._claim_due(
+            now=now, poll_limit=0, limit=limit, poll_lease_s=0.0, submit_lease_s=lease_s
+        )
+        return submits
+
+    def release_submit(self, claimed: ClaimedSubmit) -> None:
+        """Give up a claimed submit whose step scheduled no new one (submitted, ended, or
+        nothing to do): its entry goes, unless something filed it again meanwhile."""
+        self._release_submit(
+            keys=[self.submit_schedule_key(claimed.lane)],
+            args=[claimed.job_id, claimed.lease_until],
+        )
+
+    def _claim_due(
+        self,
+        *,
+        now: float,
+        poll_limit: int,
+        limit: int,
+        poll_lease_s: float,
+        submit_lease_s: float | None,
+    ) -> tuple[list[ClaimedPoll], list[ClaimedSubmit]]:
+        keys = [self.poll_schedule_key]
+        if submit_lease_s is not None:
+            keys += [self.submit_schedule_key(lane) for lane in LANES]
+        submit_until = now + (submit_lease_s or 0.0)
+        raw_polls, raw_submits = self._claim(
+            keys=keys,
+            args=[
+                now,
+                poll_limit,
+                limit,
+                now + poll_lease_s,
+                submit_until,
+                self._prefix,
+                DEFAULTS["poll_token"],
+            ],
+        )
+        polls = []
+        for i in range(0, len(raw_polls), 3):
+            job_id, token = _text(raw_polls[i]), _text(raw_polls[i + 1])
             if token.isdigit():
-                claimed.append(ClaimedPoll(job_id, int(token), claimed_facts(raw[i + 2])))
+                polls.append(ClaimedPoll(job_id, int(token), claimed_facts(raw_polls[i + 2])))
             else:  # one corrupt record must not stop every poller's claims
                 self.skip_corrupt(CorruptRecord(job_id, "poll_token", "not an integer"))
-        return claimed
+        submits = [
+            ClaimedSubmit(_text(raw_submits[i]), LANES[int(raw_submits[i + 1]) - 1], submit_until)
+            for i in range(0, len(raw_submits), 2)
+        ]
+        return polls, submits
 
     def dead_letters(self) -> dict[str, dict[str, Any]]:
         """Webhook deliveries given up on: job id -> {reason, at, attempts}."""
@@ -97,10 +176,12 @@ class WorkIndexes:
 
     def unindex(self, job_id: str) -> None:
         """Take a job whose record is gone (or cannot be read) out of the in-flight index and
-        the poll schedule."""
+        the poll and submit schedules."""
         with self._redis.pipeline(transaction=False) as pipe:
             pipe.zrem(self.in_flight_key, job_id)
             pipe.zrem(self.poll_schedule_key, job_id)
+            for lane in LANES:
+                pipe.zrem(self.submit_schedule_key(lane), job_id)
             pipe.execute()
 
     def skip_corrupt(self, error: CorruptRecord) -> None:
@@ -141,6 +222,14 @@ class WorkIndexes:
 
 def _text(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
+
+
+class ClaimedSubmit(NamedTuple):
+    """A submit the poller took: its job, its lane, and when its lease ends."""
+
+    job_id: str
+    lane: str
+    lease_until: float
 
 
 class ClaimedPoll(NamedTuple):

@@ -122,6 +122,8 @@ if #flat > 0 then redis.call('HSET', job, unpack(flat)) end
 if #gone > 0 and exists then redis.call('HDEL', job, unpack(gone)) end
 redis.call('EXPIRE', job, a.ttl)
 if a.due_at then redis.call('ZADD', KEYS[2], a.due_at, a.job_id) end
+-- Poller mode: a new job's submit, filed in its lane's submit schedule by the creating write.
+if a.submit_schedule then redis.call('ZADD', a.submit_schedule, a.due_at, a.job_id) end
 if a.settled then redis.call('ZREM', KEYS[2], a.job_id) end
 -- The poll schedule follows the job's next_poll_at (null: no more polls).
 if a.set.next_poll_at then
