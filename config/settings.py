@@ -215,6 +215,13 @@ class PollingSettings(BaseModel):
         description="With the poller: how often it measures its CPU use and backlog and"
         " resizes (the length of one measuring window).",
     )
+    poller_idle_s: float = Field(
+        10.0,
+        gt=0,
+        description="With the poller: a poll thread with no poll to run for this long exits"
+        " (its stack and what it held go back), so the threads a burst needed do not stay"
+        " for the life of the process; the next burst starts them again.",
+    )
     poller_notify_threads: int = Field(
         4,
         ge=0,

@@ -21,11 +21,11 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 
 from imageq.worker.messages import Actions, PollFacts, SchedulePoll
 from imageq.worker.policy.leases import lease_s
 from imageq.worker.poller_notifier import Notifier
+from imageq.worker.poller_pool import ElasticPool
 from imageq.worker.poller_sizing import PoolLimits, Sizing, Window, next_sizing
 from imageq.worker.runtime import Runtime
 from imageq.worker.steps.poll import poll
@@ -64,8 +64,11 @@ class Poller:
         # A poll longer than this is taken again by another poller; its token keeps the copy
         # from moving the job twice.
         self._lease_s = lease_s(rt.settings, "poll")
-        # Threads start only as polls need them, so the ceiling costs nothing until it is used.
-        self._pool = ThreadPoolExecutor(timing.poller_max_threads, thread_name_prefix="imageq-poll")
+        # Threads start only as polls need them, so the ceiling costs nothing until it is used,
+        # and those idle for `poller_idle_s` exit, so a past burst costs nothing either.
+        self._pool = ElasticPool(
+            timing.poller_max_threads, idle_s=timing.poller_idle_s, name="imageq-poll"
+        )
         self._notifier = Notifier(
             timing.poller_notify_threads, send_now=send_now, send_later=send_later
         )
@@ -88,6 +91,11 @@ class Poller:
         """How many polls it runs at once now."""
         return self._size
 
+    @property
+    def threads(self) -> int:
+        """Poll threads alive now (running a poll or idle for less than `poller_idle_s`)."""
+        return self._pool.threads
+
     def start(self) -> None:
         self._thread.start()
 
@@ -96,7 +104,7 @@ class Poller:
         with self._changed:
             self._changed.notify_all()
         self._thread.join(timeout_s)
-        self._pool.shutdown(wait=True, cancel_futures=True)
+        self._pool.shutdown(wait=True, cancel_waiting=True)
         self._notifier.stop()
 
     def tick(self) -> int:
