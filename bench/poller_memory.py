@@ -180,7 +180,10 @@ def run_round(
             **settings_env(values),
             **env,
             "BENCH_PROBE_DIR": str(folder),
-            "PYTHONPATH": os.pathsep.join(filter(None, [str(_REPO), os.environ.get("PYTHONPATH")])),
+            # A variant's own PYTHONPATH goes first: another tree's code, to compare with.
+            "PYTHONPATH": os.pathsep.join(
+                filter(None, [env.get("PYTHONPATH"), str(_REPO), os.environ.get("PYTHONPATH")])
+            ),
         }
         if trace:
             worker_env["PYTHONTRACEMALLOC"] = "1"
@@ -198,12 +201,11 @@ def run_round(
         )
         stack.callback(stop_all, workers)
         pids = [worker.pid for worker in workers]
-        time.sleep(4 * SAMPLE_EVERY_S)
-        idle = read_workers(pids)
         samples = []
         for _ in range(4):
             time.sleep(SAMPLE_EVERY_S)
             samples.append(procfs.rss_bytes(pids) // 1024)
+        idle = read_workers(pids)
         idle.rss_kb = int(statistics.median(samples))
         idle.probes = probe(pids, folder)
         with PeakWatch(pids, folder) as watch:
