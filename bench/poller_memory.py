@@ -201,6 +201,7 @@ def run_round(
         )
         stack.callback(stop_all, workers)
         pids = [worker.pid for worker in workers]
+        time.sleep(4 * SAMPLE_EVERY_S)  # "ready" comes before the last imports settle
         samples = []
         for _ in range(4):
             time.sleep(SAMPLE_EVERY_S)
