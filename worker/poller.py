@@ -22,6 +22,7 @@ import threading
 import time
 from collections.abc import Callable
 
+from imageq.worker.memory_release import release_free_memory
 from imageq.worker.messages import Actions, PollFacts, SchedulePoll
 from imageq.worker.policy.leases import lease_s
 from imageq.worker.poller_notifier import Notifier
@@ -61,6 +62,7 @@ class Poller:
         )
         self._tick_s = timing.poller_tick_s
         self._sizing_s = timing.poller_sizing_s
+        self._release_memory = timing.poller_release_memory
         # A poll longer than this is taken again by another poller; its token keeps the copy
         # from moving the job twice.
         self._lease_s = lease_s(rt.settings, "poll")
@@ -160,6 +162,8 @@ class Poller:
                 window.full_claims,
                 window.claims,
             )
+        if self._release_memory:
+            release_free_memory()
         return self._size
 
     def _run(self) -> None:
