@@ -49,9 +49,9 @@ def busy_threads(settings: Settings) -> int:
     return threads
 
 
-# redis-py gives each connection a read buffer of 64 KiB, zeroed, so resident: with a
-# connection per busy thread that was a third of what a poller thread cost. The store's answers
-# are a few KB (a claim of 256 polls about 25 KB); a longer one is read in more calls.
+# redis-py gives each connection a read buffer of 64 KiB, zeroed, so resident, and a poller
+# keeps about one store connection per poll thread (120-175 KB each all told). The store's
+# answers are a few KB (a claim of 256 polls about 25 KB); a longer one is read in more calls.
 STORE_READ_BYTES = 16 * 1024
 
 
