@@ -19,6 +19,10 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     PATH=/opt/imageq/bin:$PATH
 RUN useradd --create-home --uid 10001 imageq \
     && python3 -m venv /opt/imageq
+# No per-thread malloc cache (glibc's tcache): each thread's cache pinned chunks its work had
+# freed, resident, so a poller-mode worker's memory grew with its threads
+# (docs/performance.md, "Memory per job in flight"). Ignored where the C library is not glibc.
+ENV GLIBC_TUNABLES=glibc.malloc.tcache_count=0
 WORKDIR /app
 
 # Exact versions of every dependency (and of the build backend), so the image runs what the

@@ -215,6 +215,19 @@ class PollingSettings(BaseModel):
         description="With the poller: how often it measures its CPU use and backlog and"
         " resizes (the length of one measuring window).",
     )
+    poller_idle_s: float = Field(
+        10.0,
+        gt=0,
+        description="With the poller: a poll thread with no poll to run for this long exits"
+        " (its stack and what it held go back), so the threads a burst needed do not stay"
+        " for the life of the process; the next burst starts them again.",
+    )
+    poller_release_memory: bool = Field(
+        True,
+        description="With the poller: at the end of each measuring window (`poller_sizing_s`),"
+        " give the C allocator's free memory back to the system (glibc's `malloc_trim`; about"
+        " 0.3 ms), so what a burst of polls freed does not stay resident.",
+    )
     poller_notify_threads: int = Field(
         4,
         ge=0,

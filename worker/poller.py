@@ -25,12 +25,13 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 
 from imageq.worker.domain.submit_schedule import keeps_claim, split_submits
+from imageq.worker.memory_release import release_free_memory
 from imageq.worker.messages import Actions, PollFacts, SchedulePoll
 from imageq.worker.policy.leases import lease_s
 from imageq.worker.poller_notifier import Notifier
+from imageq.worker.poller_pool import ElasticPool
 from imageq.worker.poller_sizing import PoolLimits, Sizing, Window, next_sizing
 from imageq.worker.runtime import Runtime
 from imageq.worker.steps.poll import poll
@@ -68,14 +69,18 @@ class Poller:
         )
         self._tick_s = timing.poller_tick_s
         self._sizing_s = timing.poller_sizing_s
+        self._release_memory = timing.poller_release_memory
         # A poll longer than this is taken again by another poller; its token keeps the copy
         # from moving the job twice.
         self._lease_s = lease_s(rt.settings, "poll")
         # A claimed submit comes back after this; the submit's own lease and request window
         # (`steps.submit`) keep a second attempt from sending it twice.
         self._submit_lease_s = lease_s(rt.settings, "submit")
-        # Threads start only as polls need them, so the ceiling costs nothing until it is used.
-        self._pool = ThreadPoolExecutor(timing.poller_max_threads, thread_name_prefix="imageq-poll")
+        # Threads start only as polls need them, so the ceiling costs nothing until it is used,
+        # and those idle for `poller_idle_s` exit, so a past burst costs nothing either.
+        self._pool = ElasticPool(
+            timing.poller_max_threads, idle_s=timing.poller_idle_s, name="imageq-poll"
+        )
         self._notifier = Notifier(
             timing.poller_notify_threads, send_now=send_now, send_later=send_later
         )
@@ -98,6 +103,11 @@ class Poller:
         """How many polls it runs at once now."""
         return self._size
 
+    @property
+    def threads(self) -> int:
+        """Poll threads alive now (running a poll or idle for less than `poller_idle_s`)."""
+        return self._pool.threads
+
     def start(self) -> None:
         self._thread.start()
 
@@ -106,7 +116,7 @@ class Poller:
         with self._changed:
             self._changed.notify_all()
         self._thread.join(timeout_s)
-        self._pool.shutdown(wait=True, cancel_futures=True)
+        self._pool.shutdown(wait=True, cancel_waiting=True)
         self._notifier.stop()
 
     def tick(self) -> int:
@@ -170,6 +180,8 @@ class Poller:
                 window.full_claims,
                 window.claims,
             )
+        if self._release_memory:
+            release_free_memory()
         return self._size
 
     def _run(self) -> None:

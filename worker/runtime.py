@@ -49,12 +49,19 @@ def busy_threads(settings: Settings) -> int:
     return threads
 
 
+# redis-py gives each connection a read buffer of 64 KiB, zeroed, so resident, and a poller
+# keeps about one store connection per poll thread (120-175 KB each all told). The store's
+# answers are a few KB (a claim of 256 polls about 25 KB); a longer one is read in more calls.
+STORE_READ_BYTES = 16 * 1024
+
+
 def connect_store(settings: Settings) -> JobStore:
     """A job store on its own connection pool, sized for every thread that may use it."""
     threads = busy_threads(settings) + 4
     client = redis_client(
         settings.redis,
         "store",
+        socket_read_size=STORE_READ_BYTES,
         max_connections=max(settings.redis.max_connections, threads),
         socket_timeout=10,
         socket_connect_timeout=5,

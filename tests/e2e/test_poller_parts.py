@@ -7,7 +7,7 @@ from __future__ import annotations
 import dataclasses
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
@@ -19,7 +19,7 @@ from imageq.producers.jobs import build_job
 from imageq.simulator.server import SimulatorServer
 from imageq.simulator.sim_config import SimConfig
 from imageq.worker.domain.job import Delivery
-from imageq.worker.domain.status import JobStatus
+from imageq.worker.domain.status import TERMINAL_JOB_STATUSES, JobStatus
 from imageq.worker.messages import Actions, ScheduleCallback, ScheduleWebhook
 from imageq.worker.poller import Clock, Poller
 from imageq.worker.runtime import Runtime
@@ -203,3 +203,21 @@ def test_a_claimed_poll_that_goes_on_reads_no_record(
 def record_reads(client: redis.Redis) -> int:
     """HGETALL calls the server has run (every database)."""
     return int(client.info("commandstats").get("cmdstat_hgetall", {}).get("calls", 0))
+
+
+def test_poll_threads_leave_when_idle_and_come_back(
+    settings_values: dict[str, Any], running: list[Poller]
+) -> None:
+    """Six jobs polled to their end: then every poll thread leaves within `poller_idle_s`
+    (0.3 s); three more jobs start threads again and are polled to their end too."""
+    rt = poller_runtime(settings_values, poller_idle_s=0.3)
+    poller = start(running, rt, list)
+    for round_ in range(2):
+        jobs = [submitted(rt, f"a tower {round_}.{n}") for n in range(6 - 3 * round_)]
+        wait_for(finished(rt, jobs), timeout_s=20, what=f"round {round_}'s jobs to end")
+        wait_for(lambda: poller.threads == 0, timeout_s=10, what="every poll thread gone")
+        assert not [t for t in threading.enumerate() if t.name.startswith("imageq-poll_")]
+
+
+def finished(rt: Runtime, jobs: list[str]) -> Callable[[], bool]:
+    return lambda: all(rt.store.get(job).status in TERMINAL_JOB_STATUSES for job in jobs)
