@@ -116,6 +116,9 @@ class _NaiveWorker(CleanEnvWorker):
     ) -> None:
         super().__init__(env, log_path, name=name, loglevel=loglevel)
         self._concurrency = concurrency
+        # Not imageq's malloc tunables: the naive design runs as its shell starts it.
+        if "GLIBC_TUNABLES" not in os.environ:
+            self._env.pop("GLIBC_TUNABLES", None)
 
     def command(self) -> list[str]:
         imageq = super().command()

@@ -40,6 +40,7 @@ from bench.reproduce import compare_files
 from bench.round import DUPLICATE_GRACE_INTERVALS, RoundPlan, run_round
 from imageq.config import PollingSettings
 from imageq.simulator.latency import REALISTIC_CLIP_S, parse_distribution
+from imageq.worker.memory_release import worker_environment
 
 DEFAULT_SCALE: Final = 0.3
 SMOKE_TIMING: Final = Timing(first_delay_s=1.0, interval_s=0.5, jitter_s=0.1, deadline_s=30.0)
@@ -267,7 +268,9 @@ def describe(
         f"{timing.interval_s:g} s ± {timing.jitter_s:g} s, deadline {timing.deadline_s:g} s",
         "simulator": f"request delay {args.request_delay}, canonical status words",
         "imageq": f"{args.processes} x `celery -A imageq.worker.app worker`, {args.pool} x "
-        f"{args.concurrency}, log level {args.loglevel}, polling mode {args.polling_mode}, no beat",
+        f"{args.concurrency}, log level {args.loglevel}, polling mode {args.polling_mode}, "
+        f"no beat, GLIBC_TUNABLES={worker_environment(os.environ)['GLIBC_TUNABLES']} (as "
+        "`imageq worker` and the image start it)",
         "naive": f"{args.processes} x `celery -A bench.naive worker -P gevent -c N`, "
         f"log level {args.loglevel}",
         "imageq polling settings": ", ".join(

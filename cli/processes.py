@@ -15,6 +15,7 @@ import typer
 from imageq.cli.exits import Exit
 from imageq.cli.views import fail
 from imageq.config import get_settings
+from imageq.worker.memory_release import worker_environment
 
 # Register worker and scheduler with these: their unknown arguments go on to Celery.
 PASS_THROUGH: Final[dict[str, Any]] = {"allow_extra_args": True, "ignore_unknown_options": True}
@@ -38,7 +39,9 @@ def worker(
     pool = [] if named else ["--pool", get_settings().worker.pool]
     command = [sys.executable, "-m", "celery", "-A", "imageq.worker.app", "worker", *lean, *pool]
     command += ctx.args
-    os.execv(sys.executable, command)  # noqa: S606 -- replacing this process is the point
+    # glibc reads its malloc tunables at start: the worker gets them in its environment.
+    env = worker_environment(os.environ)
+    os.execve(sys.executable, command, env)  # noqa: S606 -- replacing this process is the point
 
 
 def scheduler(

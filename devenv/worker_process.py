@@ -11,6 +11,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Self
 
+from imageq.worker.memory_release import worker_environment
+
 
 def settings_env(values: Mapping[str, Any], *, prefix: str = "IMAGEQ_") -> dict[str, str]:
     """Flatten nested settings into variables: {"api": {"key": k}} -> IMAGEQ_API__KEY."""
@@ -38,7 +40,8 @@ class WorkerProcess:
         extra_args: tuple[str, ...] = (),
     ) -> None:
         self.log_path = log_path
-        self._env = {**os.environ, **env, "PYTHONUNBUFFERED": "1"}
+        # As `imageq worker` runs it: glibc's malloc tunables in its environment.
+        self._env = worker_environment({**os.environ, **env, "PYTHONUNBUFFERED": "1"})
         self._name = name
         self._extra_args = extra_args
         self._process: subprocess.Popen[bytes] | None = None

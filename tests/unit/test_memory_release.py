@@ -5,10 +5,14 @@ from __future__ import annotations
 
 import os
 import threading
+from pathlib import Path
 
 import pytest
+from typer.testing import CliRunner
 
-from imageq.worker.memory_release import release_free_memory
+from imageq.cli.main import app
+from imageq.devenv.worker_process import WorkerProcess
+from imageq.worker.memory_release import MALLOC_TUNABLES, release_free_memory, worker_environment
 
 
 def resident_kb() -> int:
@@ -37,3 +41,25 @@ def test_free_memory_left_by_threads_goes_back() -> None:
         pytest.skip("no malloc_trim here (not glibc)")
     assert before - resident_kb() >= 10 * 1024
     assert len(kept) == 16 * 60
+
+
+def test_workers_start_without_glibc_per_thread_cache_unless_told_otherwise(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """`imageq worker` and the dev/test/bench worker process start Celery with glibc's tcache
+    off; a `GLIBC_TUNABLES` the user set is kept as it is."""
+    assert worker_environment({"A": "1"}) == {"A": "1", "GLIBC_TUNABLES": MALLOC_TUNABLES}
+    assert worker_environment({"GLIBC_TUNABLES": "x"})["GLIBC_TUNABLES"] == "x"
+    started: list[dict[str, str]] = []
+
+    def fake_execve(_path: str, _argv: list[str], env: dict[str, str]) -> None:
+        started.append(env)
+
+    monkeypatch.setattr(os, "execve", fake_execve)
+    monkeypatch.delenv("GLIBC_TUNABLES", raising=False)
+    result = CliRunner().invoke(app, ["worker", "-c", "2"])
+    assert result.exit_code == 0, result.output
+    assert len(started) == 1
+    assert started[0]["GLIBC_TUNABLES"] == MALLOC_TUNABLES
+    process = WorkerProcess({"IMAGEQ_X": "1"}, tmp_path / "log")
+    assert process._env["GLIBC_TUNABLES"] == MALLOC_TUNABLES
