@@ -53,11 +53,11 @@ def test_worker_command_keeps_heartbeats(monkeypatch: pytest.MonkeyPatch) -> Non
     lists workers by; extra arguments go through."""
     ran: list[list[str]] = []
 
-    def fake_execv(_path: str, argv: list[str]) -> Any:
+    def fake_execve(_path: str, argv: list[str], _env: dict[str, str]) -> Any:
         ran.append(argv)
         raise SystemExit(0)
 
-    monkeypatch.setattr(os, "execv", fake_execv)
+    monkeypatch.setattr(os, "execve", fake_execve)
     result = CliRunner().invoke(cli.app, ["worker", "-c", "4"])
     assert result.exit_code == 0, result.output
     (argv,) = ran

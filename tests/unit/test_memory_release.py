@@ -54,6 +54,7 @@ def test_workers_start_without_glibc_per_thread_cache_unless_told_otherwise(
 
     def fake_execve(_path: str, _argv: list[str], env: dict[str, str]) -> None:
         started.append(env)
+        raise SystemExit(0)
 
     monkeypatch.setattr(os, "execve", fake_execve)
     monkeypatch.delenv("GLIBC_TUNABLES", raising=False)
