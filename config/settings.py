@@ -229,12 +229,13 @@ class PollingSettings(BaseModel):
         " 0.3 ms), so what a burst of polls freed does not stay resident.",
     )
     poller_notify_threads: int = Field(
-        4,
+        16,
         ge=0,
-        description="With the poller: threads that send a finished job's follow-ups (first"
-        " webhook attempt, callback, download and batch messages), so the poll threads go on"
-        " polling; when all are busy and 64 per thread wait, follow-ups go out as task"
-        " messages instead; 0 sends them on the poll thread that finished the job.",
+        description="With the poller: the most threads that send a finished job's follow-ups"
+        " (first webhook attempt, callback, download and batch messages), so the poll threads go"
+        " on polling; started as needed, they exit after `poller_idle_s` idle; when all are busy"
+        " and 64 per thread wait, follow-ups go out as task messages instead; 0 sends them on the"
+        " poll thread that finished the job.",
     )
 
     @model_validator(mode="after")

@@ -82,7 +82,10 @@ class Poller:
             timing.poller_max_threads, idle_s=timing.poller_idle_s, name="imageq-poll"
         )
         self._notifier = Notifier(
-            timing.poller_notify_threads, send_now=send_now, send_later=send_later
+            timing.poller_notify_threads,
+            send_now=send_now,
+            send_later=send_later,
+            idle_s=timing.poller_idle_s,
         )
         self._cpu_clock = cpu_clock
         self._wall_clock = wall_clock

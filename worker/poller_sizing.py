@@ -12,6 +12,13 @@ host), or whose threads contend for the GIL, polls no faster with more of them, 
 costs CPU in switching. So every growth is a trial: if the next window does not finish more
 polls per second, the pool goes back to its size before, and takes that as its ceiling for a
 while (`RETRY_AFTER` windows), after which it may try again.
+
+Room that goes unused is given back slowly: polls come in waves (a batch handed over at once is
+polled again every few seconds), and a pool that shrank in the second between two waves meets
+the next one small, while due polls wait for it to grow back window by window. So the size
+shrinks for low use only after `QUIET_WINDOWS` windows in a row used less than half of it, and
+then towards twice the busiest moment of those windows. Keeping the size costs nothing: it is a
+limit, and the threads themselves exit when idle (`poller_pool`).
 """
 
 from __future__ import annotations
@@ -37,6 +44,9 @@ GAIN_AT_LEAST = 0.05
 
 RETRY_AFTER = 10
 """Windows a ceiling learned from a growth that did not pay is kept before trying again."""
+
+QUIET_WINDOWS = 10
+"""Windows in a row with less than half the room used before the pool shrinks for it."""
 
 _ROUNDING = 1e-9  # 0.9 / 0.75 * 100 is 120.00000000000003 in floats: not a reason for 121
 
@@ -96,6 +106,10 @@ class Sizing:
     """The poll rate of the window before that growth."""
     windows_at_ceiling: int = 0
     """Windows since the ceiling was lowered."""
+    quiet_windows: int = 0
+    """Windows in a row, up to the last, that used less than half the room."""
+    quiet_peak: int = 0
+    """The most polls running at once over those windows."""
 
     @classmethod
     def start(cls, limits: PoolLimits) -> Sizing:
@@ -109,15 +123,15 @@ def next_sizing(state: Sizing, window: Window, limits: PoolLimits) -> Sizing:
     enough, is undone, and its starting size becomes the ceiling. Otherwise: over the CPU
     target, shrink in proportion (at most by `SHRINK_AT_MOST`); polls waiting and CPU to spare,
     grow in proportion to the spare CPU (at most by `GROW_AT_MOST`, up to the ceiling), and put
-    the growth on trial; neither, and less than half the room used at the busiest moment,
-    shrink towards twice that peak.
+    the growth on trial; neither, and less than half the room used at the busiest moment of
+    each of the last `QUIET_WINDOWS` windows, shrink towards twice that peak.
     """
     state = _relax(state, limits)
     size, cpu = state.size, window.cpu_share
     if state.grown_from is not None and window.polls_waited and not _paid(state, window):
         back = state.grown_from
         return Sizing(size=back, ceiling=max(limits.least, back))
-    kept = replace(state, grown_from=None, rate_before=0.0)
+    kept = replace(state, grown_from=None, rate_before=0.0, quiet_windows=0, quiet_peak=0)
     if cpu > limits.cpu_target:
         wanted = math.floor(size * max(SHRINK_AT_MOST, limits.cpu_target / cpu) + _ROUNDING)
         return replace(kept, size=_within(wanted, limits))
@@ -130,9 +144,13 @@ def next_sizing(state: Sizing, window: Window, limits: PoolLimits) -> Sizing:
         if wanted <= size:
             return kept
         return replace(kept, size=wanted, grown_from=size, rate_before=window.poll_rate)
-    if 2 * window.peak_running < size:
-        return replace(kept, size=_within(max(2 * window.peak_running, size // 2), limits))
-    return kept
+    if 2 * window.peak_running >= size:
+        return kept
+    quiet = state.quiet_windows + 1
+    peak = max(state.quiet_peak, window.peak_running)
+    if quiet < QUIET_WINDOWS:
+        return replace(kept, quiet_windows=quiet, quiet_peak=peak)
+    return replace(kept, size=_within(max(2 * peak, size // 2), limits))
 
 
 def _paid(state: Sizing, window: Window) -> bool:

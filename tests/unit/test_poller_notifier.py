@@ -9,6 +9,7 @@ import pytest
 
 from imageq.worker.messages import Actions, ScheduleCallback, ScheduleWebhook
 from imageq.worker.poller_notifier import BACKLOG_PER_THREAD, Notifier
+from tests.conftest import wait_for
 
 TIMEOUT_S = 5.0
 
@@ -94,3 +95,15 @@ def test_a_failure_is_logged_and_frees_its_room(caplog: pytest.LogCaptureFixture
         notifier.stop()
     assert later == []
     assert "the sweeper sends them again" in caplog.text
+
+
+def test_idle_notifier_threads_exit() -> None:
+    """Threads start as follow-ups need them and leave once idle, so a past burst of finished
+    jobs holds no threads."""
+    started = threading.Barrier(3, timeout=TIMEOUT_S)
+    notifier = Notifier(4, send_now=lambda _: started.wait(), send_later=print, idle_s=0.05)
+    notifier.hand_over([ScheduleCallback("job-1")])
+    notifier.hand_over([ScheduleCallback("job-2")])
+    started.wait()  # both ran at once, on two threads
+    wait_for(lambda: notifier.threads == 0, timeout_s=TIMEOUT_S, what="idle threads gone")
+    notifier.stop()

@@ -6,7 +6,14 @@ import pytest
 from pydantic import ValidationError
 
 from imageq.config import Settings
-from imageq.worker.poller_sizing import RETRY_AFTER, PoolLimits, Sizing, Window, next_sizing
+from imageq.worker.poller_sizing import (
+    QUIET_WINDOWS,
+    RETRY_AFTER,
+    PoolLimits,
+    Sizing,
+    Window,
+    next_sizing,
+)
 
 LIMITS = PoolLimits(least=16, most=256, cpu_target=0.9)
 
@@ -47,8 +54,7 @@ def at(size: int) -> Sizing:
         (100, window(full=10, cores=1.2, peak=100), 75),  # over the target: x 0.75 at most
         (100, window(full=10, cores=1.0, peak=100), 90),  # over by 10 %: 10 % fewer
         (20, window(full=10, cores=2.0, peak=20), 16),  # never below the least
-        (100, window(full=0, peak=10), 50),  # idle: halve at most per window
-        (100, window(full=0, peak=40), 80),  # idle: towards twice the peak
+        (100, window(full=0, peak=10), 100),  # one quiet window: hold (the next wave comes)
         (100, window(full=0, peak=60), 100),  # more than half used: hold
         (16, window(claims=0, full=0, peak=0), 16),  # nothing at all: the least
         (64, window(claims=0, full=0, peak=64, cores=0.3), 64),  # all busy, no claim: hold
@@ -57,6 +63,36 @@ def at(size: int) -> Sizing:
 def test_next_size(size: int, seen: Window, expected: int) -> None:
     """Grows while polls wait and CPU is spare, shrinks over the CPU target or when idle."""
     assert next_sizing(at(size), seen, LIMITS).size == expected
+
+
+def quiet_for(windows: int, state: Sizing, *, peak: int) -> Sizing:
+    for _ in range(windows):
+        state = next_sizing(state, window(full=0, peak=peak), LIMITS)
+    return state
+
+
+@pytest.mark.parametrize(
+    ("peak", "expected"),
+    [(10, 50), (40, 80)],  # halve at most; otherwise towards twice the busiest moment
+)
+def test_unused_room_is_given_back_after_quiet_windows(peak: int, expected: int) -> None:
+    """A lull of a second between waves of polls keeps the size; a long one gives it back."""
+    almost = quiet_for(QUIET_WINDOWS - 1, at(100), peak=peak)
+    assert almost.size == 100
+    assert next_sizing(almost, window(full=0, peak=peak), LIMITS).size == expected
+
+
+def test_the_shrink_goes_to_twice_the_busiest_quiet_window() -> None:
+    state = quiet_for(QUIET_WINDOWS - 2, at(100), peak=10)
+    state = next_sizing(state, window(full=0, peak=30), LIMITS)
+    assert next_sizing(state, window(full=0, peak=10), LIMITS).size == 60
+
+
+def test_a_busy_window_starts_the_quiet_count_again() -> None:
+    state = quiet_for(QUIET_WINDOWS - 1, at(100), peak=10)
+    state = next_sizing(state, window(full=0, peak=60), LIMITS)  # over half the room used
+    assert quiet_for(QUIET_WINDOWS - 1, state, peak=10).size == 100
+    assert quiet_for(QUIET_WINDOWS, state, peak=10).size == 50
 
 
 def test_a_growth_that_pays_goes_on_growing() -> None:
