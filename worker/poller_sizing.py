@@ -9,9 +9,9 @@ when it is over that share or when most of the room went unused.
 
 More threads do not always buy more polls: a process that gets less CPU than its share (a busy
 host), or whose threads contend for the GIL, polls no faster with more of them, and each one
-costs CPU in switching. So every growth is a trial: if the next window does not finish more
-polls per second, the pool goes back to its size before, and takes that as its ceiling for a
-while (`RETRY_AFTER` windows), after which it may try again.
+costs CPU in switching. So every growth is a trial: if due polls wait all through the next
+window and it does not finish more polls per second, the pool goes back to its size before, and
+takes that as its ceiling for a while (`RETRY_AFTER` windows), after which it may try again.
 
 Room that goes unused is given back slowly: polls come in waves (a batch handed over at once is
 polled again every few seconds), and a pool that shrank in the second between two waves meets
@@ -88,6 +88,11 @@ class Window:
         return self.polls_done / self.wall_s if self.wall_s > 0 else 0.0
 
     @property
+    def always_full(self) -> bool:
+        """Every claim filled its room: polls waited for a thread all through the window."""
+        return self.claims > 0 and self.full_claims == self.claims
+
+    @property
     def polls_waited(self) -> bool:
         """At least half the claims filled their room: due polls were waiting for a thread."""
         return self.claims > 0 and 2 * self.full_claims >= self.claims
@@ -119,16 +124,18 @@ class Sizing:
 def next_sizing(state: Sizing, window: Window, limits: PoolLimits) -> Sizing:
     """The sizing for the next window, from the one just past; the size stays within `limits`.
 
-    A growth on trial after which polls still waited, and that did not raise the poll rate
-    enough, is undone, and its starting size becomes the ceiling. Otherwise: over the CPU
-    target, shrink in proportion (at most by `SHRINK_AT_MOST`); polls waiting and CPU to spare,
-    grow in proportion to the spare CPU (at most by `GROW_AT_MOST`, up to the ceiling), and put
-    the growth on trial; neither, and less than half the room used at the busiest moment of
+    A growth on trial after which polls waited all through the next window, and that did not
+    raise the poll rate enough, is undone, and its starting size becomes the ceiling. (With
+    some claims not full, polls were not waiting all the time: a lower rate is less demand, a
+    wave of polls passing, not threads that poll no faster, and the trial proves nothing.)
+    Otherwise: over the CPU target, shrink in proportion (at most by `SHRINK_AT_MOST`); polls
+    waiting and CPU to spare, grow in proportion to the spare CPU (at most by `GROW_AT_MOST`, up
+    to the ceiling), and put the growth on trial; neither, and less than half the room used at the busiest moment of
     each of the last `QUIET_WINDOWS` windows, shrink towards twice that peak.
     """
     state = _relax(state, limits)
     size, cpu = state.size, window.cpu_share
-    if state.grown_from is not None and window.polls_waited and not _paid(state, window):
+    if state.grown_from is not None and window.always_full and not _paid(state, window):
         back = state.grown_from
         return Sizing(size=back, ceiling=max(limits.least, back))
     kept = replace(state, grown_from=None, rate_before=0.0, quiet_windows=0, quiet_peak=0)

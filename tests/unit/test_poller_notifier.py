@@ -101,7 +101,11 @@ def test_idle_notifier_threads_exit() -> None:
     """Threads start as follow-ups need them and leave once idle, so a past burst of finished
     jobs holds no threads."""
     started = threading.Barrier(3, timeout=TIMEOUT_S)
-    notifier = Notifier(4, send_now=lambda _: started.wait(), send_later=print, idle_s=0.05)
+
+    def send_now(_: Actions) -> None:
+        started.wait()
+
+    notifier = Notifier(4, send_now=send_now, send_later=print, idle_s=0.05)
     notifier.hand_over([ScheduleCallback("job-1")])
     notifier.hand_over([ScheduleCallback("job-2")])
     started.wait()  # both ran at once, on two threads

@@ -124,6 +124,16 @@ def test_a_growth_that_cleared_the_backlog_stays() -> None:
     assert (after.size, after.grown_from) == (24, None)
 
 
+def test_a_growth_followed_by_a_passing_wave_proves_nothing_and_stays() -> None:
+    """Fewer polls per second after a growth, with polls waiting at only some claims: the wave
+    of due polls is passing (less demand), not threads polling no faster: the growth is not
+    undone, and with polls still waiting at most claims and CPU to spare, it goes on."""
+    tried = next_sizing(at(54), window(full=10, polls=495, peak=54), LIMITS)
+    assert tried.size == 81
+    after = next_sizing(tried, window(claims=12, full=9, polls=300, peak=81), LIMITS)
+    assert (after.size, after.ceiling) == (122, LIMITS.most)
+
+
 def test_grows_from_the_start_to_the_ceiling_in_a_few_windows() -> None:
     """Saturated with CPU to spare, and each growth paying, 16 reaches 256 in 7 windows."""
     state, sizes = Sizing.start(LIMITS), []
