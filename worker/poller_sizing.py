@@ -130,8 +130,9 @@ def next_sizing(state: Sizing, window: Window, limits: PoolLimits) -> Sizing:
     wave of polls passing, not threads that poll no faster, and the trial proves nothing.)
     Otherwise: over the CPU target, shrink in proportion (at most by `SHRINK_AT_MOST`); polls
     waiting and CPU to spare, grow in proportion to the spare CPU (at most by `GROW_AT_MOST`, up
-    to the ceiling), and put the growth on trial; neither, and less than half the room used at the busiest moment of
-    each of the last `QUIET_WINDOWS` windows, shrink towards twice that peak.
+    to the ceiling), and put the growth on trial; neither, and less than half the room used at
+    the busiest moment of each of the last `QUIET_WINDOWS` windows, shrink towards twice that
+    peak.
     """
     state = _relax(state, limits)
     size, cpu = state.size, window.cpu_share
