@@ -21,8 +21,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Final
 
-_PROC: Final = Path("/proc")
-_TICKS_PER_S: Final = os.sysconf("SC_CLK_TCK")
+from bench import procfs
 
 PARTS: Final = (
     ("imageq.simulator", "simulator"),
@@ -37,7 +36,7 @@ PARTS: Final = (
 FULL: Final = 0.9
 """A second counts as full when the machine used at least this share of its cores."""
 
-Reading = dict[int, tuple[int, str]]  # pid: (CPU ticks, part)
+Reading = dict[int, tuple[float, str]]  # pid: (CPU seconds, part)
 
 
 def part_of(command_line: str) -> str:
@@ -48,18 +47,12 @@ def part_of(command_line: str) -> str:
 
 
 def read_processes() -> Reading:
-    """Every process's CPU ticks so far (user + system) and its part."""
+    """Every process's own CPU seconds so far (user + system) and its part."""
     found: Reading = {}
-    for entry in os.listdir(_PROC):
-        if not entry.isdigit():
-            continue
-        try:
-            stat = (_PROC / entry / "stat").read_text()
-            command_line = (_PROC / entry / "cmdline").read_bytes().replace(b"\0", b" ")
-        except OSError:  # gone between the listing and the read
-            continue
-        fields = stat.rsplit(")", 1)[1].split()
-        found[int(entry)] = (int(fields[11]) + int(fields[12]), part_of(command_line.decode()))
+    for pid in procfs.pids():
+        cpu_s = procfs.own_cpu_seconds(pid)
+        if cpu_s is not None:  # else gone between the listing and the read
+            found[pid] = (cpu_s, part_of(procfs.command_line(pid)))
     return found
 
 
@@ -67,10 +60,10 @@ def cores_by_part(before: Reading, after: Reading, seconds: float) -> dict[str, 
     """Cores each part used between two readings (a process new since `before` counts from
     zero; one gone since is not counted)."""
     used: dict[str, float] = {}
-    for pid, (ticks, part) in after.items():
-        earlier = before.get(pid, (0, part))[0]
-        if ticks > earlier:
-            used[part] = used.get(part, 0.0) + (ticks - earlier) / _TICKS_PER_S / seconds
+    for pid, (cpu_s, part) in after.items():
+        earlier = before.get(pid, (0.0, part))[0]
+        if cpu_s > earlier:
+            used[part] = used.get(part, 0.0) + (cpu_s - earlier) / seconds
     return used
 
 

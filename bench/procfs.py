@@ -31,12 +31,28 @@ def cpu_seconds(pids: Iterable[int]) -> float:
     """User + system CPU seconds of these processes, with their reaped children's."""
     ticks = 0
     for pid in pids:
-        stat = _read(_PROC / str(pid) / "stat")
-        if stat:
-            # Fields after the command name, which may itself hold spaces and parentheses.
-            fields = stat.rsplit(")", 1)[1].split()
-            ticks += sum(int(value) for value in fields[11:15])  # utime stime cutime cstime
+        ticks += sum(int(value) for value in _stat_fields(pid)[11:15])  # utime stime cutime cstime
     return ticks / _TICKS_PER_S
+
+
+def own_cpu_seconds(pid: int) -> float | None:
+    """User + system CPU seconds of this process alone (not its reaped children, whose time
+    was already counted under their own pids while they ran); None if it is gone."""
+    fields = _stat_fields(pid)
+    return (int(fields[11]) + int(fields[12])) / _TICKS_PER_S if fields else None
+
+
+def pids() -> list[int]:
+    """Every process on the machine now."""
+    return [int(entry) for entry in _listdir(_PROC) if entry.isdigit()]
+
+
+def command_line(pid: int) -> str:
+    """The process's command line, its arguments joined by spaces ("" if it is gone)."""
+    try:
+        return (_PROC / str(pid) / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+    except (FileNotFoundError, ProcessLookupError, PermissionError):
+        return ""
 
 
 def rss_bytes(pids: Iterable[int]) -> int:
@@ -68,6 +84,13 @@ class MachineTicks:
         """Share of all cores' time spent busy between `earlier` and this reading."""
         total = self.total - earlier.total
         return (self.busy - earlier.busy) / total if total > 0 else 0.0
+
+
+def _stat_fields(pid: int) -> list[str]:
+    """The fields of /proc/PID/stat after the command name (which may itself hold spaces and
+    parentheses); [] if the process is gone."""
+    stat = _read(_PROC / str(pid) / "stat")
+    return stat.rsplit(")", 1)[1].split() if stat else []
 
 
 def _read(path: Path) -> str:
