@@ -3,18 +3,20 @@
 Each row is the same `ApiClient` (same paths, headers, JSON, parsing, metrics) over another
 HTTP layer, so the rows differ by the HTTP layer alone:
 
-- `requests` (until now): the client as it was, a `requests.Session` per thread with the
-  adapter, proxies and headers it had (its `_request` as it was, error branches shortened);
+- `requests` (the first client): a `requests.Session` per thread with the adapter, proxies
+  and headers it had (its `_request` as it was, error branches shortened);
 - `urllib3 PoolManager`: one manager, each call by its full URL;
-- `urllib3 HTTPConnectionPool` (imageq's client now): one pool for the base URL's host;
+- `urllib3 HTTPConnectionPool`: one pool for the base URL's host (imageq's POSTs);
+- `libcurl GET + urllib3 POST` (imageq's client now): GETs through pycurl handles;
 - `http.client`: one kept stdlib connection, not thread-safe, no pool: a floor for reference.
 
-    python -m bench.http_clients [--calls 2000] [--reps 3]   # about 1 min
+    python -m bench.http_clients [--calls 2000] [--reps 3] [--threads 16]   # about 1 min
 
 Talks only to a simulator it starts on loopback (answering at once, in its own process). CPU
-is this thread's (`time.thread_time`). The clients run interleaved, in a rotated order, in
-each repetition; each figure is the median over repetitions with min to max, and each
-client's ratio to `requests` comes from the pairs of the same repetition.
+is this thread's (`time.thread_time`) for one thread, and the process's for `get_task` from
+`--threads` threads at once, as a poller's threads call it. The clients run interleaved, in a
+rotated order, in each repetition; each figure is the median over repetitions with min to
+max, and each client's ratio to `requests` comes from the pairs of the same repetition.
 """
 
 from __future__ import annotations
@@ -42,10 +44,13 @@ from imageq.worker.errors import ApiUnavailable, ApiUnreachable
 from imageq.worker.metrics import API_RATE_LIMITED, count_api_request
 from imageq.worker.upstream.client import ApiClient
 from imageq.worker.upstream.responses import error_for_http
-from imageq.worker.upstream.transport import NO_RETRIES, Answer
+from imageq.worker.upstream.transport import NO_RETRIES, Answer, PoolTransport
 
 API_KEY: Final = "sk-bench-http-0123456789"
-BASELINE: Final = "requests (until now)"
+BASELINE: Final = "requests (the first client)"
+NOW: Final = "libcurl GET + urllib3 POST (imageq now)"
+SINGLE_THREADED: Final = "http.client, one connection (reference)"
+CALLS: Final = ("get_task", "get_task, threads", "submit")
 
 
 class RequestsClient(ApiClient):
@@ -140,14 +145,18 @@ class HttpClientTransport:
         self._connection.close()
 
 
-def clients(settings: ApiSettings) -> dict[str, ApiClient]:
+def clients(settings: ApiSettings, threads: int) -> dict[str, ApiClient]:
     return {
         BASELINE: RequestsClient(settings),
         "urllib3 PoolManager": ApiClient(settings, transport=PoolManagerTransport(settings)),
-        "urllib3 HTTPConnectionPool (imageq now)": ApiClient(settings, max_connections=1),
-        "http.client, one connection (reference)": ApiClient(
-            settings, transport=HttpClientTransport(settings)
+        "urllib3 HTTPConnectionPool": ApiClient(
+            settings,
+            transport=PoolTransport(
+                settings.base_url, connect_timeout_s=5, read_timeout_s=30, max_connections=threads
+            ),
         ),
+        NOW: ApiClient(settings, max_connections=threads),
+        SINGLE_THREADED: ApiClient(settings, transport=HttpClientTransport(settings)),
     }
 
 
@@ -159,13 +168,34 @@ def cpu_us_per_call(call: Callable[[int], object], calls: int, start: int) -> fl
     return (time.thread_time() - before) / calls * 1e6
 
 
-def measure(calls: int, reps: int) -> dict[str, Any]:
+def threaded_cpu_us_per_call(call: Callable[[int], object], calls: int, threads: int) -> float:
+    """The process's CPU per call, in microseconds, with `threads` threads making `calls`
+    calls between them at once."""
+    each = max(1, calls // threads)
+    ready = threading.Barrier(threads + 1)
+
+    def work() -> None:
+        ready.wait()
+        for n in range(each):
+            call(n)
+
+    workers = [threading.Thread(target=work) for _ in range(threads)]
+    for worker in workers:
+        worker.start()
+    before = time.process_time()
+    ready.wait()
+    for worker in workers:
+        worker.join()
+    return (time.process_time() - before) / (each * threads) * 1e6
+
+
+def measure(calls: int, reps: int, threads: int) -> dict[str, Any]:
     params = validate_params("a lighthouse", aspect_ratio="1:1", resolution="1K")
     loadavg = [os.getloadavg()[0]]
     runs: dict[tuple[str, str], list[float]] = {}
     with SimulatorProcess(SimConfig(api_key=API_KEY, latency="fixed:0")) as simulator:
         settings = ApiSettings(base_url=simulator.base_url, key=API_KEY)
-        named = clients(settings)
+        named = clients(settings, threads)
         task_id = named[BASELINE].submit("bench-task", params).task_id
         counter = 0
 
@@ -186,6 +216,10 @@ def measure(calls: int, reps: int) -> dict[str, Any]:
                 runs.setdefault((name, "get_task"), []).append(
                     cpu_us_per_call(get_with(client), calls, 0)
                 )
+                if name != SINGLE_THREADED:
+                    runs.setdefault((name, "get_task, threads"), []).append(
+                        threaded_cpu_us_per_call(get_with(client), calls, threads)
+                    )
                 runs.setdefault((name, "submit"), []).append(
                     cpu_us_per_call(submit_with(client), calls, counter)
                 )
@@ -193,24 +227,36 @@ def measure(calls: int, reps: int) -> dict[str, Any]:
             loadavg.append(os.getloadavg()[0])
         for client in named.values():
             client.close()
-    return {"calls": calls, "reps": reps, "loadavg": [round(x, 2) for x in loadavg], "runs": runs}
+    return {
+        "calls": calls,
+        "reps": reps,
+        "threads": threads,
+        "loadavg": [round(x, 2) for x in loadavg],
+        "runs": runs,
+    }
 
 
 def render(results: Mapping[str, Any]) -> str:
     runs: dict[tuple[str, str], list[float]] = results["runs"]
+    threads = results["threads"]
     lines = [
-        f"python -m bench.http_clients --calls {results['calls']} --reps {results['reps']}:"
-        " CPU µs per call, one thread, simulator on loopback answering at once.",
+        f"python -m bench.http_clients --calls {results['calls']} --reps {results['reps']}"
+        f" --threads {threads}: CPU µs per call, simulator on loopback answering at once;"
+        f" one thread, and get_task from {threads} threads at once (the process's CPU).",
         f"1-minute load average before and after each repetition: {results['loadavg']}",
         "",
         "| HTTP layer under ApiClient | get_task µs (min to max) | x requests (min to max)"
+        f" | get_task, {threads} threads, µs | x requests"
         " | submit µs (min to max) | x requests (min to max) |",
-        "|---|---:|---:|---:|---:|",
+        "|---|---:|---:|---:|---:|---:|---:|",
     ]
     names = dict.fromkeys(name for name, _ in runs)
     for name in names:
         cells = [name]
-        for call in ("get_task", "submit"):
+        for call in CALLS:
+            if (name, call) not in runs:
+                cells += ["not thread-safe", ""]
+                continue
             values = runs[(name, call)]
             ratios = [a / b for a, b in zip(values, runs[(BASELINE, call)], strict=True)]
             cells.append(
@@ -227,8 +273,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--calls", type=int, default=2000, help="calls per client, call, rep")
     parser.add_argument("--reps", type=int, default=3, help="repetitions (default 3)")
+    parser.add_argument("--threads", type=int, default=16, help="threads for the threaded GETs")
     args = parser.parse_args()
-    print(render(measure(args.calls, args.reps)))
+    print(render(measure(args.calls, args.reps, args.threads)))
 
 
 if __name__ == "__main__":

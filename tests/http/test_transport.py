@@ -1,6 +1,7 @@
 """The API client's connections over real sockets on loopback: TLS verified against the CA
 bundle, the environment's proxy read once, no redirect followed, timeouts classified by
-whether the request can have left, and one pool shared by many threads."""
+whether the request can have left, one pool shared by many threads, GETs through libcurl
+(which may resend a read) and POSTs through urllib3 (which never resends)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import json
 import socket
 import ssl
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -22,9 +23,10 @@ from imageq.config import ApiSettings
 from imageq.simulator.server import SimulatorServer
 from imageq.simulator.sim_config import SimConfig
 from imageq.worker.domain.params import validate_params
-from imageq.worker.errors import ApiError, ApiUnavailable, ApiUnreachable
+from imageq.worker.errors import ApiError, ApiUnavailable, ApiUnreachable, RateLimited
 from imageq.worker.upstream.client import ApiClient
-from imageq.worker.upstream.transport import PoolTransport, verifying_context
+from imageq.worker.upstream.curl_transport import CurlTransport
+from imageq.worker.upstream.transport import PoolTransport, Transport, verifying_context
 from tests.conftest import API_KEY
 
 TASK = json.dumps({"code": 200, "data": {"task_id": "task_1", "status": "processing"}}).encode()
@@ -202,17 +204,19 @@ def tls_server(tls_files: tuple[Path, Path, Path]) -> Iterator[RecordingServer]:
     yield from serve(server)
 
 
+@pytest.mark.parametrize("kind", [PoolTransport, CurlTransport])
 def test_https_verifies_the_server_against_the_ca_bundle(
-    tls_server: RecordingServer, tls_files: tuple[Path, Path, Path]
+    tls_server: RecordingServer, tls_files: tuple[Path, Path, Path], kind: Callable[..., Transport]
 ) -> None:
     """Certifi's bundle (the default) refuses a certificate from an unknown CA before any
     request is sent; the CA's own bundle accepts it."""
     settings = settings_for(url_of(tls_server, "https"))
+    default = kind(settings.base_url, connect_timeout_s=2, read_timeout_s=2, max_connections=1)
     with pytest.raises(ApiUnavailable) as caught:
-        ApiClient(settings).get_task("task_1")
+        ApiClient(settings, transport=default).get_task("task_1")
     assert caught.value.message == "GET /v1/tasks/task_1: SSLError"
     assert tls_server.seen.requests == []
-    transport = PoolTransport(
+    transport = kind(
         settings.base_url,
         connect_timeout_s=2,
         read_timeout_s=2,
@@ -229,3 +233,130 @@ def test_the_tls_context_checks_certificate_and_name() -> None:
     assert context.verify_mode is ssl.CERT_REQUIRED
     assert context.check_hostname
     assert context.cert_store_stats()["x509_ca"] > 50
+
+
+class ScriptedServer:
+    """Answers each request on loopback by a script, in order: "answer" (a task, keeping the
+    connection), "close" (read the request, close without a word) or "hang" (read it, say
+    nothing). Records the request lines it read, and how many connections it accepted."""
+
+    def __init__(self, script: list[str]) -> None:
+        self.script = list(script)
+        self.requests: list[str] = []
+        self.connections = 0
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self._listener.getsockname()[1]}"
+        self._held: list[socket.socket] = []
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        while self.script:
+            try:
+                connection, _ = self._listener.accept()
+            except OSError:
+                return
+            self.connections += 1
+            self._held.append(connection)
+            with connection.makefile("rb") as incoming:
+                while self.script:
+                    line = incoming.readline().decode().strip()
+                    if not line:
+                        break
+                    length = 0
+                    while header := incoming.readline().strip():
+                        name, _, value = header.decode().partition(":")
+                        if name.lower() == "content-length":
+                            length = int(value)
+                    incoming.read(length)
+                    self.requests.append(line)
+                    action = self.script.pop(0)
+                    if action == "close":
+                        connection.close()
+                        break
+                    if action == "answer":
+                        connection.sendall(
+                            b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+                            + f"Content-Length: {len(TASK)}\r\n\r\n".encode()
+                            + TASK
+                        )
+
+    def close(self) -> None:
+        self._listener.close()
+        for connection in self._held:
+            connection.close()
+
+
+def test_a_submit_is_never_sent_twice_but_a_poll_may_be() -> None:
+    """The server reads a second request on a kept connection and closes it unanswered. A
+    submit (urllib3) fails with ApiUnavailable after one send: the worker then looks the task
+    up before submitting again. A poll's GET (libcurl) is sent again on a fresh connection and
+    answered: harmless for a read, which is why only reads go through libcurl."""
+    params = validate_params("x", aspect_ratio="1:1", resolution="1K")
+    posts = ScriptedServer(["answer", "close", "answer"])
+    try:
+        client = ApiClient(settings_for(posts.url))
+        assert client.submit("job-1", params).task_id == "task_1"
+        with pytest.raises(ApiUnavailable) as caught:
+            client.submit("job-2", params)
+        assert not isinstance(caught.value, ApiUnreachable)
+        assert posts.requests == ["POST /api/openapi/submit HTTP/1.1"] * 2
+    finally:
+        posts.close()
+    gets = ScriptedServer(["answer", "close", "answer"])
+    try:
+        client = ApiClient(settings_for(gets.url))
+        assert client.get_task("task_1").task_id == "task_1"
+        assert client.get_task("task_1").task_id == "task_1"
+        assert gets.requests == ["GET /v1/tasks/task_1 HTTP/1.1"] * 3
+        assert gets.connections == 2
+    finally:
+        gets.close()
+
+
+def test_a_read_timeout_on_a_kept_connection_may_have_reached_the_api() -> None:
+    """A GET on a reused libcurl connection that gets no answer is ApiUnavailable: the request
+    left, although this transfer made no new connection."""
+    server = ScriptedServer(["answer", "hang"])
+    try:
+        client = ApiClient(settings_for(server.url, timeout_s=0.3))
+        client.get_task("task_1")
+        with pytest.raises(ApiUnavailable) as caught:
+            client.get_task("task_1")
+        assert not isinstance(caught.value, ApiUnreachable)
+        assert caught.value.message == "GET /v1/tasks/task_1: timed out (ReadTimeout)"
+        assert server.connections == 1
+    finally:
+        server.close()
+
+
+def test_a_refused_get_never_left(no_proxy_variables: pytest.MonkeyPatch) -> None:
+    """A GET to a port nobody listens on is ApiUnreachable: nothing was sent."""
+    with socket.create_server(("127.0.0.1", 0)) as placeholder:
+        port = placeholder.getsockname()[1]
+    with pytest.raises(ApiUnreachable) as caught:
+        ApiClient(settings_for(f"http://127.0.0.1:{port}")).get_task("task_1")
+    assert caught.value.message == "GET /v1/tasks/task_1: could not connect"
+
+
+def test_answer_headers_reach_the_error_through_libcurl(recording: RecordingServer) -> None:
+    """A 429 answered to a GET keeps its Retry-After, read whatever the header's case."""
+    recording.seen.status = 429
+    recording.seen.headers = {"retry-AFTER": "7"}
+    with pytest.raises(RateLimited) as caught:
+        ApiClient(settings_for(url_of(recording))).get_task("task_1")
+    assert caught.value.retry_after_s == 7
+
+
+def test_the_curl_transport_sends_reads_only_and_hides_its_proxy(
+    no_proxy_variables: pytest.MonkeyPatch,
+) -> None:
+    """A POST through libcurl is refused before any socket opens; the repr says only whether a
+    proxy is used, never its address or credentials."""
+    no_proxy_variables.setenv("HTTP_PROXY", "http://user:secret-pass@127.0.0.1:9")
+    transport = CurlTransport(
+        "http://127.0.0.1:9", connect_timeout_s=1, read_timeout_s=1, max_connections=1
+    )
+    with pytest.raises(ValueError, match="GETs only"):
+        transport.send("POST", "/api/openapi/submit", body=b"{}", headers={})
+    assert repr(transport) == "CurlTransport(proxied=True)"
+    transport.close()

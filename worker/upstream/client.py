@@ -1,8 +1,9 @@
 """The HTTP client for the aireiter API: the one way in to HTTP for the worker.
 
-One `ApiClient` per worker process, shared by its threads; it sends through one urllib3
-connection pool (`transport.py`). Every call has a (connect, read) timeout, and every failure
-becomes an `ApiError`.
+One `ApiClient` per worker process, shared by its threads. A poll's GET goes through libcurl
+(`curl_transport.py`), at a sixth of the CPU; every POST (a submit, a query) goes through one
+urllib3 connection pool (`transport.py`), which never sends a request twice. Every call has a
+(connect, read) timeout, and every failure becomes an `ApiError`.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from imageq.config import ApiSettings
 from imageq.worker.domain.params import GenerationParams
 from imageq.worker.errors import ApiError, ApiUnavailable, TaskNotFound
 from imageq.worker.metrics import API_RATE_LIMITED, count_api_request
+from imageq.worker.upstream.curl_transport import CurlTransport
 from imageq.worker.upstream.responses import RemoteTask, error_for_http, parse_task
 from imageq.worker.upstream.transport import PoolTransport, Transport
 
@@ -34,14 +36,20 @@ class ApiClient:
         max_connections: int = 10,
         transport: Transport | None = None,
     ) -> None:
-        """`max_connections`: how many connections the pool keeps for reuse, at least the
-        number of threads that call the API at once; `transport` replaces the pool (tests,
-        the benchmark)."""
+        """`max_connections`: how many connections each transport keeps for reuse, at least the
+        number of threads that call the API at once; `transport` replaces both transports
+        (tests, the benchmark)."""
         if settings.key is None:
             raise ValueError("api.key is not set (IMAGEQ_API__KEY)")
         self._settings = settings
         self._base_url = settings.base_url.rstrip("/")
         self._transport = transport or PoolTransport(
+            self._base_url,
+            connect_timeout_s=settings.connect_timeout_s,
+            read_timeout_s=settings.read_timeout_s,
+            max_connections=max_connections,
+        )
+        self._reads = transport or CurlTransport(
             self._base_url,
             connect_timeout_s=settings.connect_timeout_s,
             read_timeout_s=settings.read_timeout_s,
@@ -100,6 +108,8 @@ class ApiClient:
     def close(self) -> None:
         """Close the pooled connections; the client is not used after this."""
         self._transport.close()
+        if self._reads is not self._transport:
+            self._reads.close()
 
     def _request(self, method: str, path: str, *, endpoint: str, json_body: Any = None) -> object:
         if json_body is None:
@@ -108,7 +118,8 @@ class ApiClient:
             body, headers = json.dumps(json_body, allow_nan=False).encode(), self._json_headers
         started = time.monotonic()
         try:
-            answer = self._transport.send(method, path, body=body, headers=headers)
+            sender = self._reads if method == "GET" else self._transport
+            answer = sender.send(method, path, body=body, headers=headers)
         except ApiError:
             count_api_request(endpoint, None, started=started)
             raise

@@ -1,0 +1,164 @@
+"""The API's reads through libcurl (pycurl): a poll's GET at a fraction of urllib3's CPU.
+
+Under 16 threads a GET to the simulator costs about 60 µs of CPU through pycurl against about
+400 µs through urllib3's pool (`bench/http_clients.py`): libcurl parses the answer in C and
+lets go of the GIL for the whole request. It is used for GETs only. libcurl sends a request a
+second time, on a fresh connection, when a reused connection dies before any answer arrives;
+that is harmless for a read, but a submit must never be sent twice, so every POST stays on
+urllib3 (`PoolTransport`), which never resends.
+
+Like `PoolTransport`: one base URL; (connect, read) timeouts; TLS verified against certifi's
+CA bundle; the environment's proxy for that host read once, at creation; no redirect followed;
+every failure an `ApiUnreachable` (nothing can have left) or an `ApiUnavailable`, whose message
+holds the method, the path and a short reason and nothing of the URL's or the headers' secrets.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from io import BytesIO
+from typing import Final
+from urllib.parse import urlsplit
+
+import certifi
+import pycurl
+from requests.utils import get_auth_from_url, get_environ_proxies, select_proxy
+from urllib3 import HTTPHeaderDict
+
+from imageq.worker.errors import ApiUnavailable, ApiUnreachable
+from imageq.worker.upstream.transport import Answer
+
+# libcurl's codes for "no connection was made": nothing was sent.
+_NOT_CONNECTED: Final = {
+    pycurl.E_COULDNT_RESOLVE_PROXY: "could not connect (proxy name not resolved)",
+    pycurl.E_COULDNT_RESOLVE_HOST: "could not connect",
+    pycurl.E_COULDNT_CONNECT: "could not connect",
+}
+# Short names for the failures after connecting, as the messages of `PoolTransport` name them.
+_AFTER_CONNECT: Final = {
+    pycurl.E_SEND_ERROR: "SendError",
+    pycurl.E_RECV_ERROR: "RecvError",
+    pycurl.E_GOT_NOTHING: "RemoteDisconnected",
+    pycurl.E_PARTIAL_FILE: "IncompleteRead",
+    pycurl.E_FTP_WEIRD_SERVER_REPLY: "ProtocolError",  # code 8, named for FTP, HTTP's too
+    pycurl.E_SSL_CONNECT_ERROR: "SSLError",
+    pycurl.E_PEER_FAILED_VERIFICATION: "SSLError",
+}
+
+
+class CurlTransport:
+    """GETs to one base URL through a stack of reusable libcurl handles, shared by all threads.
+
+    Each handle keeps its connection open between requests; `max_connections` idle handles are
+    kept, and a thread that finds none idle makes one more (closed afterwards if the stack is
+    full), as `PoolTransport` opens a connection beyond its pool rather than wait.
+    """
+
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        connect_timeout_s: float,
+        read_timeout_s: float,
+        max_connections: int,
+        ca_bundle: str | None = None,
+    ) -> None:
+        base_url = base_url.rstrip("/")
+        self._base_url = base_url
+        self._max_idle = max_connections
+        # libcurl bounds the whole request, not each read: a small JSON answer is read at once,
+        # so connect + read is the bound a read timeout gives it.
+        self._connect_ms = max(1, round(connect_timeout_s * 1000))
+        self._total_ms = max(1, round((connect_timeout_s + read_timeout_s) * 1000))
+        self._ca_bundle = ca_bundle or certifi.where()
+        self._proxy = select_proxy(base_url, get_environ_proxies(base_url)) or ""
+        if self._proxy and "://" not in self._proxy:
+            self._proxy = f"http://{self._proxy}"
+        if self._proxy.lower().startswith("socks"):
+            raise ValueError("a SOCKS proxy for the API is not supported; use an HTTP proxy")
+        self._https = urlsplit(base_url).scheme == "https"
+        self._idle: list[pycurl.Curl] = []
+
+    def __repr__(self) -> str:
+        return f"CurlTransport(proxied={bool(self._proxy)})"
+
+    def send(
+        self, method: str, path: str, *, body: bytes | None, headers: Mapping[str, str]
+    ) -> Answer:
+        if method != "GET" or body is not None:
+            raise ValueError("CurlTransport sends GETs only; a POST goes through PoolTransport")
+        try:
+            handle = self._idle.pop()  # list.pop and append are atomic: no lock needed
+        except IndexError:
+            handle = self._new_handle()
+        data = BytesIO()
+        header_lines: list[bytes] = []
+        handle.setopt(pycurl.URL, self._base_url + path)
+        handle.setopt(pycurl.HTTPHEADER, [f"{name}: {value}" for name, value in headers.items()])
+        handle.setopt(pycurl.WRITEDATA, data)
+        handle.setopt(pycurl.HEADERFUNCTION, header_lines.append)
+        try:
+            handle.perform()
+        except pycurl.error as error:
+            code = int(error.args[0])
+            # Zero until the connection (new or reused) was ready to take the request.
+            connected = handle.getinfo(pycurl.PRETRANSFER_TIME) > 0
+            handle.close()  # its connection is in an unknown state: never reuse it
+            raise _classified(method, path, code, connected) from None
+        status = handle.getinfo(pycurl.RESPONSE_CODE)
+        if len(self._idle) < self._max_idle:
+            self._idle.append(handle)
+        else:
+            handle.close()
+        return Answer(status, _headers_of(header_lines), data.getvalue())
+
+    def close(self) -> None:
+        """Close the idle handles and their connections; the transport is not used after this."""
+        while self._idle:
+            self._idle.pop().close()
+
+    def _new_handle(self) -> pycurl.Curl:
+        handle = pycurl.Curl()
+        handle.setopt(pycurl.NOSIGNAL, 1)  # timeouts without SIGALRM: safe in threads
+        handle.setopt(pycurl.CONNECTTIMEOUT_MS, self._connect_ms)
+        handle.setopt(pycurl.TIMEOUT_MS, self._total_ms)
+        handle.setopt(pycurl.FOLLOWLOCATION, 0)
+        handle.setopt(pycurl.PROTOCOLS, pycurl.PROTO_HTTP | pycurl.PROTO_HTTPS)
+        # The proxy decided once above; "" keeps libcurl from reading the environment itself.
+        handle.setopt(pycurl.PROXY, self._proxy)
+        handle.setopt(pycurl.NOPROXY, "")
+        if self._proxy:
+            username, password = get_auth_from_url(self._proxy)
+            if username:
+                handle.setopt(pycurl.PROXYAUTH, pycurl.HTTPAUTH_BASIC)
+                handle.setopt(pycurl.PROXYUSERNAME, username)
+                handle.setopt(pycurl.PROXYPASSWORD, password)
+        if self._https:
+            handle.setopt(pycurl.CAINFO, self._ca_bundle)
+            handle.setopt(pycurl.SSL_VERIFYPEER, 1)
+            handle.setopt(pycurl.SSL_VERIFYHOST, 2)
+        return handle
+
+
+def _classified(method: str, path: str, code: int, connected: bool) -> ApiUnavailable:
+    """The error for libcurl's failure `code`: unreachable when no connection was made."""
+    if code in _NOT_CONNECTED:
+        return ApiUnreachable(f"{method} {path}: {_NOT_CONNECTED[code]}")
+    if code == pycurl.E_OPERATION_TIMEDOUT:
+        if not connected:
+            return ApiUnreachable(f"{method} {path}: could not connect (timed out)")
+        return ApiUnavailable(f"{method} {path}: timed out (ReadTimeout)")
+    return ApiUnavailable(f"{method} {path}: {_AFTER_CONNECT.get(code, f'curl error {code}')}")
+
+
+def _headers_of(lines: list[bytes]) -> HTTPHeaderDict:
+    """The last answer's headers (a proxy's CONNECT answer comes before it), by name in any case."""
+    headers = HTTPHeaderDict()
+    for raw in lines:
+        line = raw.decode("latin-1").rstrip("\r\n")
+        if line.startswith("HTTP/"):
+            headers = HTTPHeaderDict()
+        elif ":" in line:
+            name, _, value = line.partition(":")
+            headers.add(name.strip(), value.strip())
+    return headers
