@@ -164,7 +164,14 @@ def test_read_timeout_may_have_reached_the_api() -> None:
     assert caught.value.__suppress_context__
 
 
-def test_connect_timeout_never_left() -> None:
+@pytest.mark.parametrize(
+    ("call", "message"),
+    [
+        ("submit", "POST /api/openapi/submit: could not connect (timed out)"),
+        ("get_task", "GET /v1/tasks/task_1: could not connect (timed out)"),  # libcurl
+    ],
+)
+def test_connect_timeout_never_left(call: str, message: str) -> None:
     """A listener whose backlog is full drops the SYN: the connect times out, ApiUnreachable."""
     with socket.create_server(("127.0.0.1", 0), backlog=0) as full:
         address = full.getsockname()
@@ -174,12 +181,17 @@ def test_connect_timeout_never_left() -> None:
                 sock.setblocking(False)
                 sock.connect_ex(address)
             client = ApiClient(settings_for(f"http://127.0.0.1:{address[1]}", timeout_s=0.3))
+            params = validate_params("x", aspect_ratio="1:1", resolution="1K")
+            calls: dict[str, Callable[[], object]] = {
+                "submit": lambda: client.submit("job-1", params),
+                "get_task": lambda: client.get_task("task_1"),
+            }
             with pytest.raises(ApiUnreachable) as caught:
-                client.submit("job-1", validate_params("x", aspect_ratio="1:1", resolution="1K"))
+                calls[call]()
         finally:
             for sock in waiting:
                 sock.close()
-    assert caught.value.message == "POST /api/openapi/submit: could not connect (timed out)"
+    assert caught.value.message == message
 
 
 def test_one_pool_serves_many_threads() -> None:

@@ -101,10 +101,11 @@ class CurlTransport:
             handle.perform()
         except pycurl.error as error:
             code = int(error.args[0])
-            # Zero until the connection (new or reused) was ready to take the request.
-            connected = handle.getinfo(pycurl.PRETRANSFER_TIME) > 0
+            # The bytes of this request sent (on a new or a reused connection): none, and
+            # nothing can have reached the API.
+            sent = handle.getinfo(pycurl.REQUEST_SIZE) > 0
             handle.close()  # its connection is in an unknown state: never reuse it
-            raise _classified(method, path, code, connected) from None
+            raise _classified(method, path, code, sent) from None
         status = handle.getinfo(pycurl.RESPONSE_CODE)
         if len(self._idle) < self._max_idle:
             self._idle.append(handle)
@@ -124,6 +125,8 @@ class CurlTransport:
         handle.setopt(pycurl.TIMEOUT_MS, self._total_ms)
         handle.setopt(pycurl.FOLLOWLOCATION, 0)
         handle.setopt(pycurl.PROTOCOLS, pycurl.PROTO_HTTP | pycurl.PROTO_HTTPS)
+        # HTTP/1.1 as urllib3 speaks it, not HTTP/2 where TLS would offer it.
+        handle.setopt(pycurl.HTTP_VERSION, pycurl.CURL_HTTP_VERSION_1_1)
         # The proxy decided once above; "" keeps libcurl from reading the environment itself.
         handle.setopt(pycurl.PROXY, self._proxy)
         handle.setopt(pycurl.NOPROXY, "")
@@ -140,12 +143,12 @@ class CurlTransport:
         return handle
 
 
-def _classified(method: str, path: str, code: int, connected: bool) -> ApiUnavailable:
-    """The error for libcurl's failure `code`: unreachable when no connection was made."""
+def _classified(method: str, path: str, code: int, sent: bool) -> ApiUnavailable:
+    """The error for libcurl's failure `code`: unreachable when nothing was sent."""
     if code in _NOT_CONNECTED:
         return ApiUnreachable(f"{method} {path}: {_NOT_CONNECTED[code]}")
     if code == pycurl.E_OPERATION_TIMEDOUT:
-        if not connected:
+        if not sent:
             return ApiUnreachable(f"{method} {path}: could not connect (timed out)")
         return ApiUnavailable(f"{method} {path}: timed out (ReadTimeout)")
     return ApiUnavailable(f"{method} {path}: {_AFTER_CONNECT.get(code, f'curl error {code}')}")
