@@ -248,6 +248,12 @@ def test_fire_and_forget_bulk_returns_at_once_and_paces_itself(
     ]  # fmt: skip
 
 
+def interruptible() -> None:
+    """In the child before exec: Ctrl-C back to its default. A suite started in the background
+    by a shell without job control inherits SIGINT ignored, and so would the command."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def test_ctrl_c_says_the_jobs_keep_running_and_how_to_resume(
     cli_env: dict[str, str], worker: WorkerProcess, queue: ImageQueue, tmp_path: Path
 ) -> None:
@@ -259,7 +265,9 @@ def test_ctrl_c_says_the_jobs_keep_running_and_how_to_resume(
     path.write_text("".join(json.dumps(row) + "\n" for row in rows))
     command = [sys.executable, "-m", "imageq.cli", "bulk", str(path), "--batch-id", "ctrl-c-1",
                "--wait", "--interval", "0.1"]  # fmt: skip
-    follow = subprocess.Popen(command, env=cli_env, stderr=subprocess.PIPE, text=True)
+    follow = subprocess.Popen(
+        command, env=cli_env, stderr=subprocess.PIPE, text=True, preexec_fn=interruptible
+    )
     try:
         # Both submitted: the command has queued them all and is following the batch.
         running = [JobStatus.SUBMITTED] * 2
@@ -296,7 +304,9 @@ def test_ctrl_c_with_json_is_one_error_object(
     path.write_text(json.dumps(row) + "\n")
     command = [sys.executable, "-m", "imageq.cli", "bulk", str(path), "--batch-id", "ctrl-c-2",
                "--wait", "--json"]  # fmt: skip
-    follow = subprocess.Popen(command, env=cli_env, stderr=subprocess.PIPE, text=True)
+    follow = subprocess.Popen(
+        command, env=cli_env, stderr=subprocess.PIPE, text=True, preexec_fn=interruptible
+    )
     try:
         wait_for(
             lambda: (
