@@ -1,9 +1,10 @@
 """The HTTP client for the aireiter API: the one way in to HTTP for the worker.
 
 One `ApiClient` per worker process, shared by its threads. A poll's GET goes through libcurl
-(`curl_transport.py`), at a sixth of the CPU; every POST (a submit, a query) goes through one
-urllib3 connection pool (`transport.py`), which never sends a request twice. Every call has a
-(connect, read) timeout, and every failure becomes an `ApiError`.
+(`curl_transport.py`), at about a third of the CPU under many threads; every POST (a submit,
+a query) goes through one urllib3 connection pool (`transport.py`), which never sends a
+request twice. Every call has a (connect, read) timeout, and every failure becomes an
+`ApiError`.
 """
 
 from __future__ import annotations

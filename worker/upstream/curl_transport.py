@@ -1,11 +1,11 @@
 """The API's reads through libcurl (pycurl): a poll's GET at a fraction of urllib3's CPU.
 
-Under 16 threads a GET to the simulator costs about 60 µs of CPU through pycurl against about
-400 µs through urllib3's pool (`bench/http_clients.py`): libcurl parses the answer in C and
-lets go of the GIL for the whole request. It is used for GETs only. libcurl sends a request a
-second time, on a fresh connection, when a reused connection dies before any answer arrives;
-that is harmless for a read, but a submit must never be sent twice, so every POST stays on
-urllib3 (`PoolTransport`), which never resends.
+Through `ApiClient`, from 16 threads at once, a GET to the simulator costs about 140 µs of CPU
+through libcurl against about 425 µs through urllib3's pool (`bench/http_clients.py`): libcurl
+parses the answer in C and lets go of the GIL for the whole request. It is used for GETs
+only. libcurl sends a request a second time, on a fresh connection, when a reused connection
+dies before any answer arrives; that is harmless for a read, but a submit must never be sent
+twice, so every POST stays on urllib3 (`PoolTransport`), which never resends.
 
 Like `PoolTransport`: one base URL; (connect, read) timeouts; TLS verified against certifi's
 CA bundle; the environment's proxy for that host read once, at creation; no redirect followed;
@@ -22,11 +22,11 @@ from urllib.parse import urlsplit
 
 import certifi
 import pycurl
-from requests.utils import get_auth_from_url, get_environ_proxies, select_proxy
+from requests.utils import get_auth_from_url
 from urllib3 import HTTPHeaderDict
 
 from imageq.worker.errors import ApiUnavailable, ApiUnreachable
-from imageq.worker.upstream.transport import Answer
+from imageq.worker.upstream.transport import Answer, environment_proxy
 
 # libcurl's codes for "no connection was made": nothing was sent.
 _NOT_CONNECTED: Final = {
@@ -71,11 +71,8 @@ class CurlTransport:
         self._connect_ms = max(1, round(connect_timeout_s * 1000))
         self._total_ms = max(1, round((connect_timeout_s + read_timeout_s) * 1000))
         self._ca_bundle = ca_bundle or certifi.where()
-        self._proxy = select_proxy(base_url, get_environ_proxies(base_url)) or ""
-        if self._proxy and "://" not in self._proxy:
-            self._proxy = f"http://{self._proxy}"
-        if self._proxy.lower().startswith("socks"):
-            raise ValueError("a SOCKS proxy for the API is not supported; use an HTTP proxy")
+        self._proxy = environment_proxy(base_url)
+        self._proxy_credentials = get_auth_from_url(self._proxy) if self._proxy else ("", "")
         self._https = urlsplit(base_url).scheme == "https"
         # The first handle now: libcurl's one-time set-up (about 3 MB of RSS, TLS included)
         # belongs to the worker's start, not to its first poll.
@@ -132,12 +129,11 @@ class CurlTransport:
         # The proxy decided once above; "" keeps libcurl from reading the environment itself.
         handle.setopt(pycurl.PROXY, self._proxy)
         handle.setopt(pycurl.NOPROXY, "")
-        if self._proxy:
-            username, password = get_auth_from_url(self._proxy)
-            if username:
-                handle.setopt(pycurl.PROXYAUTH, pycurl.HTTPAUTH_BASIC)
-                handle.setopt(pycurl.PROXYUSERNAME, username)
-                handle.setopt(pycurl.PROXYPASSWORD, password)
+        username, password = self._proxy_credentials
+        if username:
+            handle.setopt(pycurl.PROXYAUTH, pycurl.HTTPAUTH_BASIC)
+            handle.setopt(pycurl.PROXYUSERNAME, username)
+            handle.setopt(pycurl.PROXYPASSWORD, password)
         if self._https:
             handle.setopt(pycurl.CAINFO, self._ca_bundle)
             handle.setopt(pycurl.SSL_VERIFYPEER, 1)

@@ -86,9 +86,7 @@ class PoolTransport:
         }
         if urlsplit(base_url).scheme == "https":
             options["ssl_context"] = verifying_context(ca_bundle or certifi.where())
-        # The environment's proxy settings (HTTPS_PROXY, NO_PROXY ...) are read once, here,
-        # for the one host this client talks to.
-        proxy = select_proxy(base_url, get_environ_proxies(base_url))
+        proxy = environment_proxy(base_url)
         self._pool: urllib3.HTTPConnectionPool | urllib3.ProxyManager
         if proxy:
             self._pool = proxy_manager(proxy, options)
@@ -136,13 +134,21 @@ def verifying_context(ca_bundle: str) -> ssl.SSLContext:
     return context
 
 
-def proxy_manager(proxy: str, options: Mapping[str, object]) -> urllib3.ProxyManager:
-    """A manager sending through `proxy` as requests would: credentials in the proxy's URL
-    become a `Proxy-Authorization` header; `https://` targets go through a CONNECT tunnel."""
-    if "://" not in proxy:
+def environment_proxy(base_url: str) -> str:
+    """The proxy the environment's settings (HTTPS_PROXY, NO_PROXY ...) name for `base_url`'s
+    host, as a URL with its scheme, or "" for none: read once, when a transport is built."""
+    proxy = select_proxy(base_url, get_environ_proxies(base_url)) or ""
+    if proxy and "://" not in proxy:
         proxy = f"http://{proxy}"
     if proxy.lower().startswith("socks"):
         raise ValueError("a SOCKS proxy for the API is not supported; use an HTTP proxy")
+    return proxy
+
+
+def proxy_manager(proxy: str, options: Mapping[str, object]) -> urllib3.ProxyManager:
+    """A manager sending through `proxy` (from `environment_proxy`) as requests would:
+    credentials in the proxy's URL become a `Proxy-Authorization` header; `https://` targets
+    go through a CONNECT tunnel."""
     username, password = get_auth_from_url(proxy)
     headers = make_headers(proxy_basic_auth=f"{username}:{password}") if username else None
     return urllib3.ProxyManager(proxy, num_pools=1, proxy_headers=headers, **options)  # type: ignore[arg-type]
