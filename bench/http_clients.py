@@ -152,7 +152,10 @@ def clients(settings: ApiSettings, threads: int) -> dict[str, ApiClient]:
         "urllib3 HTTPConnectionPool": ApiClient(
             settings,
             transport=PoolTransport(
-                settings.base_url, connect_timeout_s=5, read_timeout_s=30, max_connections=threads
+                settings.base_url,
+                connect_timeout_s=settings.connect_timeout_s,
+                read_timeout_s=settings.read_timeout_s,
+                max_connections=threads,
             ),
         ),
         NOW: ApiClient(settings, max_connections=threads),
