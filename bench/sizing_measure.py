@@ -1,7 +1,7 @@
 """Measure what one job costs each part, for the sizing model; then check the model against
 this machine's measured capacity.
 
-    python -m bench.sizing_measure [--n 200] [--reps 3] [--out bench/results/sizing]
+    python -m bench.sizing_measure [--n 500] [--reps 3] [--out bench/results/sizing]
 
 1. Cost rounds (`bench.sizing_costs`): per repetition, per polling mode (countdown, poller),
    the `realistic` and the `one-poll` workload, N jobs at once on 2 worker processes x 32
@@ -117,7 +117,7 @@ def _wait_for_quiet(max_load: float, limit_s: float) -> None:
 
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
-    parser.add_argument("--n", type=int, default=200, help="jobs per cost round (default 200)")
+    parser.add_argument("--n", type=int, default=500, help="jobs per cost round (default 500)")
     parser.add_argument("--reps", type=int, default=3, help="cost repetitions (default 3)")
     parser.add_argument("--latency-scale", type=float, default=0.3, help="default 0.3")
     parser.add_argument("--modes", type=lambda s: s.split(","), default=list(MODES))
