@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
 import subprocess
 import sys
 import threading
@@ -34,6 +33,8 @@ from typing import Any, Final
 
 import pycurl
 
+from bench import procfs
+from bench.measures import spread_of
 from imageq.config import ApiSettings
 from imageq.simulator.server import start_simulator_process, stop_simulator_process
 from imageq.worker.domain.params import validate_params
@@ -44,12 +45,8 @@ API_KEY: Final = "sk-bench-multi-0123456789"
 MODES: Final = ("threads", "multi")
 
 
-def rss_kb() -> int:
-    with open("/proc/self/status") as status:
-        for line in status:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    return 0
+def rss_kb() -> float:
+    return procfs.rss_bytes([os.getpid()]) / 1024
 
 
 def new_handle(url: str, headers: list[str]) -> pycurl.Curl:
@@ -197,10 +194,7 @@ def render(results: dict[str, Any]) -> str:
     ]
 
     def cell(values: list[float], digits: int = 0) -> str:
-        return (
-            f"{statistics.median(values):.{digits}f}"
-            f" ({min(values):.{digits}f} to {max(values):.{digits}f})"
-        )
+        return spread_of(values).text(f"{{:.{digits}f}}")
 
     for concurrency in sorted({r["concurrency"] for r in runs}):
         by_mode = {
