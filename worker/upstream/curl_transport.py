@@ -16,6 +16,7 @@ holds the method, the path and a short reason and nothing of the URL's or the he
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 from io import BytesIO
 from typing import Final
 from urllib.parse import urlsplit
@@ -44,6 +45,16 @@ _AFTER_CONNECT: Final = {
     pycurl.E_SSL_CONNECT_ERROR: "SSLError",
     pycurl.E_PEER_FAILED_VERIFICATION: "SSLError",
 }
+
+
+@dataclass(eq=False, slots=True)
+class CurlGet:
+    """One GET set up on a libcurl handle: where its answer's body and header lines go."""
+
+    handle: pycurl.Curl
+    path: str
+    body: BytesIO = field(default_factory=BytesIO)
+    header_lines: list[bytes] = field(default_factory=list)
 
 
 class CurlTransport:
@@ -86,31 +97,45 @@ class CurlTransport:
     ) -> Answer:
         if method != "GET" or body is not None:
             raise ValueError("CurlTransport sends GETs only; a POST goes through PoolTransport")
+        get = self.prepare(path, headers)
+        try:
+            get.handle.perform()
+        except pycurl.error as error:
+            raise self.failed(get, int(error.args[0])) from None
+        return self.answered(get)
+
+    def prepare(self, path: str, headers: Mapping[str, str]) -> CurlGet:
+        """A GET of `path` set up on a handle, for `perform()` here or a multi handle
+        (`curl_loop.CurlLoop`); end it with `answered` or `failed`, which take the handle back."""
         try:
             handle = self._idle.pop()  # list.pop and append are atomic: no lock needed
         except IndexError:
             handle = self._new_handle()
-        data = BytesIO()
-        header_lines: list[bytes] = []
+        get = CurlGet(handle, path)
         handle.setopt(pycurl.URL, self._base_url + path)
         handle.setopt(pycurl.HTTPHEADER, [f"{name}: {value}" for name, value in headers.items()])
-        handle.setopt(pycurl.WRITEDATA, data)
-        handle.setopt(pycurl.HEADERFUNCTION, header_lines.append)
-        try:
-            handle.perform()
-        except pycurl.error as error:
-            code = int(error.args[0])
-            # The bytes of this request sent (on a new or a reused connection): none, and
-            # nothing can have reached the API.
-            sent = handle.getinfo(pycurl.REQUEST_SIZE) > 0
-            handle.close()  # its connection is in an unknown state: never reuse it
-            raise _classified(method, path, code, sent) from None
+        handle.setopt(pycurl.WRITEDATA, get.body)
+        handle.setopt(pycurl.HEADERFUNCTION, get.header_lines.append)
+        return get
+
+    def answered(self, get: CurlGet) -> Answer:
+        """The answer of a GET that completed; its handle is kept for reuse."""
+        handle = get.handle
         status = handle.getinfo(pycurl.RESPONSE_CODE)
+        answer = Answer(status, _headers_of(get.header_lines), get.body.getvalue())
         if len(self._idle) < self._max_idle:
             self._idle.append(handle)
         else:
             handle.close()
-        return Answer(status, _headers_of(header_lines), data.getvalue())
+        return answer
+
+    def failed(self, get: CurlGet, code: int) -> ApiUnavailable:
+        """The error for a GET that failed with libcurl's `code`; its handle is closed."""
+        # The bytes of this request sent (on a new or a reused connection): none, and nothing
+        # can have reached the API.
+        sent = get.handle.getinfo(pycurl.REQUEST_SIZE) > 0
+        get.handle.close()  # its connection is in an unknown state: never reuse it
+        return _classified("GET", get.path, code, sent)
 
     def close(self) -> None:
         """Close the idle handles and their connections; the transport is not used after this."""
