@@ -228,6 +228,20 @@ class PollingSettings(BaseModel):
         " give the C allocator's free memory back to the system (glibc's `malloc_trim`; about"
         " 0.3 ms), so what a burst of polls freed does not stay resident.",
     )
+    poller_event_loop: bool = Field(
+        True,
+        description="With the poller: send the polls' GETs from one thread on libcurl's multi"
+        " interface (an event loop), so a poll waiting for the API's answer holds no thread;"
+        " the poll threads run only the parts before and after it (off: each poll holds its"
+        " thread for the whole request).",
+    )
+    poller_loop_threads: int = Field(
+        16,
+        ge=1,
+        description="With the poller's event loop: the most threads that handle the API's"
+        " answers to polls (the checked write, the next poll; about a millisecond each), started"
+        " as needed and gone after `poller_idle_s` idle.",
+    )
     poller_notify_threads: int = Field(
         16,
         ge=0,

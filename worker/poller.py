@@ -12,6 +12,11 @@ lane (`domain.submit_schedule`) that the creating write, put-offs, retries and t
 fill, with the room the due polls leave; the submit step's own lease and request window keep
 one submit per job.
 
+The API's answer is not waited for on a thread: with `poller_event_loop` on, the claiming
+thread starts each poll (`steps.poll.start_poll`: the request gate), the API client's event
+loop sends its GET, and a pool thread ends it with the answer (`end_poll`: the checked write,
+the next poll). A thread costs far more memory than a GET in flight on the loop.
+
 How many polls run at once is measured, not fixed: it starts at `poller_threads` and is
 resized every `poller_sizing_s` by `poller_sizing.next_sizing`, up to `poller_max_threads`,
 from the process's CPU use, whether due polls waited, and whether its last growth paid. A
@@ -27,6 +32,8 @@ import time
 from collections.abc import Callable
 
 from imageq.worker.domain.submit_schedule import keeps_claim, split_submits
+from imageq.worker.errors import ApiError
+from imageq.worker.logs import unbind
 from imageq.worker.memory_release import release_free_memory
 from imageq.worker.messages import Actions, PollFacts, SchedulePoll
 from imageq.worker.policy.leases import lease_s
@@ -34,9 +41,10 @@ from imageq.worker.poller_notifier import Notifier
 from imageq.worker.poller_pool import ElasticPool
 from imageq.worker.poller_sizing import PoolLimits, Sizing, Window, next_sizing
 from imageq.worker.runtime import Runtime
-from imageq.worker.steps.poll import poll
+from imageq.worker.steps.poll import PollStarted, end_poll, poll, start_poll
 from imageq.worker.steps.submit import submit
 from imageq.worker.store.work_index import ClaimedPoll, ClaimedSubmit
+from imageq.worker.upstream.client import TaskReply
 
 log = logging.getLogger(__name__)
 
@@ -81,6 +89,11 @@ class Poller:
         self._pool = ElasticPool(
             timing.poller_max_threads, idle_s=timing.poller_idle_s, name="imageq-poll"
         )
+        # With the event loop, the answers to polls are handled here: a millisecond's work
+        # each, so a few threads keep up, however many GETs are in flight or answered at once.
+        self._answers = ElasticPool(
+            timing.poller_loop_threads, idle_s=timing.poller_idle_s, name="imageq-answer"
+        )
         self._notifier = Notifier(
             timing.poller_notify_threads,
             send_now=send_now,
@@ -98,6 +111,7 @@ class Poller:
         self._claims = self._full_claims = self._peak_running = 0
         self._window_cpu_s = cpu_clock()
         self._window_at = wall_clock()
+        self._use_loop = timing.poller_event_loop
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="imageq-poller", daemon=True)
 
@@ -108,10 +122,13 @@ class Poller:
 
     @property
     def threads(self) -> int:
-        """Poll threads alive now (running a poll or idle for less than `poller_idle_s`)."""
-        return self._pool.threads
+        """Poll threads alive now (running a poll, a submit or a poll's answer, or idle for less
+        than `poller_idle_s`)."""
+        return self._pool.threads + self._answers.threads
 
     def start(self) -> None:
+        # False where the client's reads do not go through libcurl: polls then hold a thread.
+        self._use_loop = self._use_loop and self._rt.client.start_loop()
         self._thread.start()
 
     def stop(self, *, timeout_s: float = 10.0) -> None:
@@ -119,7 +136,10 @@ class Poller:
         with self._changed:
             self._changed.notify_all()
         self._thread.join(timeout_s)
+        if self._use_loop:
+            self._rt.client.stop_loop()  # GETs in flight are dropped: their claims lapse
         self._pool.shutdown(wait=True, cancel_waiting=True)
+        self._answers.shutdown(wait=True, cancel_waiting=True)
         self._notifier.stop()
 
     def tick(self) -> int:
@@ -145,7 +165,12 @@ class Poller:
             taken = len(polls) + len(submits)
             self._release(room - taken)
             for job_id, token, facts in polls:
-                self._pool.submit(self._poll_one, job_id, token, facts)
+                if self._use_loop:
+                    self._start_poll(job_id, token, facts)
+                else:
+                    self._pool.submit(self._poll_one, job_id, token, facts)
+            if self._use_loop:
+                unbind()  # the claiming thread's own lines name no job
             for claimed in submits:
                 self._pool.submit(self._submit_one, claimed)
         self._filled = taken == room
@@ -230,14 +255,61 @@ class Poller:
         finally:
             self._release(1, polled=True)
 
+    def _start_poll(self, job_id: str, token: int, facts: PollFacts | None) -> None:
+        """On the claiming thread: a poll up to its GET, which the client's loop sends."""
+        sent = False
+        try:
+            started = start_poll(self._rt, job_id, token, facts, check_token=False)
+            if not isinstance(started, PollStarted):  # put off by the gate
+                self._notifier.hand_over(_not_polls(started))
+                return
+            task_id = started.facts.remote_task_id
+            sent = self._rt.client.get_task_later(
+                task_id, lambda reply: self._answers.submit(self._end_poll, started, reply)
+            )
+            if not sent:  # the API wants the POST query: on a thread, as without the loop
+                self._pool.submit(self._end_poll, started, None)
+                sent = True
+        except Exception:
+            log.exception("poll of job %s failed; it is polled again when its claim lapses", job_id)
+        finally:
+            if not sent:
+                self._release(1, polled=True)
+
+    def _end_poll(self, started: PollStarted, reply: TaskReply | None) -> None:
+        """On a pool thread: the poll's second half, with what its GET got (`reply`), or with
+        the request made here, where the loop could not send it."""
+        client = self._rt.client
+        try:
+            try:
+                if reply is None:
+                    remote = client.get_task(started.facts.remote_task_id)
+                else:
+                    remote = client.task_from(reply)
+            except ApiError as error:
+                actions = end_poll(self._rt, started, None, error)
+            else:
+                actions = end_poll(self._rt, started, remote, None)
+            self._notifier.hand_over(_not_polls(actions))
+        except Exception:
+            log.exception(
+                "poll of job %s failed; it is polled again when its claim lapses", started.job_id
+            )
+        finally:
+            self._release(1, polled=True)
+
     def _poll_one(self, job_id: str, token: int, facts: PollFacts | None) -> None:
         try:
             # The claim read the token and the facts in one step with taking the lease, so the
             # poll asks the API without reading the record; its write checks the token again.
             actions = poll(self._rt, job_id, token, facts, check_token=False)
-            # The step has filed the next poll in the schedule; no message is needed for it.
-            self._notifier.hand_over([a for a in actions if not isinstance(a, SchedulePoll)])
+            self._notifier.hand_over(_not_polls(actions))
         except Exception:
             log.exception("poll of job %s failed; it is polled again when its claim lapses", job_id)
         finally:
             self._release(1, polled=True)
+
+
+def _not_polls(actions: Actions) -> Actions:
+    """A poll's follow-ups but its next poll, which the step has filed in the schedule."""
+    return [action for action in actions if not isinstance(action, SchedulePoll)]

@@ -41,11 +41,16 @@ class Runtime:
 
 def busy_threads(settings: Settings) -> int:
     """How many of the worker's threads may use a connection at once: Celery's, and with the
-    poller its largest pool, its notifier and its claiming thread."""
+    poller its largest pools, its notifier and its claiming thread."""
     threads = settings.worker.concurrency
     polling = settings.polling
     if polling.mode == "poller":
-        threads += polling.poller_max_threads + polling.poller_notify_threads + 1
+        threads += (
+            polling.poller_max_threads
+            + polling.poller_loop_threads
+            + polling.poller_notify_threads
+            + 1
+        )
     return threads
 
 

@@ -221,3 +221,51 @@ def test_poll_threads_leave_when_idle_and_come_back(
 
 def finished(rt: Runtime, jobs: list[str]) -> Callable[[], bool]:
     return lambda: all(rt.store.get(job).status in TERMINAL_JOB_STATUSES for job in jobs)
+
+
+@pytest.fixture(scope="module")
+def slower_api() -> Iterator[SimulatorServer]:
+    """A simulator that takes half a second to answer each request."""
+    config = SimConfig(api_key=API_KEY, latency="fixed:30", request_delay="fixed:0.5", seed=5)
+    with SimulatorServer(config) as sim:
+        yield sim
+
+
+@pytest.mark.parametrize("event_loop", [True, False])
+def test_a_poll_waiting_for_the_api_holds_no_thread(
+    settings_values: dict[str, Any],
+    slower_api: SimulatorServer,
+    running: list[Poller],
+    event_loop: bool,
+) -> None:
+    """Forty jobs polled at once on an API that answers in 0.5 s: with the event loop their GETs
+    wait on one thread and four threads handle the answers, as fast as forty threads that each
+    wait for theirs (four of those would take 10 s for 80 polls)."""
+    values = {**settings_values, "api": {**settings_values["api"], "base_url": slower_api.base_url}}
+    rt = poller_runtime(
+        values,
+        poller_threads=40,
+        poller_max_threads=40,
+        poller_event_loop=event_loop,
+        poller_loop_threads=4,
+        interval_s=0.5,
+        jitter_s=0.1,
+        deadline_s=60,
+    )
+    for n in range(40):
+        submitted(rt, f"a castle {n}")
+    before = polls_made(slower_api)
+    started_at = time.monotonic()
+    poller = start(running, rt, list)
+    peak: list[int] = []
+
+    def polled_twice() -> bool:
+        peak.append(poller.threads)
+        return polls_made(slower_api) >= before + 80
+
+    wait_for(polled_twice, timeout_s=20, what="80 polls")
+    assert time.monotonic() - started_at < 5
+    if event_loop:
+        assert max(peak) <= 4
+    else:
+        assert max(peak) >= 30

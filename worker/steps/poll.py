@@ -1,9 +1,12 @@
-"""Ask the API about a submitted job once, then poll again or finish it."""
+"""Ask the API about a submitted job once, then poll again or finish it.
+
+`poll` does it all on one thread. The poller splits it at the API request (`start_poll`, the
+GET sent through its event loop, `end_poll`), so no thread waits for the answer."""
 
 from __future__ import annotations
 
 import logging
-from dataclasses import replace
+from dataclasses import dataclass, replace
 
 from imageq.worker.domain import transitions
 from imageq.worker.domain.job import Job
@@ -13,12 +16,24 @@ from imageq.worker.logs import bind_job, lifecycle
 from imageq.worker.messages import Actions, PollFacts
 from imageq.worker.metrics import POLLS
 from imageq.worker.policy.polling import Finish, next_step
+from imageq.worker.policy.request_budget import Grant
 from imageq.worker.runtime import Runtime
 from imageq.worker.steps.costs import credits_of
 from imageq.worker.steps.finish import finish
 from imageq.worker.steps.loading import load, log
 from imageq.worker.steps.put_off import put_off_poll
 from imageq.worker.upstream.responses import RemoteTask
+
+
+@dataclass(frozen=True, slots=True)
+class PollStarted:
+    """A poll past its checks and the request gate, its API request still to be answered."""
+
+    job_id: str
+    token: int
+    facts: PollFacts
+    grant: Grant
+    job: Job | None  # the record, where the poll had to read it
 
 
 def poll(
@@ -33,6 +48,26 @@ def poll(
     a poll that goes on costs the checked write, and before the API call a check of its token
     (two small fields) unless `check_token` is False: the message is known to hold the job's
     current token (`imageq.worker.policy.stale_polls`), so the write alone decides."""
+    started = start_poll(rt, job_id, token, facts, check_token=check_token)
+    if not isinstance(started, PollStarted):
+        return started
+    try:
+        remote = rt.client.get_task(started.facts.remote_task_id)
+    except ApiError as error:
+        return end_poll(rt, started, None, error)
+    return end_poll(rt, started, remote, None)
+
+
+def start_poll(
+    rt: Runtime,
+    job_id: str,
+    token: int,
+    facts: PollFacts | None = None,
+    *,
+    check_token: bool = True,
+) -> Actions | PollStarted:
+    """A poll's first half, up to its API request: the started poll, or what to do instead (a
+    stale poll: nothing; one the gate refuses: put off). Ask the API, then `end_poll`."""
     job: Job | None = None
     if facts is None:
         job = _pollable(rt, job_id, token)
@@ -48,18 +83,21 @@ def poll(
     grant = rt.gate.acquire("poll", f"poll:{job_id}")
     if not grant.allowed:
         return put_off_poll(rt, job_id, token, facts, grant)
-    remote: RemoteTask | None = None
-    error: ApiError | None = None
     POLLS.inc()
-    try:
-        remote = rt.client.get_task(facts.remote_task_id)
-    except ApiError as caught:
-        rt.gate.settle(grant, caught)
-        error = caught
-        fields = lifecycle("job.poll_failed", job_id=job_id, reason=repr(caught))
-        log.info("poll of job %s failed: %r", job_id, caught, extra=fields)
-    else:
-        rt.gate.settle(grant, None)
+    return PollStarted(job_id, token, facts, grant, job)
+
+
+def end_poll(
+    rt: Runtime, started: PollStarted, remote: RemoteTask | None, error: ApiError | None
+) -> Actions:
+    """A poll's second half, with the API's answer (`remote`) or its `error`: poll again later,
+    or finish the job."""
+    job_id, token, facts = started.job_id, started.token, started.facts
+    bind_job(job_id, remote_task_id=facts.remote_task_id, batch_id=None)  # maybe another thread
+    rt.gate.settle(started.grant, error)
+    if error is not None:
+        fields = lifecycle("job.poll_failed", job_id=job_id, reason=repr(error))
+        log.info("poll of job %s failed: %r", job_id, error, extra=fields)
     now = rt.clock()
     step = next_step(
         remote=remote,
@@ -82,7 +120,7 @@ def poll(
         fields = lifecycle("job.polled", job_id=job_id, remote_status=status, next=then)
         log.debug("poll of job %s: %s, then %s", job_id, status, then, extra=fields)
     if isinstance(step, Finish):
-        job = job or _pollable(rt, job_id, token)
+        job = started.job or _pollable(rt, job_id, token)
         if job is None:
             return []
         credits = None
