@@ -236,11 +236,12 @@ class PollingSettings(BaseModel):
         " thread for the whole request).",
     )
     poller_loop_threads: int = Field(
-        16,
+        4,
         ge=1,
         description="With the poller's event loop: the most threads that handle the API's"
-        " answers to polls (the checked write, the next poll; about a millisecond each), started"
-        " as needed and gone after `poller_idle_s` idle.",
+        " answers to polls (the checked write, the next poll; about a millisecond each, under"
+        " the GIL, so more threads would not do more of them), started as needed and gone after"
+        " `poller_idle_s` idle.",
     )
     poller_notify_threads: int = Field(
         16,
