@@ -16,8 +16,10 @@ from imageq.devenv.redis_server import free_port
 from imageq.simulator.server import SimulatorServer
 from imageq.simulator.sim_config import SimConfig
 from imageq.worker.domain.params import validate_params
-from imageq.worker.errors import ApiError
+from imageq.worker.errors import ApiError, ApiUnavailable
 from imageq.worker.upstream.client import ApiClient, TaskReply
+from imageq.worker.upstream.curl_loop import CurlLoop
+from imageq.worker.upstream.curl_transport import CurlTransport
 from imageq.worker.upstream.transport import Answer, PoolTransport
 from tests.conftest import API_KEY
 
@@ -174,3 +176,44 @@ def test_no_loop_without_libcurl_reads() -> None:
     client = ApiClient(ApiSettings(base_url="http://127.0.0.1:1", key=API_KEY), transport=transport)
     assert not client.start_loop()
     assert not client.get_task_later("t", lambda _: None)
+
+
+class BrokenLoop(CurlLoop):
+    """A loop that fails right after starting the GETs it was sent (a bug, say)."""
+
+    def _take_queued(self) -> None:
+        super()._take_queued()
+        raise RuntimeError("a bug in the loop")
+
+
+def test_a_failed_loop_ends_its_gets_as_unavailable_and_takes_no_more() -> None:
+    """GETs in flight when the loop fails each end with a retryable `ApiUnavailable` (no caller
+    waits for an answer that cannot come); after it the loop refuses GETs, and a client with
+    such a loop sends its GETs on the calling thread."""
+    config = SimConfig(api_key=API_KEY, latency="fixed:30", request_delay="fixed:1")
+    with SimulatorServer(config) as sim:
+        transport = CurlTransport(
+            sim.base_url, connect_timeout_s=2, read_timeout_s=2, max_connections=2
+        )
+        loop = BrokenLoop(transport)
+        loop.start()
+        outcomes: list[Answer | ApiError] = []
+        ended = threading.Event()
+
+        def done(outcome: Answer | ApiError) -> None:
+            outcomes.append(outcome)
+            if len(outcomes) == 2:
+                ended.set()
+
+        loop.send("/v1/tasks/a", {}, done)
+        loop.send("/v1/tasks/b", {}, done)
+        assert ended.wait(5)
+        assert not loop.running
+        with pytest.raises(RuntimeError):
+            loop.send("/v1/tasks/c", {}, done)
+    assert all(isinstance(outcome, ApiUnavailable) for outcome in outcomes)
+    assert all(isinstance(o, ApiError) and o.retryable for o in outcomes)
+    assert sorted(str(o) for o in outcomes) == [
+        "GET /v1/tasks/a: the request loop failed",
+        "GET /v1/tasks/b: the request loop failed",
+    ]

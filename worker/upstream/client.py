@@ -121,9 +121,9 @@ class ApiClient:
     def get_task_later(self, task_id: str, done: Callable[[TaskReply], None]) -> bool:
         """Send the task's GET through the loop; `done` gets the reply on the loop's thread and
         should hand it to `task_from` on another. False, with nothing sent, where there is no
-        loop or the API wants the POST query: call `get_task` then."""
+        loop (or it failed) or the API wants the POST query: call `get_task` then."""
         loop = self._loop
-        if loop is None or self._query_by_post:
+        if loop is None or self._query_by_post or not loop.running:
             return False
         path = _task_path(task_id)
         started = time.monotonic()

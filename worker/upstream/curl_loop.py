@@ -8,7 +8,8 @@ short parts of a poll on either side of the request.
 `send` may be called from any thread; the GET is set up and driven on the loop's own thread,
 and `done` is called there with the `Answer` or the `ApiError` (classified as `CurlTransport`
 classifies it), so it must be quick: hand the answer to another thread. GETs still in flight
-when the loop stops are dropped without a call.
+when the loop is stopped are dropped without a call; should the loop itself fail, each ends
+with an `ApiUnavailable`, and the loop takes no more.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from collections.abc import Callable, Mapping
 
 import pycurl
 
-from imageq.worker.errors import ApiError
+from imageq.worker.errors import ApiError, ApiUnavailable
 from imageq.worker.upstream.curl_transport import CurlGet, CurlTransport
 from imageq.worker.upstream.transport import Answer
 
@@ -57,9 +58,9 @@ class CurlLoop:
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
 
     @property
-    def in_flight(self) -> int:
-        """GETs sent and not yet answered."""
-        return len(self._in_flight)
+    def running(self) -> bool:
+        """Whether `send` takes GETs: started and neither stopped nor failed."""
+        return self._thread.is_alive() and not self._stopping
 
     def start(self) -> None:
         self._thread.start()
@@ -84,15 +85,18 @@ class CurlLoop:
             self._wake_w.send(b"\0")
 
     def _run(self) -> None:
+        failed = False
         try:
             while not self._stopping:
                 self._turn()
         except Exception:
-            log.exception("the curl loop failed; its GETs in flight are dropped")
+            log.exception("the curl loop failed; its GETs end as ApiUnavailable")
+            failed = True
         finally:
             with self._lock:
                 self._stopping = True  # `send` refuses from now on
-            self._close()
+                queued, self._queued = self._queued, deque()
+            self._close(failed, queued)
 
     def _turn(self) -> None:
         """Wait for a socket, the timer or a wake, then let libcurl act and deliver answers."""
@@ -164,11 +168,19 @@ class CurlLoop:
         """libcurl says when to call it back with no socket event (-1: no timer)."""
         self._timer_at = None if timeout_ms < 0 else time.monotonic() + timeout_ms / 1000
 
-    def _close(self) -> None:
+    def _close(self, failed: bool, queued: deque[tuple[str, Mapping[str, str], Done]]) -> None:
+        """Let go of every handle; after a failure, end each GET not answered yet with an
+        `ApiUnavailable`, so no caller waits for an answer that cannot come."""
+        unanswered = [(get.path, done) for get, done in self._in_flight.values()]
+        unanswered += [(path, done) for path, _headers, done in queued]
         for handle in list(self._in_flight):
             self._multi.remove_handle(handle)
             handle.close()
         self._in_flight.clear()
+        if failed:
+            for path, done in unanswered:
+                with contextlib.suppress(Exception):
+                    done(ApiUnavailable(f"GET {path}: the request loop failed"))
         self._multi.close()
         self._selector.close()
         self._wake_r.close()
