@@ -196,7 +196,6 @@ def test_a_failed_loop_ends_its_gets_as_unavailable_and_takes_no_more() -> None:
             sim.base_url, connect_timeout_s=2, read_timeout_s=2, max_connections=2
         )
         loop = BrokenLoop(transport)
-        loop.start()
         outcomes: list[Answer | ApiError] = []
         ended = threading.Event()
 
@@ -205,8 +204,10 @@ def test_a_failed_loop_ends_its_gets_as_unavailable_and_takes_no_more() -> None:
             if len(outcomes) == 2:
                 ended.set()
 
+        # Both sent before it starts: it fails on its first turn, which takes them both.
         loop.send("/v1/tasks/a", {}, done)
         loop.send("/v1/tasks/b", {}, done)
+        loop.start()
         assert ended.wait(5)
         assert not loop.running
         with pytest.raises(RuntimeError):
