@@ -30,9 +30,9 @@ import logging
 import threading
 import time
 from collections.abc import Callable
+from functools import partial
 
 from imageq.worker.domain.submit_schedule import keeps_claim, split_submits
-from imageq.worker.errors import ApiError
 from imageq.worker.logs import unbind
 from imageq.worker.memory_release import release_free_memory
 from imageq.worker.messages import Actions, PollFacts, SchedulePoll
@@ -280,16 +280,12 @@ class Poller:
         """On a pool thread: the poll's second half, with what its GET got (`reply`), or with
         the request made here, where the loop could not send it."""
         client = self._rt.client
+        if reply is None:
+            ask = partial(client.get_task, started.facts.remote_task_id)
+        else:
+            ask = partial(client.task_from, reply)
         try:
-            try:
-                if reply is None:
-                    remote = client.get_task(started.facts.remote_task_id)
-                else:
-                    remote = client.task_from(reply)
-            except ApiError as error:
-                actions = end_poll(self._rt, started, None, error)
-            else:
-                actions = end_poll(self._rt, started, remote, None)
+            actions = end_poll(self._rt, started, ask)
             self._notifier.hand_over(_not_polls(actions))
         except Exception:
             log.exception(

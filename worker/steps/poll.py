@@ -6,7 +6,9 @@ GET sent through its event loop, `end_poll`), so no thread waits for the answer.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, replace
+from functools import partial
 
 from imageq.worker.domain import transitions
 from imageq.worker.domain.job import Job
@@ -51,11 +53,7 @@ def poll(
     started = start_poll(rt, job_id, token, facts, check_token=check_token)
     if not isinstance(started, PollStarted):
         return started
-    try:
-        remote = rt.client.get_task(started.facts.remote_task_id)
-    except ApiError as error:
-        return end_poll(rt, started, None, error)
-    return end_poll(rt, started, remote, None)
+    return end_poll(rt, started, partial(rt.client.get_task, started.facts.remote_task_id))
 
 
 def start_poll(
@@ -87,13 +85,17 @@ def start_poll(
     return PollStarted(job_id, token, facts, grant, job)
 
 
-def end_poll(
-    rt: Runtime, started: PollStarted, remote: RemoteTask | None, error: ApiError | None
-) -> Actions:
-    """A poll's second half, with the API's answer (`remote`) or its `error`: poll again later,
-    or finish the job."""
+def end_poll(rt: Runtime, started: PollStarted, ask: Callable[[], RemoteTask]) -> Actions:
+    """A poll's second half: `ask` for the task (the request itself, or the reading of an
+    answer that has come), then poll again later or finish the job."""
     job_id, token, facts = started.job_id, started.token, started.facts
     bind_job(job_id, remote_task_id=facts.remote_task_id, batch_id=None)  # maybe another thread
+    remote: RemoteTask | None = None
+    error: ApiError | None = None
+    try:
+        remote = ask()
+    except ApiError as caught:
+        error = caught
     rt.gate.settle(started.grant, error)
     if error is not None:
         fields = lifecycle("job.poll_failed", job_id=job_id, reason=repr(error))

@@ -33,7 +33,7 @@ log = logging.getLogger(__name__)
 
 Done = Callable[[Answer | ApiError], None]
 
-_WAKE = "wake"
+_WAKE = object()  # the selector key data of the wake socket
 
 
 class CurlLoop:
