@@ -35,7 +35,16 @@ GRACE_S = 15.0
 CALLBACK = {"task": "x", "args": [], "kwargs": {}, "options": {}}
 
 
-def poller_runtime(settings_values: dict[str, Any], **polling: Any) -> Runtime:
+def poller_runtime(
+    settings_values: dict[str, Any], *, api: SimulatorServer | None = None, **polling: Any
+) -> Runtime:
+    """A poller-mode runtime with short ticks, on `api` if given (else the session's
+    simulator)."""
+    if api is not None:
+        settings_values = {
+            **settings_values,
+            "api": {**settings_values["api"], "base_url": api.base_url},
+        }
     return step_runtime(
         settings_values,
         dbs=(12, 13),
@@ -152,9 +161,9 @@ def test_the_pool_grows_while_polls_wait_within_its_cpu_share(
 
     The CPU clock is given (`cores` per second): this test process also runs Redis clients and
     the simulator's threads, so its own CPU use is not the poller's."""
-    values = {**settings_values, "api": {**settings_values["api"], "base_url": slow_api.base_url}}
     rt = poller_runtime(
-        values,
+        settings_values,
+        api=slow_api,
         poller_threads=2,
         poller_max_threads=12,
         poller_sizing_s=0.2,
@@ -187,8 +196,7 @@ def test_a_claimed_poll_that_goes_on_reads_no_record(
     """The claim brings each poll its facts: 40 polls of jobs that go on reach the API without
     reading a job record (no HGETALL on the Redis server; without the facts each poll makes
     one)."""
-    values = {**settings_values, "api": {**settings_values["api"], "base_url": slow_api.base_url}}
-    rt = poller_runtime(values, poller_threads=4, deadline_s=60)
+    rt = poller_runtime(settings_values, api=slow_api, poller_threads=4, deadline_s=60)
     for n in range(10):
         submitted(rt, f"a castle {n}")
     admin = redis.Redis.from_url(redis_server.url(12))
@@ -241,9 +249,9 @@ def test_a_poll_waiting_for_the_api_holds_no_thread(
     """Forty jobs polled at once on an API that answers in 0.5 s: with the event loop their GETs
     wait on one thread and four threads handle the answers, as fast as forty threads that each
     wait for theirs (four of those would take 10 s for 80 polls)."""
-    values = {**settings_values, "api": {**settings_values["api"], "base_url": slower_api.base_url}}
     rt = poller_runtime(
-        values,
+        settings_values,
+        api=slower_api,
         poller_threads=40,
         poller_max_threads=40,
         poller_event_loop=event_loop,
